@@ -1,0 +1,151 @@
+"""Generate CarRacing rollouts with a random policy, one compressed .npz per episode.
+
+Usage:
+    python data/generation_script.py --rollouts 1000 --rootdir datasets/carracing --threads 8
+
+Rollout i's track and actions derive from (--seed, i) alone, so the same seed gives the same files
+whatever --threads is. Files appear atomically; rerunning into the same --rootdir skips finished
+rollouts. See data/rollouts.py for the file layout and its time alignment.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+from tqdm import tqdm
+
+from data.policies import POLICIES, make_policy
+from data.rollouts import Rollout, rollout_name, save_rollout
+from envs import DEFAULT_RENDERER, ENV_ID, MAX_EPISODE_STEPS, RENDERERS, make_env
+from envs.preprocess import DEFAULT_PREPROCESSING, PREPROCESSINGS, preprocess
+from utils.checkpoint import remove_stale_temporaries
+from utils.cli import UserError, make_parser, positive_int, run
+from utils.seeding import derive_seed
+
+
+def build_parser():
+    parser = make_parser(__doc__)
+    parser.add_argument("--rollouts", type=positive_int, default=1000, help="number of rollouts in total")
+    parser.add_argument("--rootdir", type=Path, default=Path("datasets/carracing"),
+                        help="directory the .npz files go to (created if missing)")
+    parser.add_argument("--threads", type=positive_int, default=max(1, os.cpu_count() or 1),
+                        help="worker processes")
+    parser.add_argument("--policy", choices=POLICIES, default="brown",
+                        help="random policy: brown (correlated, drivable) or white (i.i.d. uniform)")
+    parser.add_argument("--seed", type=int, default=0, help="base seed of tracks and policies")
+    parser.add_argument("--max-steps", type=positive_int, default=MAX_EPISODE_STEPS,
+                        help="episode length cap (time limit); small values make smoke runs")
+    parser.add_argument("--preprocessing", choices=PREPROCESSINGS, default=DEFAULT_PREPROCESSING,
+                        help="crop84: drop the dashboard, as the paper; full: keep it")
+    parser.add_argument("--renderer", choices=RENDERERS, default=DEFAULT_RENDERER,
+                        help="CarRacing implementation used to render frames")
+    return parser
+
+
+def generate_rollout(index: int, rootdir: str, seed: int, policy: str, max_steps: int,
+                     preprocessing: str, renderer: str) -> tuple[int, int]:
+    """Run rollout ``index`` and write it to ``rootdir``; returns (index, steps)."""
+    env = make_env(renderer=renderer, max_episode_steps=max_steps)
+    try:
+        track_seed = derive_seed(seed, index, 0)
+        rng = np.random.default_rng(derive_seed(seed, index, 1))
+        act = make_policy(policy, rng, env.action_space.low, env.action_space.high, max_steps)
+        obs, _ = env.reset(seed=track_seed)
+        frames, actions, rewards, terminals = [preprocess(obs, preprocessing)], [], [], []
+        truncated = False
+        for t in range(max_steps):
+            action = act(t)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            actions.append(action)
+            rewards.append(reward)
+            terminals.append(terminated)
+            if terminated or truncated:
+                break
+            frames.append(preprocess(obs, preprocessing))
+        rollout = Rollout(
+            observations=np.stack(frames), actions=np.stack(actions).astype(np.float32),
+            rewards=np.asarray(rewards, np.float32), terminals=np.asarray(terminals, bool),
+            final_observation=preprocess(obs, preprocessing), truncated=bool(truncated),
+            preprocessing=preprocessing, seed=seed, index=index, track_seed=track_seed, policy=policy,
+            env=ENV_ID,
+        )
+        save_rollout(Path(rootdir) / rollout_name(index), rollout)
+        return index, len(rollout)
+    finally:
+        env.close()
+
+
+def check_rootdir(rootdir: Path) -> None:
+    """Create ``rootdir`` and prove it is writable, or raise a one-line error."""
+    try:
+        rootdir.mkdir(parents=True, exist_ok=True)
+        probe = rootdir / ".write_probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise UserError(f"--rootdir {rootdir} is not writable ({err.strerror}); choose another directory")
+
+
+def main(args) -> list[int]:
+    """Generate the missing rollouts of ``range(args.rollouts)``; returns the indices written."""
+    check_rootdir(args.rootdir)
+    remove_stale_temporaries(args.rootdir)
+    todo = [i for i in range(args.rollouts) if not (args.rootdir / rollout_name(i)).exists()]
+    done = args.rollouts - len(todo)
+    if done:
+        print(f"{args.rootdir}: {done} of {args.rollouts} rollouts already there, generating {len(todo)}")
+    if not todo:
+        return []
+    job = dict(rootdir=str(args.rootdir), seed=args.seed, policy=args.policy, max_steps=args.max_steps,
+               preprocessing=args.preprocessing, renderer=args.renderer)
+    written, steps, start = [], 0, time.perf_counter()
+    bar = tqdm(total=len(todo), desc="rollouts", unit="rollout", dynamic_ncols=True)
+
+    def record(index: int, n: int) -> None:
+        nonlocal steps
+        written.append(index)
+        steps += n
+        bar.update(1)
+        bar.set_postfix(steps_per_s=f"{steps / (time.perf_counter() - start):.0f}")
+
+    try:
+        if args.threads == 1:
+            for i in todo:
+                record(*generate_rollout(i, **job))
+        else:
+            # spawn: each worker starts clean (no inherited pygame/Box2D state); a worker that dies makes
+            # the pool broken, which surfaces here instead of hanging.
+            ctx = mp.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=min(args.threads, len(todo)), mp_context=ctx) as pool:
+                pending = {pool.submit(generate_rollout, i, **job) for i in todo}
+                try:
+                    while pending:
+                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for fut in finished:
+                            record(*fut.result())
+                except BaseException:
+                    for fut in pending:
+                        fut.cancel()
+                    raise
+    except BrokenProcessPool as err:
+        raise UserError(f"a generation worker died ({err}); {len(written)} rollouts were written, "
+                        f"rerun the same command to resume") from None
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - start
+    print(f"wrote {len(written)} rollouts ({steps} steps) to {args.rootdir} in {elapsed:.1f} s "
+          f"({steps / max(elapsed, 1e-9):.0f} steps/s)")
+    return sorted(written)
+
+
+if __name__ == "__main__":
+    run(main, build_parser())

@@ -1,0 +1,152 @@
+"""Rollout files: one compressed ``.npz`` per episode, written atomically, read with validation.
+
+Layout of a file with T steps (time alignment: action t is taken on observation t):
+
+=====================  ==================  ============================================================
+key                    shape, dtype        meaning
+=====================  ==================  ============================================================
+``observations``       (T, 64, 64, 3) u8   o_0 .. o_{T-1}; o_0 is the frame returned by ``reset``
+``actions``            (T, 3) float32      a_t, taken on o_t
+``rewards``            (T,) float32        r_t, received for a_t
+``terminals``          (T,) bool           True only at a real termination caused by a_t (off the
+                                           playfield, or lap finished); never at a time-limit cut
+``final_observation``  (64, 64, 3) u8      o_T, the frame after the last action (the next frame of
+                                           step T-1), so every step has its successor
+``truncated``          () bool             the episode ended on the time limit
+``preprocessing``      () str              how frames were made (see envs/preprocess.py)
+``seed``, ``index``    () int64            the run's ``--seed`` and this rollout's index
+``track_seed``         () int64            the seed passed to ``env.reset``
+``policy``, ``env``    () str              the policy that acted, the Gymnasium env id
+=====================  ==================  ============================================================
+"""
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from utils.checkpoint import atomic_write
+from utils.cli import UserError
+
+FORMAT_VERSION = 1
+ARRAY_KEYS = ("observations", "actions", "rewards", "terminals", "final_observation")
+META_KEYS = ("truncated", "preprocessing", "seed", "index", "track_seed", "policy", "env", "format")
+
+
+def rollout_name(index: int) -> str:
+    """File name of rollout ``index``: sorted order is index order."""
+    return f"rollout_{index:06d}.npz"
+
+
+@dataclass
+class Rollout:
+    """One episode in memory; see the module docstring for shapes."""
+
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminals: np.ndarray
+    final_observation: np.ndarray
+    truncated: bool
+    preprocessing: str
+    seed: int = 0
+    index: int = 0
+    track_seed: int = 0
+    policy: str = ""
+    env: str = "CarRacing-v3"
+
+    def __len__(self) -> int:
+        return int(self.actions.shape[0])
+
+    @property
+    def next_observations(self) -> np.ndarray:
+        """(T, 64, 64, 3) o_1 .. o_T: the frame that followed each action."""
+        return np.concatenate([self.observations[1:], self.final_observation[None]], axis=0)
+
+
+def save_rollout(path: str | os.PathLike, rollout: Rollout) -> None:
+    """Write ``rollout`` as a compressed ``.npz`` atomically (a killed run leaves no partial file)."""
+    arrays = {k: getattr(rollout, k) for k in ARRAY_KEYS}
+    meta = {k: np.asarray(getattr(rollout, k)) for k in META_KEYS if k != "format"}
+    atomic_write(path, lambda f: np.savez_compressed(f, format=np.int64(FORMAT_VERSION), **arrays, **meta))
+
+
+def load_rollout(path: str | os.PathLike, frame_shape: tuple[int, int, int] = (64, 64, 3)) -> Rollout:
+    """Read and validate one rollout file; any problem is a :class:`UserError` naming the file."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in ARRAY_KEYS + META_KEYS if k not in npz.files]
+            if missing:
+                raise UserError(f"{path}: not a rollout file of this project (missing {', '.join(missing)}); "
+                                f"regenerate it with data/generation_script.py")
+            d = {k: npz[k] for k in ARRAY_KEYS + META_KEYS}
+    except UserError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise UserError(f"{path}: corrupt or truncated rollout file ({err}); delete it and rerun "
+                        f"data/generation_script.py to regenerate it") from None
+    t = d["actions"].shape[0] if d["actions"].ndim == 2 else -1
+    expected = {
+        "observations": ((t, *frame_shape), np.uint8), "actions": ((t, 3), np.float32),
+        "rewards": ((t,), np.float32), "terminals": ((t,), np.bool_),
+        "final_observation": (frame_shape, np.uint8),
+    }
+    for key, (shape, dtype) in expected.items():
+        if d[key].shape != shape or d[key].dtype != dtype:
+            raise UserError(f"{path}: '{key}' is {d[key].dtype}{list(d[key].shape)}, expected "
+                            f"{np.dtype(dtype)}{list(shape)}; regenerate it with data/generation_script.py")
+    if t < 1:
+        raise UserError(f"{path}: empty rollout; delete it and rerun data/generation_script.py")
+    return Rollout(
+        observations=d["observations"], actions=d["actions"], rewards=d["rewards"],
+        terminals=d["terminals"], final_observation=d["final_observation"],
+        truncated=bool(d["truncated"]), preprocessing=str(d["preprocessing"]), seed=int(d["seed"]),
+        index=int(d["index"]), track_seed=int(d["track_seed"]), policy=str(d["policy"]), env=str(d["env"]),
+    )
+
+
+def list_rollouts(rootdir: str | os.PathLike) -> list[Path]:
+    """Every ``*.npz`` under ``rootdir`` (recursively), in sorted path order."""
+    rootdir = Path(rootdir)
+    if not rootdir.is_dir():
+        raise UserError(f"dataset directory {rootdir} does not exist; generate rollouts with "
+                        f"data/generation_script.py --rootdir {rootdir}")
+    files = sorted(p for p in rootdir.rglob("*.npz") if not p.name.startswith("."))
+    if not files:
+        raise UserError(f"no rollout files (*.npz) under {rootdir}; generate them with "
+                        f"data/generation_script.py --rootdir {rootdir}")
+    return files
+
+
+def _stable_unit(name: str) -> float:
+    """A number in [0, 1) that depends only on ``name`` (not on Python's hash seed)."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha1(name.encode()).digest()[:8], "big") / 2.0**64
+
+
+def split_rollouts(files: list[Path], test_fraction: float, rootdir: str | os.PathLike | None = None
+                   ) -> tuple[list[Path], list[Path]]:
+    """Deterministic train/test split by rollout, the same for every stage.
+
+    A file is in the test set when a hash of its path (relative to ``rootdir``) falls below
+    ``test_fraction``, so the split does not depend on listing order and adding rollouts never moves
+    an existing one across. With two or more files and ``test_fraction > 0`` both sets are non-empty.
+    Returns (train, test), each in sorted order.
+    """
+    keys = [str(p.relative_to(rootdir)) if rootdir is not None else p.name for p in files]
+    units = [_stable_unit(k) for k in keys]
+    test_idx = {i for i, u in enumerate(units) if u < test_fraction}
+    if test_fraction > 0 and len(files) >= 2:
+        order = sorted(range(len(files)), key=units.__getitem__)
+        if not test_idx:
+            test_idx = {order[0]}
+        elif len(test_idx) == len(files):
+            test_idx.discard(order[-1])
+    train = [p for i, p in enumerate(files) if i not in test_idx]
+    test = [p for i, p in enumerate(files) if i in test_idx]
+    return train, test

@@ -1,0 +1,62 @@
+"""Frame preprocessing, in one place for generation, training and control: 96x96 RGB -> 64x64 uint8.
+
+Two modes:
+
+* ``crop84`` (default, the paper's): drop the 12-row dashboard (rows 84..95), then area-average the
+  84x96 playfield to 64x64.
+* ``full``: area-average the whole 96x96 frame, dashboard included (what the earlier PyTorch port fed
+  its VAE).
+
+Every rollout file records the mode it was made with, and later stages read it from there.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+PREPROCESSINGS: tuple[str, ...] = ("crop84", "full")
+DEFAULT_PREPROCESSING = "crop84"
+FRAME_SIZE = 64
+DASHBOARD_ROW = 84  # first dashboard row of the 96x96 CarRacing frame
+
+
+@lru_cache(maxsize=8)
+def area_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) float32 weights of exact area averaging along one axis.
+
+    Output pixel ``i`` covers input interval ``[i * s, (i + 1) * s)`` with ``s = n_in / n_out``; each
+    input pixel contributes the length of its overlap with it, divided by ``s``. Rows sum to 1.
+    """
+    scale = n_in / n_out
+    weights = np.zeros((n_out, n_in), dtype=np.float64)
+    for i in range(n_out):
+        lo, hi = i * scale, (i + 1) * scale
+        for j in range(int(np.floor(lo)), min(int(np.ceil(hi)), n_in)):
+            weights[i, j] = max(0.0, min(hi, j + 1) - max(lo, j))
+    weights /= scale
+    return weights.astype(np.float32)
+
+
+def preprocess(frames: np.ndarray, mode: str = DEFAULT_PREPROCESSING) -> np.ndarray:
+    """Crop and area-resize CarRacing frames.
+
+    Args:
+        frames: (96, 96, 3) or (N, 96, 96, 3) uint8.
+        mode: one of :data:`PREPROCESSINGS`.
+    Returns:
+        (64, 64, 3) or (N, 64, 64, 3) uint8, rounded to nearest.
+    """
+    if mode not in PREPROCESSINGS:
+        raise ValueError(f"unknown preprocessing {mode!r}; expected one of {PREPROCESSINGS}")
+    frames = np.asarray(frames)
+    if frames.shape[-3:] != (96, 96, 3):
+        raise ValueError(f"expected (..., 96, 96, 3) frames, got {frames.shape}")
+    if mode == "crop84":
+        frames = frames[..., :DASHBOARD_ROW, :, :]
+    h, w = frames.shape[-3], frames.shape[-2]
+    rows, cols = area_matrix(h, FRAME_SIZE), area_matrix(w, FRAME_SIZE)
+    # (out_h, h) @ (..., h, w, c) over h, then over w: two small matmuls instead of per-pixel loops.
+    x = np.einsum("ih,...hwc->...iwc", rows, frames.astype(np.float32), optimize=True)
+    x = np.einsum("jw,...iwc->...ijc", cols, x, optimize=True)
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)

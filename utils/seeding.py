@@ -1,0 +1,26 @@
+"""One place where every random stream is derived from ``--seed``."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+
+def derive_seed(*keys: int) -> int:
+    """A 32-bit seed that depends only on ``keys`` (e.g. ``(seed, rollout_index)``).
+
+    Uses NumPy's SeedSequence, so nearby keys give unrelated streams and the result does not depend
+    on process, thread count or call order.
+    """
+    return int(np.random.SeedSequence([int(k) & 0xFFFFFFFF for k in keys]).generate_state(1)[0])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy's global generator and torch (when it is imported)."""
+    random.seed(seed)
+    np.random.seed(derive_seed(seed))
+    try:
+        import torch
+    except ImportError:  # generation does not need torch
+        return
+    torch.manual_seed(seed)
