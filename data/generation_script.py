@@ -7,6 +7,7 @@ Rollout i's track and actions derive from (--seed, i) alone, so the same seed gi
 whatever --threads is. Files appear atomically; rerunning into the same --rootdir skips finished
 rollouts. See data/rollouts.py for the file layout and its time alignment.
 """
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -35,24 +36,46 @@ from utils.seeding import derive_seed
 def build_parser():
     parser = make_parser(__doc__)
     parser.add_argument("--rollouts", type=positive_int, default=1000, help="number of rollouts in total")
-    parser.add_argument("--rootdir", type=Path, default=Path("datasets/carracing"),
-                        help="directory the .npz files go to (created if missing)")
-    parser.add_argument("--threads", type=positive_int, default=max(1, os.cpu_count() or 1),
-                        help="worker processes")
-    parser.add_argument("--policy", choices=POLICIES, default="brown",
-                        help="random policy: brown (correlated, drivable) or white (i.i.d. uniform)")
+    parser.add_argument(
+        "--rootdir",
+        type=Path,
+        default=Path("datasets/carracing"),
+        help="directory the .npz files go to (created if missing)",
+    )
+    parser.add_argument(
+        "--threads", type=positive_int, default=max(1, os.cpu_count() or 1), help="worker processes"
+    )
+    parser.add_argument(
+        "--policy",
+        choices=POLICIES,
+        default="brown",
+        help="random policy: brown (correlated, drivable) or white (i.i.d. uniform)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="base seed of tracks and policies")
-    parser.add_argument("--max-steps", type=positive_int, default=MAX_EPISODE_STEPS,
-                        help="episode length cap (time limit); small values make smoke runs")
-    parser.add_argument("--preprocessing", choices=PREPROCESSINGS, default=DEFAULT_PREPROCESSING,
-                        help="crop84: drop the dashboard, as the paper; full: keep it")
-    parser.add_argument("--renderer", choices=RENDERERS, default=DEFAULT_RENDERER,
-                        help="CarRacing implementation used to render frames")
+    parser.add_argument(
+        "--max-steps",
+        type=positive_int,
+        default=MAX_EPISODE_STEPS,
+        help="episode length cap (time limit); small values make smoke runs",
+    )
+    parser.add_argument(
+        "--preprocessing",
+        choices=PREPROCESSINGS,
+        default=DEFAULT_PREPROCESSING,
+        help="crop84: drop the dashboard, as the paper; full: keep it",
+    )
+    parser.add_argument(
+        "--renderer",
+        choices=RENDERERS,
+        default=DEFAULT_RENDERER,
+        help="CarRacing implementation used to render frames",
+    )
     return parser
 
 
-def generate_rollout(index: int, rootdir: str, seed: int, policy: str, max_steps: int,
-                     preprocessing: str, renderer: str) -> tuple[int, int]:
+def generate_rollout(
+    index: int, rootdir: str, seed: int, policy: str, max_steps: int, preprocessing: str, renderer: str
+) -> tuple[int, int]:
     """Run rollout ``index`` and write it to ``rootdir``; returns (index, steps)."""
     env = make_env(renderer=renderer, max_episode_steps=max_steps)
     try:
@@ -72,10 +95,17 @@ def generate_rollout(index: int, rootdir: str, seed: int, policy: str, max_steps
                 break
             frames.append(preprocess(obs, preprocessing))
         rollout = Rollout(
-            observations=np.stack(frames), actions=np.stack(actions).astype(np.float32),
-            rewards=np.asarray(rewards, np.float32), terminals=np.asarray(terminals, bool),
-            final_observation=preprocess(obs, preprocessing), truncated=bool(truncated),
-            preprocessing=preprocessing, seed=seed, index=index, track_seed=track_seed, policy=policy,
+            observations=np.stack(frames),
+            actions=np.stack(actions).astype(np.float32),
+            rewards=np.asarray(rewards, np.float32),
+            terminals=np.asarray(terminals, bool),
+            final_observation=preprocess(obs, preprocessing),
+            truncated=bool(truncated),
+            preprocessing=preprocessing,
+            seed=seed,
+            index=index,
+            track_seed=track_seed,
+            policy=policy,
             env=ENV_ID,
         )
         save_rollout(Path(rootdir) / rollout_name(index), rollout)
@@ -92,7 +122,9 @@ def check_rootdir(rootdir: Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
-        raise UserError(f"--rootdir {rootdir} is not writable ({err.strerror}); choose another directory")
+        raise UserError(
+            f"--rootdir {rootdir} is not writable ({err.strerror}); choose another directory"
+        ) from None
 
 
 def main(args) -> list[int]:
@@ -105,8 +137,14 @@ def main(args) -> list[int]:
         print(f"{args.rootdir}: {done} of {args.rollouts} rollouts already there, generating {len(todo)}")
     if not todo:
         return []
-    job = dict(rootdir=str(args.rootdir), seed=args.seed, policy=args.policy, max_steps=args.max_steps,
-               preprocessing=args.preprocessing, renderer=args.renderer)
+    job = dict(
+        rootdir=str(args.rootdir),
+        seed=args.seed,
+        policy=args.policy,
+        max_steps=args.max_steps,
+        preprocessing=args.preprocessing,
+        renderer=args.renderer,
+    )
     written, steps, start = [], 0, time.perf_counter()
     bar = tqdm(total=len(todo), desc="rollouts", unit="rollout", dynamic_ncols=True)
 
@@ -137,13 +175,17 @@ def main(args) -> list[int]:
                         fut.cancel()
                     raise
     except BrokenProcessPool as err:
-        raise UserError(f"a generation worker died ({err}); {len(written)} rollouts were written, "
-                        f"rerun the same command to resume") from None
+        raise UserError(
+            f"a generation worker died ({err}); {len(written)} rollouts were written, "
+            f"rerun the same command to resume"
+        ) from None
     finally:
         bar.close()
     elapsed = time.perf_counter() - start
-    print(f"wrote {len(written)} rollouts ({steps} steps) to {args.rootdir} in {elapsed:.1f} s "
-          f"({steps / max(elapsed, 1e-9):.0f} steps/s)")
+    print(
+        f"wrote {len(written)} rollouts ({steps} steps) to {args.rootdir} in {elapsed:.1f} s "
+        f"({steps / max(elapsed, 1e-9):.0f} steps/s)"
+    )
     return sorted(written)
 
 

@@ -5,6 +5,7 @@
   rollouts that move along the track and show turns, speed and skids.
 * ``white``: every action an independent uniform sample. The car mostly jitters in place.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -15,8 +16,9 @@ POLICIES: tuple[str, ...] = ("brown", "white")
 BROWNIAN_DT = 1.0 / 50.0
 
 
-def brownian_actions(rng: np.random.Generator, low: np.ndarray, high: np.ndarray, n: int,
-                     dt: float = BROWNIAN_DT) -> np.ndarray:
+def brownian_actions(
+    rng: np.random.Generator, low: np.ndarray, high: np.ndarray, n: int, dt: float = BROWNIAN_DT
+) -> np.ndarray:
     """(n, dim) float32 brownian action sequence (see module docstring)."""
     low, high = np.asarray(low, np.float64), np.asarray(high, np.float64)
     actions = np.empty((n, low.shape[0]), dtype=np.float32)
@@ -33,8 +35,9 @@ def white_actions(rng: np.random.Generator, low: np.ndarray, high: np.ndarray, n
     return rng.uniform(low, high, size=(n, low.shape[0])).astype(np.float32)
 
 
-def make_policy(name: str, rng: np.random.Generator, low: np.ndarray, high: np.ndarray,
-                horizon: int) -> Callable[[int], np.ndarray]:
+def make_policy(
+    name: str, rng: np.random.Generator, low: np.ndarray, high: np.ndarray, horizon: int
+) -> Callable[[int], np.ndarray]:
     """A function ``t -> action`` for step ``t`` of an episode of at most ``horizon`` steps.
 
     The whole sequence is drawn up front from ``rng``, so the actions depend only on the seed.

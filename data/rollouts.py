@@ -19,6 +19,7 @@ key                    shape, dtype        meaning
 ``policy``, ``env``    () str              the policy that acted, the Gymnasium env id
 =====================  ==================  ============================================================
 """
+
 from __future__ import annotations
 
 import os
@@ -81,31 +82,47 @@ def load_rollout(path: str | os.PathLike, frame_shape: tuple[int, int, int] = (6
         with np.load(path, allow_pickle=False) as npz:
             missing = [k for k in ARRAY_KEYS + META_KEYS if k not in npz.files]
             if missing:
-                raise UserError(f"{path}: not a rollout file of this project (missing {', '.join(missing)}); "
-                                f"regenerate it with data/generation_script.py")
+                raise UserError(
+                    f"{path}: not a rollout file of this project (missing {', '.join(missing)}); "
+                    f"regenerate it with data/generation_script.py"
+                )
             d = {k: npz[k] for k in ARRAY_KEYS + META_KEYS}
     except UserError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise UserError(f"{path}: corrupt or truncated rollout file ({err}); delete it and rerun "
-                        f"data/generation_script.py to regenerate it") from None
+        raise UserError(
+            f"{path}: corrupt or truncated rollout file ({err}); delete it and rerun "
+            f"data/generation_script.py to regenerate it"
+        ) from None
     t = d["actions"].shape[0] if d["actions"].ndim == 2 else -1
     expected = {
-        "observations": ((t, *frame_shape), np.uint8), "actions": ((t, 3), np.float32),
-        "rewards": ((t,), np.float32), "terminals": ((t,), np.bool_),
+        "observations": ((t, *frame_shape), np.uint8),
+        "actions": ((t, 3), np.float32),
+        "rewards": ((t,), np.float32),
+        "terminals": ((t,), np.bool_),
         "final_observation": (frame_shape, np.uint8),
     }
     for key, (shape, dtype) in expected.items():
         if d[key].shape != shape or d[key].dtype != dtype:
-            raise UserError(f"{path}: '{key}' is {d[key].dtype}{list(d[key].shape)}, expected "
-                            f"{np.dtype(dtype)}{list(shape)}; regenerate it with data/generation_script.py")
+            raise UserError(
+                f"{path}: '{key}' is {d[key].dtype}{list(d[key].shape)}, expected "
+                f"{np.dtype(dtype)}{list(shape)}; regenerate it with data/generation_script.py"
+            )
     if t < 1:
         raise UserError(f"{path}: empty rollout; delete it and rerun data/generation_script.py")
     return Rollout(
-        observations=d["observations"], actions=d["actions"], rewards=d["rewards"],
-        terminals=d["terminals"], final_observation=d["final_observation"],
-        truncated=bool(d["truncated"]), preprocessing=str(d["preprocessing"]), seed=int(d["seed"]),
-        index=int(d["index"]), track_seed=int(d["track_seed"]), policy=str(d["policy"]), env=str(d["env"]),
+        observations=d["observations"],
+        actions=d["actions"],
+        rewards=d["rewards"],
+        terminals=d["terminals"],
+        final_observation=d["final_observation"],
+        truncated=bool(d["truncated"]),
+        preprocessing=str(d["preprocessing"]),
+        seed=int(d["seed"]),
+        index=int(d["index"]),
+        track_seed=int(d["track_seed"]),
+        policy=str(d["policy"]),
+        env=str(d["env"]),
     )
 
 
@@ -113,12 +130,16 @@ def list_rollouts(rootdir: str | os.PathLike) -> list[Path]:
     """Every ``*.npz`` under ``rootdir`` (recursively), in sorted path order."""
     rootdir = Path(rootdir)
     if not rootdir.is_dir():
-        raise UserError(f"dataset directory {rootdir} does not exist; generate rollouts with "
-                        f"data/generation_script.py --rootdir {rootdir}")
+        raise UserError(
+            f"dataset directory {rootdir} does not exist; generate rollouts with "
+            f"data/generation_script.py --rootdir {rootdir}"
+        )
     files = sorted(p for p in rootdir.rglob("*.npz") if not p.name.startswith("."))
     if not files:
-        raise UserError(f"no rollout files (*.npz) under {rootdir}; generate them with "
-                        f"data/generation_script.py --rootdir {rootdir}")
+        raise UserError(
+            f"no rollout files (*.npz) under {rootdir}; generate them with "
+            f"data/generation_script.py --rootdir {rootdir}"
+        )
     return files
 
 
@@ -129,8 +150,9 @@ def _stable_unit(name: str) -> float:
     return int.from_bytes(hashlib.sha1(name.encode()).digest()[:8], "big") / 2.0**64
 
 
-def split_rollouts(files: list[Path], test_fraction: float, rootdir: str | os.PathLike | None = None
-                   ) -> tuple[list[Path], list[Path]]:
+def split_rollouts(
+    files: list[Path], test_fraction: float, rootdir: str | os.PathLike | None = None
+) -> tuple[list[Path], list[Path]]:
     """Deterministic train/test split by rollout, the same for every stage.
 
     A file is in the test set when a hash of its path (relative to ``rootdir``) falls below

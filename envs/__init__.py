@@ -1,4 +1,5 @@
 """Environment construction: every stage builds CarRacing through :func:`make_env`."""
+
 from __future__ import annotations
 
 import gymnasium as gym
@@ -10,9 +11,13 @@ RENDERERS: tuple[str, ...] = ("stock",)
 DEFAULT_RENDERER = "stock"
 
 
-def make_env(renderer: str = DEFAULT_RENDERER, render_mode: str | None = None,
-             max_episode_steps: int = MAX_EPISODE_STEPS, continuous: bool = True,
-             domain_randomize: bool = False) -> gym.Env:
+def make_env(
+    renderer: str = DEFAULT_RENDERER,
+    render_mode: str | None = None,
+    max_episode_steps: int = MAX_EPISODE_STEPS,
+    continuous: bool = True,
+    domain_randomize: bool = False,
+) -> gym.Env:
     """CarRacing-v3 under a TimeLimit.
 
     Args:

@@ -9,6 +9,7 @@ Two modes:
 
 Every rollout file records the mode it was made with, and later stages read it from there.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache

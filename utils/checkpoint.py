@@ -1,4 +1,5 @@
 """Atomic checkpoint and file writes, and loading with clear errors."""
+
 from __future__ import annotations
 
 import os
@@ -70,5 +71,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", hint: st
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as err:  # truncated or foreign file
-        raise UserError(f"cannot read checkpoint {path} ({type(err).__name__}: {err}); "
-                        f"delete it or rerun with --noreload") from None
+        raise UserError(
+            f"cannot read checkpoint {path} ({type(err).__name__}: {err}); delete it or rerun with --noreload"
+        ) from None

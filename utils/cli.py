@@ -1,4 +1,5 @@
 """Command-line plumbing shared by the stage scripts: user errors, argument types, the entry point."""
+
 from __future__ import annotations
 
 import argparse
@@ -62,8 +63,11 @@ def make_parser(doc: str | None) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(description=doc, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 
 
-def run(main: Callable[[argparse.Namespace], object], parser: argparse.ArgumentParser,
-        argv: list[str] | None = None) -> None:
+def run(
+    main: Callable[[argparse.Namespace], object],
+    parser: argparse.ArgumentParser,
+    argv: list[str] | None = None,
+) -> None:
     """Parse ``argv`` and call ``main``; a :class:`UserError` becomes one line on stderr and exit 2."""
     args = parser.parse_args(argv)
     try:

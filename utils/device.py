@@ -1,4 +1,5 @@
 """``--device auto|cpu|cuda[:n]`` resolved in one place."""
+
 from __future__ import annotations
 
 import torch

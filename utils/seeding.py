@@ -1,4 +1,5 @@
 """One place where every random stream is derived from ``--seed``."""
+
 from __future__ import annotations
 
 import random
