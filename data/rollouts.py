@@ -33,6 +33,7 @@ from utils.checkpoint import atomic_write
 from utils.cli import UserError
 
 FORMAT_VERSION = 1
+DEFAULT_TEST_FRACTION = 0.1  # share of rollouts held out, the same split for V and M
 ARRAY_KEYS = ("observations", "actions", "rewards", "terminals", "final_observation")
 META_KEYS = ("truncated", "preprocessing", "seed", "index", "track_seed", "policy", "env", "format")
 
