@@ -157,9 +157,17 @@ class MDRNNCell(_MDRNNBase):
             raise ValueError(f"MDRNNCell expects (B, {self.latent}) latents, got {tuple(latent.shape)}")
         if hidden is None:
             hidden = self.initial_hidden(latent.shape[0], latent.device, latent.dtype)
+        h, c = self.recurrent_step(action, latent, hidden)
+        return MDRNNOutput(*self._heads(h), (h, c))
+
+    def recurrent_step(
+        self, action: torch.Tensor, latent: torch.Tensor, hidden: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The LSTM step alone, (B, A), (B, L), ((B, H), (B, H)) -> new (h, c): what the controller needs
+        when acting in the real environment, where the mixture, reward and termination heads go unused."""
         rnn = self.rnn
         # The same kernel nn.LSTMCell uses, fed nn.LSTM's weights (~10x less overhead than a 1-step nn.LSTM).
-        h, c = torch.lstm_cell(
+        return torch.lstm_cell(
             torch.cat([latent, action], dim=-1),
             hidden,
             rnn.weight_ih_l0,
@@ -167,7 +175,6 @@ class MDRNNCell(_MDRNNBase):
             rnn.bias_ih_l0,
             rnn.bias_hh_l0,
         )
-        return MDRNNOutput(*self._heads(h), (h, c))
 
 
 def gmm_loss(

@@ -10,6 +10,7 @@ noticed within half a second; no finished episode for ``timeout`` seconds fails 
 waiting forever. Workers ignore Ctrl-C (the parent stops them) and exit on their own if the parent
 disappears, so no orphans are left.
 """
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -21,10 +22,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from envs import make_env
-from utils.rollout import EpisodeSettings, run_episodes
+from utils.rollout import Episode, EpisodeSettings
 
 
 class WorkerError(RuntimeError):
@@ -32,58 +31,63 @@ class WorkerError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Task:
-    """One episode: drive track ``seed`` with controller ``params`` (flat vector)."""
-
-    task_id: int
-    params: np.ndarray
-    seed: int
-
-
-@dataclass(frozen=True)
 class Result:
+    """What came back for one episode."""
+
     task_id: int
     episode_return: float
     steps: int
 
 
-def _worker_main(rank: int, bundle: dict, settings: EpisodeSettings, n_envs: int, device: str,
-                 tasks: mp.Queue, results: mp.Queue, parent_pid: int) -> None:
+def chunked(episodes: Sequence[Episode], size: int) -> list[list[Episode]]:
+    """Consecutive chunks of ``size`` episodes: the unit a worker drives in lock-step."""
+    return [list(episodes[i : i + size]) for i in range(0, len(episodes), size)]
+
+
+def _worker_main(
+    rank: int,
+    bundle: dict,
+    settings: EpisodeSettings,
+    n_envs: int,
+    device: str,
+    chunks: mp.Queue,
+    results: mp.Queue,
+    parent_pid: int,
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     try:
         import torch
 
-        from utils.rollout import BatchedAgent
+        from utils.rollout import BatchedAgent, run_chunk
 
         torch.set_num_threads(1)
         agent = BatchedAgent(bundle, device)
-        envs = [make_env(renderer=settings.renderer, max_episode_steps=settings.max_steps) for _ in range(n_envs)]
-
-        def next_task(block: bool) -> Task | None:
-            while True:
-                try:
-                    task = tasks.get(timeout=0.5) if block else tasks.get_nowait()
-                except queue.Empty:
-                    if os.getppid() != parent_pid:
-                        os._exit(0)  # orphaned: the parent is gone
-                    if not block:
-                        return None
-                    continue
-                if task is None:  # shutdown
-                    os._exit(0)
-                return task
-
-        def on_done(task: Task, episode_return: float, steps: int) -> None:
-            results.put(("done", rank, Result(task.task_id, episode_return, steps)))
-
-        run_episodes(agent, envs, next_task, on_done, settings, forever=True)
+        envs = [
+            make_env(renderer=settings.renderer, max_episode_steps=settings.max_steps) for _ in range(n_envs)
+        ]
+        while True:
+            try:
+                chunk = chunks.get(timeout=0.5)
+            except queue.Empty:
+                if os.getppid() != parent_pid:
+                    os._exit(0)  # orphaned: the parent is gone
+                continue
+            if chunk is None:  # shutdown
+                return
+            run_chunk(
+                agent,
+                envs,
+                chunk,
+                settings,
+                on_done=lambda e, ret, n: results.put(("done", rank, Result(e.task_id, ret, n))),
+            )
     except BaseException:
         results.put(("error", rank, traceback.format_exc()))
         raise SystemExit(1) from None
 
 
 class WorkerPool:
-    """``n_workers`` processes, each running up to ``n_envs`` episodes at a time.
+    """``n_workers`` processes, each driving chunks of up to ``n_envs`` episodes in lock-step.
 
     Args:
         bundle: V and M weights and configs from :func:`utils.rollout.make_bundle` (sent once).
@@ -92,16 +96,36 @@ class WorkerPool:
         timeout: seconds without any finished episode before the run is declared hung.
     """
 
-    def __init__(self, bundle: dict, settings: EpisodeSettings, n_workers: int, n_envs: int = 4,
-                 devices: Sequence[str] = ("cpu",), timeout: float = 600.0) -> None:
+    def __init__(
+        self,
+        bundle: dict,
+        settings: EpisodeSettings,
+        n_workers: int,
+        n_envs: int = 4,
+        devices: Sequence[str] = ("cpu",),
+        timeout: float = 600.0,
+    ) -> None:
         ctx = mp.get_context("spawn")
+        self.n_envs = n_envs
         self.timeout = timeout
-        self.tasks: mp.Queue = ctx.Queue()
+        self.chunks: mp.Queue = ctx.Queue()
         self.results: mp.Queue = ctx.Queue()
         self.processes = [
-            ctx.Process(target=_worker_main, name=f"rollout-worker-{rank}", daemon=True,
-                        args=(rank, bundle, settings, n_envs, devices[rank % len(devices)], self.tasks,
-                              self.results, os.getpid()))
+            ctx.Process(
+                target=_worker_main,
+                name=f"rollout-worker-{rank}",
+                daemon=True,
+                args=(
+                    rank,
+                    bundle,
+                    settings,
+                    n_envs,
+                    devices[rank % len(devices)],
+                    self.chunks,
+                    self.results,
+                    os.getpid(),
+                ),
+            )
             for rank in range(n_workers)
         ]
         for p in self.processes:
@@ -118,15 +142,18 @@ class WorkerPool:
                             raise WorkerError(f"rollout worker {r} failed:\n{payload.rstrip()}")
                 except queue.Empty:
                     pass
-                raise WorkerError(f"rollout worker {rank} (pid {p.pid}) died with exit code {p.exitcode} "
-                                  f"(killed, out of memory, or crashed in native code)")
+                raise WorkerError(
+                    f"rollout worker {rank} (pid {p.pid}) died with exit code {p.exitcode} "
+                    f"(killed, out of memory, or crashed in native code)"
+                )
 
-    def evaluate(self, tasks: Sequence[Task], on_result: Callable[[Result], None] | None = None
-                 ) -> dict[int, Result]:
-        """Run every task; returns ``{task_id: Result}``. Raises :class:`WorkerError` on any failure."""
-        for task in tasks:
-            self.tasks.put(task)
-        pending = {t.task_id for t in tasks}
+    def evaluate(
+        self, episodes: Sequence[Episode], on_result: Callable[[Result], None] | None = None
+    ) -> dict[int, Result]:
+        """Drive every episode; returns ``{task_id: Result}``. Raises :class:`WorkerError` on any failure."""
+        for chunk in chunked(episodes, self.n_envs):
+            self.chunks.put(chunk)
+        pending = {e.task_id for e in episodes}
         done: dict[int, Result] = {}
         last_progress = time.monotonic()
         while pending:
@@ -135,8 +162,10 @@ class WorkerPool:
             except queue.Empty:
                 self._check_alive()
                 if time.monotonic() - last_progress > self.timeout:
-                    raise WorkerError(f"no episode finished for {self.timeout:.0f} s: a rollout worker hangs "
-                                      f"({len(pending)} episodes outstanding)") from None
+                    raise WorkerError(
+                        f"no episode finished for {self.timeout:.0f} s: a rollout worker hangs "
+                        f"({len(pending)} episodes outstanding)"
+                    ) from None
                 continue
             if kind == "error":
                 raise WorkerError(f"rollout worker {rank} failed:\n{payload.rstrip()}")
@@ -152,7 +181,7 @@ class WorkerPool:
         """Stop every worker: politely, then by force; never leaves a process behind."""
         for _ in self.processes:
             try:
-                self.tasks.put_nowait(None)
+                self.chunks.put_nowait(None)
             except (ValueError, OSError):
                 break
         deadline = time.monotonic() + 2.0
@@ -162,7 +191,7 @@ class WorkerPool:
             if p.is_alive():
                 p.kill()
                 p.join(timeout=5)
-        for q in (self.tasks, self.results):
+        for q in (self.chunks, self.results):
             q.cancel_join_thread()
             q.close()
 
