@@ -18,6 +18,8 @@ has two bias vectors (+1024), and we add the reward and termination heads (+2 * 
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 import torch
@@ -225,3 +227,20 @@ def sample_latent(
     sigma = sigmas.gather(-1, index).squeeze(-1)
     eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
     return mu + sigma * math.sqrt(temperature) * eps
+
+
+def load_mdrnn(logdir: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[MDRNN, dict[str, Any]]:
+    """Rebuild the best M from ``<logdir>/mdrnn/best.tar``, in eval mode on ``device``.
+
+    Returns (mdrnn, checkpoint). The checkpoint's ``vae_id`` names the VAE checkpoint it was trained on.
+    """
+    from utils.checkpoint import load_checkpoint
+    from utils.cli import UserError
+
+    path = Path(logdir) / "mdrnn" / "best.tar"
+    if not path.is_file():
+        raise UserError(f"no MDN-RNN checkpoint at {path}: run trainmdrnn.py --logdir {logdir} first")
+    checkpoint = load_checkpoint(path, map_location="cpu")
+    mdrnn = MDRNN.from_config(checkpoint["model_config"])
+    mdrnn.load_state_dict(checkpoint["model"])
+    return mdrnn.to(device).eval(), checkpoint

@@ -23,6 +23,7 @@ from envs.preprocess import DEFAULT_PREPROCESSING, preprocess
 from utils.seeding import derive_seed
 
 Z_MODES = ("mu", "sample")
+ENCODER_KEYS = ("enc", "fc_mu.", "fc_logsigma.")  # V's parameters that encode() uses
 
 
 @dataclass(frozen=True)
@@ -33,25 +34,27 @@ class EpisodeSettings:
         max_steps: time limit (truncation).
         renderer: CarRacing implementation (see envs.RENDERERS).
         preprocessing: frame transform, read from V's checkpoint.
-        negative_cutoff: end an episode after this many consecutive steps of negative reward
-            (0: never); the return so far is its return. Saves time on hopeless candidates.
         z_mode: ``mu`` feeds C and M the encoder mean; ``sample`` draws z = mu + sigma * eps.
     """
 
     max_steps: int = MAX_EPISODE_STEPS
     renderer: str = DEFAULT_RENDERER
     preprocessing: str = DEFAULT_PREPROCESSING
-    negative_cutoff: int = 0
     z_mode: str = "mu"
 
 
 @dataclass(frozen=True)
 class Episode:
-    """One episode to drive: controller ``params`` (flat vector) on track ``seed``."""
+    """One episode to drive: controller ``params`` (flat vector) on track ``seed``.
+
+    ``negative_cutoff`` ends it after that many consecutive steps of negative reward (0: never), the
+    return so far being its return: it saves time on hopeless candidates during training.
+    """
 
     task_id: int
     params: np.ndarray
     seed: int
+    negative_cutoff: int = 0
 
 
 def make_bundle(vae_checkpoint: dict[str, Any], mdrnn_checkpoint: dict[str, Any]) -> dict[str, Any]:
@@ -59,7 +62,7 @@ def make_bundle(vae_checkpoint: dict[str, Any], mdrnn_checkpoint: dict[str, Any]
 
     The decoder and M's heads are left out: acting never uses them.
     """
-    vae_state = {k: v.cpu() for k, v in vae_checkpoint["model"].items() if not k.startswith("decoder")}
+    vae_state = {k: v.cpu() for k, v in vae_checkpoint["model"].items() if k.startswith(ENCODER_KEYS)}
     keep = ("rnn.",)
     mdrnn_state = {k: v.cpu() for k, v in mdrnn_checkpoint["model"].items() if k.startswith(keep)}
     return {
@@ -172,7 +175,8 @@ def run_chunk(
             negative_run[i] = negative_run[i] + 1 if reward < 0 else 0
             if on_frame is not None:
                 on_frame(i, envs[i])
-            cut = settings.negative_cutoff and negative_run[i] >= settings.negative_cutoff
+            cutoff = episodes[i].negative_cutoff
+            cut = cutoff > 0 and negative_run[i] >= cutoff
             if terminated or truncated or cut or steps[i] >= settings.max_steps:
                 if on_done is not None:
                     on_done(episodes[i], float(returns[i]), int(steps[i]))

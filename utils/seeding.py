@@ -25,3 +25,12 @@ def seed_everything(seed: int) -> None:
     except ImportError:  # generation does not need torch
         return
     torch.manual_seed(seed)
+
+
+# Namespaces of episode seeds, so training, evaluation and testing never drive the same tracks.
+TRAIN_EPISODES, EVAL_EPISODES, TEST_EPISODES = 1, 2, 3
+
+
+def episode_seed(seed: int, namespace: int, *keys: int) -> int:
+    """The track seed of an episode: training uses (generation, sample), evaluation and testing (index,)."""
+    return derive_seed(seed, namespace, *keys)

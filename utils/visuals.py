@@ -1,0 +1,62 @@
+"""Images and animations people look at: grids, strips, GIFs (Pillow and imageio, no torchvision)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from utils.checkpoint import atomic_write
+
+
+def to_uint8(images: torch.Tensor | np.ndarray) -> np.ndarray:
+    """(B, 3, H, W) floats in [0, 1] (torch) or (B, H, W, 3) uint8 -> (B, H, W, 3) uint8."""
+    if isinstance(images, torch.Tensor):
+        images = images.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
+        return images.permute(0, 2, 3, 1).cpu().numpy()
+    return np.asarray(images, dtype=np.uint8)
+
+
+def image_grid(images: np.ndarray, ncols: int, pad: int = 2, scale: int = 1, fill: int = 255) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> one (rows * (H + pad) + pad, ..., 3) image, row-major, ``scale``x nearest."""
+    if scale > 1:
+        images = images.repeat(scale, axis=1).repeat(scale, axis=2)
+    n, h, w, c = images.shape
+    nrows = -(-n // ncols)
+    grid = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), fill, np.uint8)
+    for i in range(n):
+        y, x = pad + (i // ncols) * (h + pad), pad + (i % ncols) * (w + pad)
+        grid[y : y + h, x : x + w] = images[i]
+    return grid
+
+
+def save_png(image: np.ndarray, path: str | Path) -> None:
+    """Write an (H, W, 3) uint8 image as PNG, atomically."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def save_animation(frames: Sequence[np.ndarray], path: str | Path, fps: int = 20) -> None:
+    """Write (H, W, 3) uint8 frames as a GIF or MP4 (by suffix), atomically.
+
+    MP4 needs the ``imageio-ffmpeg`` package (in requirements.txt).
+    """
+    import imageio.v3 as iio
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".gif":
+        data = iio.imwrite("<bytes>", np.stack(frames), extension=".gif", duration=1000 / fps, loop=0)
+    elif suffix == ".mp4":
+        data = iio.imwrite(
+            "<bytes>", np.stack(frames), extension=".mp4", fps=fps, codec="libx264", macro_block_size=1
+        )
+    else:
+        raise ValueError(f"{path}: unsupported animation format '{suffix}'; use .gif or .mp4")
+    atomic_write(path, lambda f: f.write(data))
