@@ -1,0 +1,123 @@
+"""Controller-evaluation throughput: env steps/s with V and M in the loop, beside the bare env.
+
+Usage:
+    python bench/bench_controller.py [--steps 300] [--renderer fast]
+
+Rows, all measured in this run on the same env with the same step budget:
+  * bare env: one CarRacing stepped with brownian actions, no models (the ceiling);
+  * earlier ports' design: one env and batch-1 V/M/C inference per worker;
+  * this engine: --envs-per-worker envs per worker, V, M and C batched over them;
+  * the same with every worker process (the whole machine).
+Models are freshly initialised (weights do not change the cost); episodes are capped at --steps.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from data.policies import brownian_actions  # noqa: E402
+from envs import DEFAULT_RENDERER, RENDERERS, make_env  # noqa: E402
+from models.controller import controller_vector_size  # noqa: E402
+from models.mdrnn import MDRNN  # noqa: E402
+from models.vae import VAE  # noqa: E402
+from utils.cli import make_parser, positive_int  # noqa: E402
+from utils.engine import WorkerPool  # noqa: E402
+from utils.rollout import BatchedAgent, Episode, EpisodeSettings, make_bundle, run_chunk  # noqa: E402
+
+
+def random_bundle(seed: int = 0) -> dict:
+    torch.manual_seed(seed)
+    vae, mdrnn = VAE(), MDRNN()
+    return make_bundle(
+        {"model": vae.state_dict(), "model_config": vae.config, "preprocessing": "crop84"},
+        {"model": mdrnn.state_dict(), "model_config": mdrnn.config},
+    )
+
+
+def episodes(n: int, seed: int = 0) -> list[Episode]:
+    rng = np.random.default_rng(seed)
+    dim = controller_vector_size()
+    return [Episode(i, (rng.standard_normal(dim) * 0.1).astype(np.float32), 1000 + i) for i in range(n)]
+
+
+def bare_env(renderer: str, steps: int, n: int) -> float:
+    total, elapsed = 0, 0.0
+    for i in range(n):
+        env = make_env(renderer=renderer, max_episode_steps=steps)
+        env.reset(seed=1000 + i)
+        actions = brownian_actions(
+            np.random.default_rng(i), env.action_space.low, env.action_space.high, steps
+        )
+        start = time.perf_counter()
+        for a in actions:
+            env.step(a)
+        elapsed += time.perf_counter() - start
+        total += steps
+        env.close()
+    return total / elapsed
+
+
+def in_process(bundle: dict, settings: EpisodeSettings, n: int, per_chunk: int) -> float:
+    """One worker's loop, in this process on one thread (what each worker does)."""
+    agent = BatchedAgent(bundle)
+    envs = [
+        make_env(renderer=settings.renderer, max_episode_steps=settings.max_steps) for _ in range(per_chunk)
+    ]
+    eps = episodes(n)
+    total, start = 0, time.perf_counter()
+    for i in range(0, n, per_chunk):
+        total += sum(s for _, s in run_chunk(agent, envs, eps[i : i + per_chunk], settings))
+    return total / (time.perf_counter() - start)
+
+
+def pooled(bundle: dict, settings: EpisodeSettings, n: int, per_chunk: int, workers: int) -> float:
+    with WorkerPool(bundle, settings, workers, per_chunk) as pool:
+        pool.evaluate(episodes(workers * per_chunk, seed=1))  # warm-up: workers start, import, build envs
+        start = time.perf_counter()
+        results = pool.evaluate(episodes(n))
+        return sum(r.steps for r in results.values()) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = make_parser(__doc__)
+    parser.add_argument("--steps", type=positive_int, default=300, help="steps per episode")
+    parser.add_argument("--episodes", type=positive_int, default=8, help="episodes per row")
+    parser.add_argument("--envs-per-worker", type=positive_int, default=4, help="the engine's chunk size")
+    parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, help="all-workers row")
+    parser.add_argument(
+        "--renderer", choices=RENDERERS, default=DEFAULT_RENDERER, help="CarRacing implementation"
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    bundle = random_bundle()
+    settings = EpisodeSettings(max_steps=args.steps, renderer=args.renderer)
+    k = args.envs_per_worker
+    bare = bare_env(args.renderer, args.steps, 2)
+    rows = [
+        ("bare env, 1 core", bare),
+        ("earlier design: 1 env, batch-1 V+M+C, 1 core", in_process(bundle, settings, args.episodes, 1)),
+        (f"engine: {k} envs batched, 1 core", in_process(bundle, settings, args.episodes, k)),
+        (
+            f"engine: {args.workers} workers x {k} envs",
+            pooled(bundle, settings, args.episodes * args.workers, k, args.workers),
+        ),
+    ]
+    print(f"\nrenderer {args.renderer}, episodes of {args.steps} steps, torch threads per worker 1")
+    print(f"{'what':<48}{'steps/s':>10}{'vs bare env':>13}")
+    for name, sps in rows:
+        print(f"{name:<48}{sps:>10.0f}{sps / bare:>12.2f}x")
+    print(
+        f"(the all-workers row is total throughput; vs bare env per core: {rows[-1][1] / bare / args.workers:.2f}x)"
+    )
+
+
+if __name__ == "__main__":
+    main()
