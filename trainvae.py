@@ -15,6 +15,7 @@ Defaults are the paper's: Adam at lr 1e-4, batch 100, KL floor 0.5 nats per late
 
 from __future__ import annotations
 
+import argparse
 import math
 import sys
 import time
@@ -43,6 +44,17 @@ _SHUFFLE, _TRAIN_NOISE, _TEST_NOISE, _PRIOR = 1, 2, 3, 4
 N_SAMPLES = 8  # test frames shown beside their reconstructions; the prior grid is N_SAMPLES^2
 
 
+def nonnegative_float(text: str) -> float:
+    """argparse type: a float >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {value}")
+    return value
+
+
 def build_parser():
     parser = make_parser(__doc__)
     parser.add_argument("--logdir", type=Path, default=Path("exp_dir"), help="experiment directory")
@@ -61,7 +73,7 @@ def build_parser():
     parser.add_argument("--latent", type=positive_int, default=32, help="latent size of a fresh model")
     parser.add_argument(
         "--kl-tolerance",
-        type=float,
+        type=nonnegative_float,
         default=0.5,
         help="KL floor in nats per latent dimension (free bits); 0 gives the plain ELBO",
     )
@@ -81,7 +93,7 @@ def build_parser():
         "--max-batches",
         type=positive_int,
         default=None,
-        help="cap on train and test batches per epoch, for smoke runs (default: whole epoch)",
+        help="cap on train and test batches per epoch, for smoke runs; None: whole epochs",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffling and sampling")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")

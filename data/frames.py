@@ -132,6 +132,13 @@ class FrameCache:
         ]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
+    def rollout_frames(self, file: str | Path) -> np.ndarray:
+        """(T + 1, 64, 64, 3) frames of one rollout: its observations, then its final_observation."""
+        i = self.files.index(
+            str(Path(file).relative_to(self.rootdir)) if Path(file).is_absolute() else str(file)
+        )
+        return self.frames[self.offsets[i] : self.offsets[i] + self.lengths[i]]
+
     def split(self, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
         """Frame indices of the train and test rollouts of :func:`data.rollouts.split_rollouts`."""
         train, test = split_rollouts([self.rootdir / f for f in self.files], test_fraction, self.rootdir)

@@ -36,6 +36,10 @@ def test_cache_holds_every_frame_in_order(rollouts):
     assert len(cache) == 6 * 16 and list(cache.lengths) == [16] * 6
     assert cache.preprocessing == "crop84"
     assert cache.path.parent == rollouts / ".cache"
+    third = list_rollouts(rollouts)[2]
+    r = load_rollout(third)
+    np.testing.assert_array_equal(cache.rollout_frames(third)[:-1], r.observations)
+    np.testing.assert_array_equal(cache.rollout_frames(third.name)[-1], r.final_observation)
 
 
 def test_cache_built_once_then_reused(rollouts, monkeypatch):
