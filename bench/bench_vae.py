@@ -3,6 +3,7 @@
 Usage:
     python bench/bench_vae.py                 # ~1 minute on 2 CPU cores
     python bench/bench_vae.py --device cuda --steps 50
+    python bench/bench_vae.py --precision bf16     # force bf16 autocast as the compared numerics
 
 Training is timed on batches already in memory (the compute alone); the input pipeline is timed from
 the memory-mapped frame cache of a synthetic rollout directory to float tensors on the device
@@ -28,7 +29,7 @@ import torch
 from data.frames import FrameCache
 from models.vae import VAE, frames_to_tensor, vae_loss
 from utils.device import resolve_device
-from utils.precision import Numerics, resolve_numerics
+from utils.precision import MEMORY_FORMATS, PRECISIONS, Numerics, resolve_numerics
 
 
 def train_fps(numerics: Numerics, batch_size: int, steps: int, device: torch.device) -> float:
@@ -47,6 +48,7 @@ def train_fps(numerics: Numerics, batch_size: int, steps: int, device: torch.dev
         optimizer.step()
 
     step()  # warm-up: allocations, oneDNN primitive creation
+    step()
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -79,10 +81,12 @@ def main() -> None:
     parser.add_argument(
         "--rollouts", type=int, default=20, help="synthetic rollouts of 500 frames for the pipeline"
     )
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="numerics compared with fp32")
+    parser.add_argument("--memory-format", choices=MEMORY_FORMATS, default="auto", help="its memory format")
     args = parser.parse_args()
     device = resolve_device(args.device)
     fp32 = resolve_numerics("fp32", "contiguous", device)
-    default = resolve_numerics("auto", "auto", device)
+    default = resolve_numerics(args.precision, args.memory_format, device)
     machine = platform.processor() or platform.machine()
     print(f"{machine}, torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
     print(f"cpu capability {torch.backends.cpu.get_cpu_capability()}; default numerics: {default}")

@@ -87,3 +87,32 @@ def test_frames_to_tensor():
 def test_load_vae_missing_checkpoint(tmp_path):
     with pytest.raises(UserError, match=r"no VAE checkpoint at .*best\.tar: run trainvae\.py --logdir"):
         load_vae(tmp_path / "nowhere", "cpu")
+
+
+def test_auto_precision_falls_back_to_fp32_without_native_bf16(monkeypatch):
+    import utils.precision as precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    auto = precision.resolve_numerics("auto", "auto", cpu)
+    assert auto.dtype is None and auto.memory_format is torch.channels_last
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert precision.resolve_numerics("auto", "auto", cpu).dtype is torch.bfloat16
+    assert precision.resolve_numerics("fp32", "contiguous", cpu).memory_format is torch.contiguous_format
+
+
+def test_bf16_autocast_loss_close_to_fp32():
+    import utils.precision as precision
+
+    torch.manual_seed(0)
+    vae = VAE().to(memory_format=torch.channels_last)
+    x = torch.rand(2, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    results = []
+    for name in ("fp32", "bf16"):
+        numerics = precision.resolve_numerics(name, "channels_last", torch.device("cpu"))
+        torch.manual_seed(1)
+        with numerics.autocast():
+            recon, mu, logsigma = vae(x)
+        assert recon.dtype == mu.dtype == torch.float32  # the loss is always computed in fp32
+        results.append(vae_loss(recon, x, mu, logsigma)[0].item())
+    assert results[1] == pytest.approx(results[0], rel=1e-2)
