@@ -1,0 +1,260 @@
+"""Every frame of a rollout directory in one memory-mapped uint8 file, and random batches from it.
+
+Decompressing ``.npz`` files is the slow part of reading rollouts, so it is done once: the frames of
+all files (each rollout's ``observations`` followed by its ``final_observation``, T + 1 frames) are
+written in sorted file order to ``<cache_dir>/frames-<key>.u8``, a raw (N, 64, 64, 3) uint8 array,
+with ``frames-<key>.json`` beside it (per-file offsets and lengths, preprocessing). ``<key>`` hashes
+the list of files with their sizes and modification times, so adding, removing or rewriting a
+rollout builds a new cache (and deletes the old one). Both files are written atomically and the
+index last, so a killed build leaves no cache that looks complete.
+
+Batches are fancy-indexed straight out of the memmap (no per-frame Python, no PIL): one numpy
+gather and one torch conversion per batch.
+
+Usage (what trainvae.py does)::
+
+    cache = FrameCache.open(rootdir)                 # builds it on first use
+    train, test = cache.split(test_fraction)         # the same split as data.rollouts.split_rollouts
+    for frames in cache.batches(train, batch_size, rng=np.random.default_rng(seed)):
+        x = frames_to_tensor(frames, device)         # (B, 3, 64, 64) float
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data.rollouts import list_rollouts, load_rollout, split_rollouts
+from utils.checkpoint import atomic_write
+from utils.cli import UserError
+
+CACHE_VERSION = 1
+FRAME_SHAPE = (64, 64, 3)
+FRAME_BYTES = int(np.prod(FRAME_SHAPE))
+
+
+def cache_key(files: list[Path], rootdir: Path) -> str:
+    """A hash of (relative path, size, mtime) of every file, the cache format and the frame shape."""
+    h = hashlib.sha1(f"v{CACHE_VERSION} {FRAME_SHAPE}".encode())
+    for p in files:
+        st = p.stat()
+        h.update(f"\n{p.relative_to(rootdir)}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def _read_frames(path: Path) -> tuple[np.ndarray, str]:
+    """(T + 1, 64, 64, 3) uint8 frames of one validated rollout file, and its preprocessing."""
+    rollout = load_rollout(path, FRAME_SHAPE)
+    return np.concatenate([rollout.observations, rollout.final_observation[None]]), rollout.preprocessing
+
+
+@dataclass
+class FrameCache:
+    """The frames of a rollout directory; ``frames`` is a read-only (N, 64, 64, 3) uint8 memmap.
+
+    ``files[i]`` (relative to ``rootdir``) owns frames ``offsets[i] : offsets[i] + lengths[i]``; the
+    last of them is the rollout's ``final_observation``.
+    """
+
+    rootdir: Path
+    frames: np.ndarray
+    files: list[str]
+    offsets: np.ndarray
+    lengths: np.ndarray
+    preprocessing: str
+    skipped: list[str]
+    path: Path
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+    @classmethod
+    def open(
+        cls,
+        rootdir: str | os.PathLike,
+        cache_dir: str | os.PathLike | None = None,
+        skip_bad_files: bool = False,
+        workers: int = 1,
+        verbose: bool = True,
+    ) -> FrameCache:
+        """Open the cache of ``rootdir``'s rollouts, building it first when missing or out of date.
+
+        Args:
+            cache_dir: where the cache lives; default ``<rootdir>/.cache``.
+            skip_bad_files: warn about and leave out unreadable files and files whose preprocessing
+                differs from the first good file; otherwise each of these is a :class:`UserError`.
+            workers: threads decompressing files during a build.
+        """
+        rootdir = Path(rootdir)
+        files = list_rollouts(rootdir)
+        cache_dir = Path(cache_dir) if cache_dir is not None else rootdir / ".cache"
+        key = cache_key(files, rootdir)
+        data_path, index_path = cache_dir / f"frames-{key}.u8", cache_dir / f"frames-{key}.json"
+        if not (index_path.is_file() and data_path.is_file()):
+            _build(rootdir, files, data_path, index_path, skip_bad_files, workers, verbose)
+        index = json.loads(index_path.read_text())
+        if index["skipped"] and not skip_bad_files:
+            raise UserError(
+                f"{rootdir}: unreadable or mismatched rollout files {index['skipped'][:3]} "
+                f"(see {index_path}); delete them, or pass --skip-bad-files to train without them"
+            )
+        n = int(index["n_frames"])
+        if data_path.stat().st_size != n * FRAME_BYTES:
+            raise UserError(f"frame cache {data_path} has the wrong size; delete it and rerun")
+        frames = np.memmap(data_path, dtype=np.uint8, mode="r", shape=(n, *FRAME_SHAPE))
+        return cls(
+            rootdir=rootdir,
+            frames=frames,
+            files=index["files"],
+            offsets=np.asarray(index["offsets"], dtype=np.int64),
+            lengths=np.asarray(index["lengths"], dtype=np.int64),
+            preprocessing=index["preprocessing"],
+            skipped=index["skipped"],
+            path=data_path,
+        )
+
+    def frame_indices(self, files: list[str | Path]) -> np.ndarray:
+        """(N,) int64 indices into ``frames`` of every frame of ``files`` (absolute or relative paths)."""
+        where = {f: i for i, f in enumerate(self.files)}
+        rel = [str(Path(f).relative_to(self.rootdir)) if Path(f).is_absolute() else str(f) for f in files]
+        parts = [
+            np.arange(self.offsets[where[f]], self.offsets[where[f]] + self.lengths[where[f]]) for f in rel
+        ]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    def rollout_frames(self, file: str | Path) -> np.ndarray:
+        """(T + 1, 64, 64, 3) frames of one rollout: its observations, then its final_observation."""
+        i = self.files.index(
+            str(Path(file).relative_to(self.rootdir)) if Path(file).is_absolute() else str(file)
+        )
+        return self.frames[self.offsets[i] : self.offsets[i] + self.lengths[i]]
+
+    def split(self, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+        """Frame indices of the train and test rollouts of :func:`data.rollouts.split_rollouts`."""
+        train, test = split_rollouts([self.rootdir / f for f in self.files], test_fraction, self.rootdir)
+        return self.frame_indices(train), self.frame_indices(test)
+
+    def batches(
+        self,
+        indices: np.ndarray,
+        batch_size: int,
+        rng: np.random.Generator | None = None,
+        max_batches: int | None = None,
+        drop_last: bool = False,
+    ) -> Iterator[torch.Tensor]:
+        """uint8 (B, 64, 64, 3) CPU tensors of ``frames[indices]``, shuffled by ``rng`` when given.
+
+        Within a batch the indices are sorted, so reads from the memmap go forward through the file.
+        """
+        order = rng.permutation(indices) if rng is not None else np.asarray(indices)
+        n_batches = len(order) // batch_size if drop_last else -(-len(order) // batch_size)
+        if max_batches is not None:
+            n_batches = min(n_batches, max_batches)
+        for b in range(n_batches):
+            idx = np.sort(order[b * batch_size : (b + 1) * batch_size])
+            yield torch.from_numpy(self.frames[idx])
+
+
+def _build(
+    rootdir: Path,
+    files: list[Path],
+    data_path: Path,
+    index_path: Path,
+    skip_bad_files: bool,
+    workers: int,
+    verbose: bool,
+) -> None:
+    from tqdm import tqdm
+
+    cache_dir = data_path.parent
+    offsets, lengths, kept, skipped = [], [], [], []
+    preprocessing: str | None = None
+    first_file: Path | None = None
+
+    def reject(path: Path, message: str) -> None:
+        if not skip_bad_files:
+            raise UserError(message)
+        warnings.warn(f"skipping {message}", stacklevel=3)
+        skipped.append(str(path.relative_to(rootdir)))
+
+    def write(f) -> None:
+        nonlocal preprocessing, first_file
+        n = 0
+        # Decompress up to 2 * workers files ahead, write them in order: bounded memory, sorted layout.
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            pending: deque = deque()
+            todo = iter(files)
+            bar = tqdm(total=len(files), desc="frame cache", unit="file", disable=not verbose, leave=False)
+            while True:
+                while len(pending) < 2 * max(1, workers):
+                    path = next(todo, None)
+                    if path is None:
+                        break
+                    pending.append((path, pool.submit(_read_frames, path)))
+                if not pending:
+                    break
+                path, fut = pending.popleft()
+                bar.update(1)
+                try:
+                    frames, prep = fut.result()
+                except UserError as err:
+                    reject(path, str(err))
+                    continue
+                if preprocessing is None:
+                    preprocessing, first_file = prep, path
+                elif prep != preprocessing:
+                    reject(
+                        path,
+                        f"{path}: preprocessing {prep!r} differs from {preprocessing!r} of {first_file}; "
+                        f"one dataset must use one preprocessing (regenerate it or move it elsewhere)",
+                    )
+                    continue
+                f.write(np.ascontiguousarray(frames).data)
+                offsets.append(n)
+                lengths.append(len(frames))
+                kept.append(str(path.relative_to(rootdir)))
+                n += len(frames)
+            bar.close()
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    for stale in cache_dir.glob(".frames-*.tmp"):  # left by a killed build
+        stale.unlink(missing_ok=True)
+    try:
+        atomic_write(data_path, write)
+    except OSError as err:
+        raise UserError(
+            f"cannot write the frame cache {data_path} ({err.strerror}); "
+            f"pass --cache-dir with a writable directory"
+        ) from None
+    if not kept:
+        data_path.unlink(missing_ok=True)
+        raise UserError(f"{rootdir}: no usable rollout file (all {len(files)} skipped)")
+    index = {
+        "version": CACHE_VERSION,
+        "frame_shape": list(FRAME_SHAPE),
+        "n_frames": int(sum(lengths)),
+        "files": kept,
+        "offsets": offsets,
+        "lengths": lengths,
+        "preprocessing": preprocessing,
+        "skipped": skipped,
+    }
+    atomic_write(index_path, lambda f: f.write(json.dumps(index).encode()))
+    for old in cache_dir.glob("frames-*"):  # caches of earlier versions of the directory
+        if old not in (data_path, index_path):
+            old.unlink(missing_ok=True)
+    if verbose:
+        size = index["n_frames"] * FRAME_BYTES / 2**20
+        print(
+            f"frame cache: {index['n_frames']} frames of {len(kept)} rollouts, {size:.0f} MiB at {data_path}"
+        )

@@ -1,0 +1,44 @@
+"""Shared fixtures. Name them after their stage: several stages add fixtures here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data.rollouts import Rollout, rollout_name, save_rollout
+
+
+def write_synthetic_rollouts(
+    rootdir: Path, n: int = 4, steps: int = 15, preprocessing: str = "crop84", seed: int = 0, start: int = 0
+) -> list[Path]:
+    """``n`` rollouts of ``steps`` smooth random 64x64 frames (8x8 blocks), written with save_rollout."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(start, start + n):
+        coarse = rng.integers(0, 256, size=(steps + 1, 8, 8, 3), dtype=np.uint8)
+        frames = coarse.repeat(8, axis=1).repeat(8, axis=2)
+        rollout = Rollout(
+            observations=frames[:-1],
+            actions=rng.uniform(-1, 1, size=(steps, 3)).astype(np.float32),
+            rewards=rng.normal(size=steps).astype(np.float32),
+            terminals=np.zeros(steps, bool),
+            final_observation=frames[-1],
+            truncated=True,
+            preprocessing=preprocessing,
+            seed=seed,
+            index=i,
+        )
+        path = rootdir / rollout_name(i)
+        save_rollout(path, rollout)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def vae_rollouts(tmp_path_factory) -> Path:
+    """A directory of 6 synthetic rollouts (96 frames); tests must not modify it (copy it first)."""
+    rootdir = tmp_path_factory.mktemp("vae_rollouts")
+    write_synthetic_rollouts(rootdir, n=6, steps=15)
+    return rootdir

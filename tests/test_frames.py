@@ -1,0 +1,128 @@
+"""The memory-mapped frame cache: contents, reuse, rebuilds, batches, split, and bad data."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+import data.frames
+from data.frames import FrameCache
+from data.rollouts import Rollout, list_rollouts, load_rollout, save_rollout, split_rollouts
+from tests.conftest import write_synthetic_rollouts
+from utils.cli import UserError
+
+
+@pytest.fixture
+def rollouts(vae_rollouts, tmp_path):
+    """A private copy of the session's rollouts, free to modify."""
+    return shutil.copytree(vae_rollouts, tmp_path / "data", ignore=shutil.ignore_patterns(".cache"))
+
+
+def source_frames(rootdir):
+    parts = []
+    for path in list_rollouts(rootdir):
+        r = load_rollout(path)
+        parts += [r.observations, r.final_observation[None]]
+    return np.concatenate(parts)
+
+
+def test_cache_holds_every_frame_in_order(rollouts):
+    cache = FrameCache.open(rollouts, verbose=False)
+    expected = source_frames(rollouts)
+    assert isinstance(cache.frames, np.memmap) and cache.frames.dtype == np.uint8
+    np.testing.assert_array_equal(np.asarray(cache.frames), expected)
+    assert len(cache) == 6 * 16 and list(cache.lengths) == [16] * 6
+    assert cache.preprocessing == "crop84"
+    assert cache.path.parent == rollouts / ".cache"
+    third = list_rollouts(rollouts)[2]
+    r = load_rollout(third)
+    np.testing.assert_array_equal(cache.rollout_frames(third)[:-1], r.observations)
+    np.testing.assert_array_equal(cache.rollout_frames(third.name)[-1], r.final_observation)
+
+
+def test_cache_built_once_then_reused(rollouts, monkeypatch):
+    first = FrameCache.open(rollouts, verbose=False)
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("rebuilt an up-to-date cache")
+
+    monkeypatch.setattr(data.frames, "_build", no_build)
+    again = FrameCache.open(rollouts, verbose=False)
+    assert again.path == first.path
+
+
+def test_cache_rebuilt_when_rollouts_change(rollouts):
+    old = FrameCache.open(rollouts, verbose=False)
+    write_synthetic_rollouts(rollouts, n=1, steps=9, seed=1, start=6)
+    new = FrameCache.open(rollouts, verbose=False)
+    assert new.path != old.path and not old.path.exists()  # the stale cache is deleted
+    assert len(new) == 6 * 16 + 10
+    np.testing.assert_array_equal(np.asarray(new.frames), source_frames(rollouts))
+    # rewriting a file in place (new size or mtime) also invalidates the cache
+    write_synthetic_rollouts(rollouts, n=1, steps=4, seed=2, start=0)
+    third = FrameCache.open(rollouts, verbose=False)
+    assert third.path != new.path
+    np.testing.assert_array_equal(np.asarray(third.frames), source_frames(rollouts))
+
+
+def test_batches_equal_source_frames_and_cover_an_epoch(rollouts):
+    cache = FrameCache.open(rollouts, verbose=False)
+    expected = source_frames(rollouts)
+    train, test = cache.split(0.3)
+    seen = []
+    for batch in cache.batches(train, 7, rng=np.random.default_rng(0)):
+        frames = batch.numpy()
+        assert batch.dtype.is_floating_point is False and frames.shape[1:] == (64, 64, 3)
+        # each frame of the batch is one of the train frames, and they arrive once per epoch
+        matches = [np.flatnonzero((expected == f).all(axis=(1, 2, 3))) for f in frames]
+        seen += [int(m[0]) for m in matches]
+    assert sorted(seen) == sorted(train.tolist())
+    assert len(list(cache.batches(train, 7, max_batches=2))) == 2
+    first = next(cache.batches(test, 5))
+    np.testing.assert_array_equal(first.numpy(), expected[np.sort(test[:5])])
+
+
+def test_split_matches_split_rollouts(rollouts):
+    cache = FrameCache.open(rollouts, verbose=False)
+    train, test = cache.split(0.3)
+    train_files, test_files = split_rollouts(list_rollouts(rollouts), 0.3, rollouts)
+    assert len(test_files) >= 1 and len(train) + len(test) == len(cache)
+    assert not set(train.tolist()) & set(test.tolist())
+    np.testing.assert_array_equal(test, cache.frame_indices(test_files))
+    np.testing.assert_array_equal(train, cache.frame_indices(train_files))
+
+
+def test_empty_directory(tmp_path):
+    with pytest.raises(UserError, match="no rollout files"):
+        FrameCache.open(tmp_path, verbose=False)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_corrupt_file_is_named(rollouts, damage):
+    path = list_rollouts(rollouts)[2]
+    data = path.read_bytes()
+    path.write_bytes(b"not a zip file" * 10 if damage == "garbage" else data[: len(data) // 2])
+    with pytest.raises(UserError, match=path.name):
+        FrameCache.open(rollouts, verbose=False)
+    with pytest.warns(UserWarning, match=path.name):
+        cache = FrameCache.open(rollouts, skip_bad_files=True, verbose=False)
+    assert len(cache.files) == 5 and cache.skipped == [path.name]
+    with pytest.raises(UserError, match="skip-bad-files"):  # a cache built with skips needs the flag
+        FrameCache.open(rollouts, verbose=False)
+
+
+def test_wrong_frame_shape_is_named(rollouts):
+    good = load_rollout(list_rollouts(rollouts)[0])
+    path = rollouts / "rollout_000099.npz"
+    small = np.zeros((len(good), 32, 32, 3), np.uint8)
+    save_rollout(path, Rollout(**{**good.__dict__, "observations": small}))
+    with pytest.raises(UserError, match=f"{path.name}.*observations"):
+        FrameCache.open(rollouts, verbose=False)
+
+
+def test_mixed_preprocessing_is_named(rollouts):
+    path = write_synthetic_rollouts(rollouts, n=1, preprocessing="full", start=7)[0]
+    with pytest.raises(UserError, match=f"{path.name}: preprocessing 'full' differs from 'crop84'"):
+        FrameCache.open(rollouts, verbose=False)

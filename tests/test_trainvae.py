@@ -1,0 +1,131 @@
+"""trainvae.py end to end on tiny synthetic rollouts: a run, resume, --noreload, SIGKILL, determinism."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import trainvae
+from models.vae import load_vae
+from utils.checkpoint import load_checkpoint
+from utils.cli import UserError
+
+REPO = Path(__file__).resolve().parent.parent
+CHECKPOINT_KEYS = {
+    "model", "optimizer", "scheduler", "early_stopping", "epoch", "step", "best_loss", "test_loss",
+    "model_config", "preprocessing", "args", "history",
+}  # fmt: skip
+
+
+def flags(rollouts, logdir, *extra):
+    return trainvae.build_parser().parse_args(
+        ["--dataset", str(rollouts), "--logdir", str(logdir), "--batch-size", "16", "--device", "cpu",
+         "--test-fraction", "0.3", "--lr", "1e-3", *extra]
+    )  # fmt: skip
+
+
+def losses(history):
+    return [(h["epoch"], h["train_loss"], h["test_loss"]) for h in history]
+
+
+def test_one_epoch_run(vae_rollouts, tmp_path):
+    history = trainvae.main(flags(vae_rollouts, tmp_path, "--epochs", "1", "--latent", "8"))
+    assert [h["epoch"] for h in history] == [1]
+    out = tmp_path / "vae"
+    for name in ("checkpoint.tar", "best.tar", "args.json"):
+        assert (out / name).is_file()
+    assert sorted(p.name for p in (out / "samples").iterdir()) == [
+        "prior_epoch001.png",
+        "reconstruction_epoch001.png",
+    ]
+    assert any(p.name.startswith("events.out.tfevents") for p in out.iterdir())
+    checkpoint = load_checkpoint(out / "checkpoint.tar")
+    assert set(checkpoint) == CHECKPOINT_KEYS
+    assert checkpoint["preprocessing"] == "crop84" and checkpoint["model_config"] == {"latent": 8}
+    vae, best = load_vae(tmp_path, "cpu")
+    assert vae.latent == 8 and not vae.training and best["epoch"] == 1
+    mu, _ = vae.encode(torch.rand(2, 3, 64, 64))
+    assert mu.shape == (2, 8)
+
+
+def test_resume_continues_and_equals_an_uninterrupted_run(vae_rollouts, tmp_path):
+    straight = trainvae.main(flags(vae_rollouts, tmp_path / "a", "--epochs", "2", "--nosamples"))
+    trainvae.main(flags(vae_rollouts, tmp_path / "b", "--epochs", "1", "--nosamples"))
+    first = load_checkpoint(tmp_path / "b" / "vae" / "checkpoint.tar")
+    resumed = trainvae.main(flags(vae_rollouts, tmp_path / "b", "--epochs", "2", "--nosamples"))
+    assert [h["epoch"] for h in resumed] == [1, 2]
+    # the same losses to the bit: model, optimizer moments and step count, and random streams all resumed
+    assert losses(resumed) == losses(straight)
+    second = load_checkpoint(tmp_path / "b" / "vae" / "checkpoint.tar")
+    step_of = lambda c: max(int(s["step"]) for s in c["optimizer"]["state"].values())
+    assert step_of(second) == 2 * step_of(first) > 0
+    assert second["epoch"] == 2 and second["best_loss"] == min(h["test_loss"] for h in resumed)
+    best = load_checkpoint(tmp_path / "b" / "vae" / "best.tar")
+    assert best["test_loss"] == best["best_loss"] == second["best_loss"]
+    # nothing left to do: a rerun trains no epoch and keeps the history
+    assert losses(
+        trainvae.main(flags(vae_rollouts, tmp_path / "b", "--epochs", "2", "--nosamples"))
+    ) == losses(straight)
+    # --noreload starts over: epoch 1 again, the same losses as the first epoch of the same seed
+    fresh = trainvae.main(flags(vae_rollouts, tmp_path / "b", "--epochs", "1", "--nosamples", "--noreload"))
+    assert losses(fresh) == losses(straight)[:1]
+    assert load_checkpoint(tmp_path / "b" / "vae" / "checkpoint.tar")["epoch"] == 1
+
+
+def test_seed_gives_the_same_losses(vae_rollouts, tmp_path):
+    a = trainvae.main(flags(vae_rollouts, tmp_path / "a", "--epochs", "1", "--nosamples", "--seed", "3"))
+    b = trainvae.main(flags(vae_rollouts, tmp_path / "b", "--epochs", "1", "--nosamples", "--seed", "3"))
+    c = trainvae.main(flags(vae_rollouts, tmp_path / "c", "--epochs", "1", "--nosamples", "--seed", "4"))
+    assert losses(a) == losses(b)
+    assert losses(a) != losses(c)
+
+
+def test_early_stopping_state_is_kept(vae_rollouts, tmp_path):
+    # lr so small that the test loss cannot improve after epoch 1 at this precision: patience 1 stops at 2
+    args = ["--nosamples", "--lr", "1e-12", "--patience", "1"]
+    history = trainvae.main(flags(vae_rollouts, tmp_path, "--epochs", "5", *args))
+    checkpoint = load_checkpoint(tmp_path / "vae" / "checkpoint.tar")
+    assert len(history) == checkpoint["epoch"] == 2
+    assert checkpoint["early_stopping"]["bad_epochs"] == 1
+    again = trainvae.main(flags(vae_rollouts, tmp_path, "--epochs", "5", *args))
+    assert len(again) == len(history)  # still stopped after a restart
+
+
+def test_user_errors(vae_rollouts, tmp_path):
+    with pytest.raises(UserError, match="no rollout files"):
+        trainvae.main(flags(tmp_path, tmp_path / "exp", "--epochs", "1"))
+    with pytest.raises(UserError, match="--device"):
+        trainvae.main(flags(vae_rollouts, tmp_path / "exp", "--device", "tpu"))
+
+
+def test_sigkill_mid_epoch_leaves_loadable_checkpoints(vae_rollouts, tmp_path):
+    logdir = tmp_path / "exp"
+    cmd = [sys.executable, str(REPO / "trainvae.py"), "--dataset", str(vae_rollouts), "--logdir", str(logdir),
+           "--epochs", "1000", "--batch-size", "8", "--device", "cpu", "--nosamples",
+           "--test-fraction", "0.3"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    checkpoint = logdir / "vae" / "checkpoint.tar"
+    try:
+        deadline = time.monotonic() + 60
+        while not checkpoint.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert checkpoint.exists(), "no checkpoint within 60 s"
+        time.sleep(0.3)  # into a later epoch, possibly mid-write
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    state = load_checkpoint(checkpoint)
+    assert state["epoch"] >= 1
+    load_vae(logdir, "cpu")
+    history = trainvae.main(
+        flags(vae_rollouts, logdir, "--epochs", str(state["epoch"] + 1), "--nosamples", "--batch-size", "8")
+    )
+    assert [h["epoch"] for h in history] == list(range(1, state["epoch"] + 2))
+    assert not list((logdir / "vae").glob(".*.tmp"))
