@@ -42,3 +42,63 @@ def vae_rollouts(tmp_path_factory) -> Path:
     rootdir = tmp_path_factory.mktemp("vae_rollouts")
     write_synthetic_rollouts(rootdir, n=6, steps=15)
     return rootdir
+
+
+@pytest.fixture(scope="session")
+def pipeline_logdir(tmp_path_factory) -> Path:
+    """A real tiny run of the first three stages: 4 CarRacing rollouts of 40 steps, V and M one epoch
+    each. Tests must not modify it: copy it with ``copy_logdir`` first."""
+    import trainmdrnn
+    import trainvae
+    from data import generation_script
+
+    root = tmp_path_factory.mktemp("pipeline")
+    data, logdir = root / "rollouts", root / "exp"
+    generation_script.main(
+        generation_script.build_parser().parse_args(
+            ["--rootdir", str(data), "--rollouts", "4", "--threads", "2", "--max-steps", "40"]
+        )
+    )
+    trainvae.main(
+        trainvae.build_parser().parse_args(
+            [
+                "--logdir",
+                str(logdir),
+                "--dataset",
+                str(data),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "32",
+                "--device",
+                "cpu",
+                "--test-fraction",
+                "0.25",
+            ]
+        )
+    )
+    trainmdrnn.main(
+        trainmdrnn.build_parser().parse_args(
+            [
+                "--logdir",
+                str(logdir),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "4",
+                "--seq-len",
+                "16",
+                "--device",
+                "cpu",
+            ]
+        )
+    )
+    return logdir
+
+
+def copy_logdir(src: Path, dst: Path) -> Path:
+    """A private copy of a fixture's logdir (rollouts referenced by absolute path stay shared)."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst

@@ -1,0 +1,273 @@
+"""The rollout engine and the controller stage run for real: CMA-ES resume, failures, test_controller."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import test_controller
+import traincontroller
+from models.controller import controller_vector_size
+from models.mdrnn import MDRNN
+from models.vae import VAE
+from tests.conftest import copy_logdir
+from utils.engine import WorkerError, WorkerPool
+from utils.rollout import BatchedAgent, Episode, EpisodeSettings, make_bundle, run_chunk
+
+ROOT = Path(__file__).resolve().parent.parent
+SHORT = EpisodeSettings(max_steps=30)
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    torch.manual_seed(0)
+    vae, mdrnn = VAE(), MDRNN()
+    return make_bundle(
+        {"model": vae.state_dict(), "model_config": vae.config, "preprocessing": "crop84"},
+        {"model": mdrnn.state_dict(), "model_config": mdrnn.config},
+    )
+
+
+def episodes(n, steps_seed=0, cutoff=0):
+    rng = np.random.default_rng(steps_seed)
+    return [
+        Episode(i, rng.standard_normal(controller_vector_size()).astype(np.float32), 100 + i, cutoff)
+        for i in range(n)
+    ]
+
+
+def test_bundle_leaves_out_decoder_and_heads(bundle):
+    assert bundle["vae_state"] and all(not k.startswith(("fc_dec", "dec")) for k in bundle["vae_state"])
+    assert set(bundle["mdrnn_state"]) == {
+        "rnn.weight_ih_l0",
+        "rnn.weight_hh_l0",
+        "rnn.bias_ih_l0",
+        "rnn.bias_hh_l0",
+    }
+
+
+def test_batched_agent_matches_the_models_step_by_step(bundle):
+    """The engine's batched step equals V.encode -> Controller -> MDRNNCell run one episode at a time."""
+    from models.controller import Controller
+    from models.mdrnn import MDRNNCell
+    from models.vae import frames_to_tensor
+
+    agent = BatchedAgent(bundle)
+    vae = VAE.from_config(bundle["vae_config"])
+    vae.load_state_dict(bundle["vae_state"], strict=False)
+    cell = MDRNNCell.from_config(bundle["mdrnn_config"])
+    cell.load_state_dict(bundle["mdrnn_state"], strict=False)
+    eps = episodes(3)
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, size=(3, 64, 64, 3), dtype=np.uint8)
+    from models.controller import unflatten_controller_vectors
+
+    w, b = unflatten_controller_vectors(np.stack([e.params for e in eps]))
+    h = torch.randn(3, 256)
+    c = torch.randn(3, 256)
+    actions, (h2, c2) = agent.step(frames, w, b, (h, c))
+    for i, e in enumerate(eps):
+        ctrl = Controller()
+        ctrl.load_vector(e.params)
+        with torch.no_grad():
+            mu, _ = vae.encode(frames_to_tensor(frames[i : i + 1]))
+            a = ctrl(mu, h[i : i + 1])
+            out = cell(a, mu, (h[i : i + 1], c[i : i + 1]))
+        np.testing.assert_allclose(actions[i], a[0].numpy(), atol=1e-5)
+        np.testing.assert_allclose(h2[i].numpy(), out.hidden[0][0].numpy(), atol=1e-5)
+    assert actions[:, 0].min() >= -1 and actions[:, 1:].min() >= 0 and actions.max() <= 1
+
+
+def test_chunk_returns_do_not_depend_on_workers(bundle):
+    eps = episodes(6)
+    with WorkerPool(bundle, SHORT, n_workers=2, n_envs=3) as pool:
+        two = pool.evaluate(eps)
+    with WorkerPool(bundle, SHORT, n_workers=1, n_envs=3) as pool:
+        one = pool.evaluate(eps)
+    assert {k: (r.episode_return, r.steps) for k, r in two.items()} == {
+        k: (r.episode_return, r.steps) for k, r in one.items()
+    }
+    # In this process too: the same chunk gives the same returns.
+    from envs import make_env
+
+    agent = BatchedAgent(bundle)
+    local = run_chunk(agent, [make_env(max_episode_steps=30) for _ in range(3)], eps[:3], SHORT)
+    assert [r for r, _ in local] == [two[i].episode_return for i in range(3)]
+    assert all(r.steps == 30 for r in two.values())
+
+
+def test_negative_cutoff_ends_episodes_early(bundle):
+    from envs import make_env
+
+    agent = BatchedAgent(bundle)
+    # The first ~50 frames of CarRacing are a zoom-in where every step costs -0.1.
+    ((ret, steps),) = run_chunk(
+        agent, [make_env(max_episode_steps=100)], episodes(1, cutoff=10), EpisodeSettings(max_steps=100)
+    )
+    assert steps < 100
+
+
+def test_worker_killed_fails_fast_with_clear_message(bundle):
+    long = EpisodeSettings(max_steps=1000)
+    with WorkerPool(bundle, long, n_workers=2, n_envs=1, timeout=60) as pool:
+        time.sleep(0.5)
+        victim = pool.processes[1].pid
+        start = time.monotonic()
+        threading_kill = __import__("threading").Timer(3.0, os.kill, (victim, signal.SIGKILL))
+        threading_kill.start()
+        with pytest.raises(WorkerError, match=r"rollout worker 1 .* died with exit code -9"):
+            pool.evaluate(episodes(4))
+        assert time.monotonic() - start < 20
+    assert not any(p.is_alive() for p in pool.processes)
+
+
+def test_worker_exception_carries_its_traceback(bundle):
+    bad = [Episode(0, np.zeros(5, np.float32), 1)]  # wrong controller size
+    with WorkerPool(bundle, SHORT, n_workers=1, n_envs=1) as pool:
+        with pytest.raises(WorkerError, match=r"(?s)rollout worker 0 failed:.*Traceback"):
+            pool.evaluate(bad)
+
+
+def test_hung_worker_times_out(bundle):
+    with WorkerPool(bundle, EpisodeSettings(max_steps=1000), n_workers=1, n_envs=1, timeout=4) as pool:
+        time.sleep(0.5)
+        os.kill(pool.processes[0].pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(WorkerError, match="no episode finished for 4 s"):
+                pool.evaluate(episodes(1))
+        finally:
+            os.kill(pool.processes[0].pid, signal.SIGCONT)
+
+
+def run_ctrl(logdir, *flags):
+    parser = traincontroller.build_parser()
+    return traincontroller.main(
+        parser.parse_args(
+            [
+                "--logdir",
+                str(logdir),
+                "--pop-size",
+                "4",
+                "--n-samples",
+                "1",
+                "--max-steps",
+                "30",
+                "--eval-every",
+                "1",
+                "--eval-episodes",
+                "2",
+                "--max-workers",
+                "2",
+                "--envs-per-worker",
+                "2",
+                *flags,
+            ]
+        )
+    )
+
+
+def test_controller_training_resumes_the_search_exactly(pipeline_logdir, tmp_path):
+    a = copy_logdir(pipeline_logdir, tmp_path / "a")
+    straight = run_ctrl(a, "--generations", "3")
+    assert straight["generation"] == 3 and len(straight["history"]) == 3
+    best = torch.load(a / "ctrl" / "best.tar", weights_only=False)
+    assert best["score"] == pytest.approx(straight["best_score"]) and len(best["returns"]) == 2
+    b = copy_logdir(pipeline_logdir, tmp_path / "b")
+    run_ctrl(b, "--generations", "2")
+    resumed = run_ctrl(b, "--generations", "3")
+    assert resumed["history"] == straight["history"]  # same seed, and resume continues the CMA-ES state
+    fresh = run_ctrl(b, "--generations", "1", "--noreload")
+    assert fresh["history"] == straight["history"][:1]
+    assert (a / "ctrl" / "args.json").is_file() and list((a / "ctrl").glob("events.out.tfevents.*"))
+
+
+def test_test_controller_measures_and_records(pipeline_logdir, tmp_path):
+    logdir = copy_logdir(pipeline_logdir, tmp_path / "exp")
+    run_ctrl(logdir, "--generations", "1")
+    gif = tmp_path / "drive.gif"
+    parser = test_controller.build_parser()
+    stats = test_controller.main(
+        parser.parse_args(
+            [
+                "--logdir",
+                str(logdir),
+                "--episodes",
+                "4",
+                "--max-steps",
+                "30",
+                "--max-workers",
+                "2",
+                "--envs-per-worker",
+                "2",
+                "--record",
+                str(gif),
+            ]
+        )
+    )
+    saved = json.loads((logdir / "ctrl" / "test_returns.json").read_text())
+    assert saved["episodes"] == 4 and len(saved["returns"]) == 4
+    assert saved["mean"] == pytest.approx(np.mean(saved["returns"])) == pytest.approx(stats["mean"])
+    assert saved["std"] == pytest.approx(np.std(saved["returns"]))
+    assert (logdir / "ctrl" / "test_histogram.png").stat().st_size > 1000
+    import imageio.v3 as iio
+
+    assert iio.imread(gif).shape[0] == 15  # 30 steps, every other frame
+
+
+@pytest.mark.parametrize(
+    "missing,stage", [("vae", "trainvae.py"), ("mdrnn", "trainmdrnn.py"), ("ctrl", "traincontroller.py")]
+)
+def test_missing_stage_is_named(pipeline_logdir, tmp_path, missing, stage):
+    logdir = copy_logdir(pipeline_logdir, tmp_path / "exp")
+    shutil.rmtree(logdir / missing, ignore_errors=True)
+    script = "test_controller.py" if missing == "ctrl" else "traincontroller.py"
+    res = subprocess.run(
+        [sys.executable, script, "--logdir", str(logdir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1 and stage in lines[0], res.stderr
+
+
+@pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="xvfb-run not installed (CI installs it)")
+def test_display_under_xvfb(pipeline_logdir, tmp_path):
+    logdir = copy_logdir(pipeline_logdir, tmp_path / "exp")
+    run_ctrl(logdir, "--generations", "1")
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "SDL_VIDEODRIVER")}
+    res = subprocess.run(
+        [
+            "xvfb-run",
+            "-a",
+            sys.executable,
+            "test_controller.py",
+            "--logdir",
+            str(logdir),
+            "--episodes",
+            "1",
+            "--max-steps",
+            "20",
+            "--display",
+            "--max-workers",
+            "1",
+            "--record",
+            str(tmp_path / "shown.gif"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "shown.gif").stat().st_size > 0
