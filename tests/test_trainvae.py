@@ -27,7 +27,7 @@ CHECKPOINT_KEYS = {
 def flags(rollouts, logdir, *extra):
     return trainvae.build_parser().parse_args(
         ["--dataset", str(rollouts), "--logdir", str(logdir), "--batch-size", "16", "--device", "cpu",
-         "--test-fraction", "0.3", "--lr", "1e-3", *extra]
+         "--test-fraction", "0.3", "--lr", "1e-3", "--max-batches", "3", *extra]
     )  # fmt: skip
 
 
@@ -108,7 +108,7 @@ def test_user_errors(vae_rollouts, tmp_path):
 def test_sigkill_mid_epoch_leaves_loadable_checkpoints(vae_rollouts, tmp_path):
     logdir = tmp_path / "exp"
     cmd = [sys.executable, str(REPO / "trainvae.py"), "--dataset", str(vae_rollouts), "--logdir", str(logdir),
-           "--epochs", "1000", "--batch-size", "8", "--device", "cpu", "--nosamples",
+           "--epochs", "1000", "--batch-size", "8", "--max-batches", "2", "--device", "cpu", "--nosamples",
            "--test-fraction", "0.3"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     checkpoint = logdir / "vae" / "checkpoint.tar"
@@ -125,7 +125,17 @@ def test_sigkill_mid_epoch_leaves_loadable_checkpoints(vae_rollouts, tmp_path):
     assert state["epoch"] >= 1
     load_vae(logdir, "cpu")
     history = trainvae.main(
-        flags(vae_rollouts, logdir, "--epochs", str(state["epoch"] + 1), "--nosamples", "--batch-size", "8")
+        flags(
+            vae_rollouts,
+            logdir,
+            "--epochs",
+            str(state["epoch"] + 1),
+            "--nosamples",
+            "--batch-size",
+            "8",
+            "--max-batches",
+            "2",
+        )
     )
     assert [h["epoch"] for h in history] == list(range(1, state["epoch"] + 2))
     assert not list((logdir / "vae").glob(".*.tmp"))
