@@ -12,9 +12,10 @@ change a pixel:
 - the playfield background is a `fill` when its polygon provably covers the canvas;
 - the canvas, the font and the rendered reward text are reused.
 
-`FastCarRacing(approx=True)` gives up exactness for speed: it renders the same scene on a canvas
-scaled by `approx_scale` (default 1/4) before the same smoothscale to 96x96. Use it for data
-generation and training only; the deviation from stock is reported by `bench/bench_car_racing.py`.
+`FastCarRacing(approx=True)` gives up exactness for speed: it draws the road on a canvas
+`approx_factor` (default 4) times smaller, the car at full size on a small patch that is then
+area-averaged onto it, before the same smoothscale to 96x96. Use it for data generation and
+training only; its deviation from stock is reported by `bench/bench_car_racing.py`.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ AA_MARGIN = 2
 # gfxdraw stores coordinates as int16 and computes scanline intersections in int32 as 65536 * x;
 # beyond this magnitude a polygon may wrap or overflow onto the canvas, so it is never culled.
 SAFE_COORD = 16000
+# Half-size in full-size pixels of the patch the approximate mode draws the car on: the car reaches
+# ~2.6 m from its hull's origin, ~42 px at the full zoom of 16.2 px/m.
+CAR_PATCH_HALF = 64
 
 _FONT_CACHE: dict[int, pygame.font.Font] = {}
 
@@ -84,9 +88,12 @@ def _grass_polygons() -> np.ndarray:
 
 
 GRASS_POLYGONS = _grass_polygons()
-FIELD_POLYGON = np.array(
-    [(PLAYFIELD, PLAYFIELD), (PLAYFIELD, -PLAYFIELD), (-PLAYFIELD, -PLAYFIELD), (-PLAYFIELD, PLAYFIELD)],
-    dtype=np.float64,
+# The playfield background polygon, in stock order.
+FIELD_CORNERS = (
+    (PLAYFIELD, PLAYFIELD),
+    (PLAYFIELD, -PLAYFIELD),
+    (-PLAYFIELD, -PLAYFIELD),
+    (-PLAYFIELD, PLAYFIELD),
 )
 
 
@@ -110,9 +117,10 @@ class FastCarRacing(CarRacing):
     """Gymnasium's CarRacing with the same observations, rewards and infos, rendered faster.
 
     Args: those of `gymnasium.envs.box2d.car_racing.CarRacing`, plus
-        approx: render on a smaller canvas (not pixel-identical to stock; for generation and
-            training only). The default, False, is pixel-identical to stock.
-        approx_scale: canvas scale of the approximate mode (1/4 -> 250x200 instead of 1000x800).
+        approx: render on a canvas `approx_factor` times smaller (not pixel-identical to stock; for
+            generation and training only). The default, False, is pixel-identical to stock.
+        approx_factor: canvas reduction of the approximate mode (4 -> 250x200 instead of 1000x800);
+            must divide 1000 and 800.
 
     Observations are `(96, 96, 3)` uint8 as in stock.
     """
@@ -125,7 +133,7 @@ class FastCarRacing(CarRacing):
         domain_randomize: bool = False,
         continuous: bool = True,
         approx: bool = False,
-        approx_scale: float = 0.25,
+        approx_factor: int = 4,
     ):
         super().__init__(
             render_mode=render_mode,
@@ -143,14 +151,17 @@ class FastCarRacing(CarRacing):
             domain_randomize,
             continuous,
             approx,
-            approx_scale,
+            approx_factor,
         )
-        if not 0.0 < approx_scale <= 1.0:
-            raise ValueError(f"approx_scale must be in (0, 1], got {approx_scale}")
+        if approx and (approx_factor < 1 or WINDOW_W % approx_factor or WINDOW_H % approx_factor):
+            raise ValueError(
+                f"approx_factor must be a positive divisor of {WINDOW_W} and {WINDOW_H}, got {approx_factor}"
+            )
         self.approx = approx
-        self._scale = float(approx_scale) if approx else 1.0
-        self._canvas_w = round(WINDOW_W * self._scale)
-        self._canvas_h = round(WINDOW_H * self._scale)
+        self.approx_factor = approx_factor if approx else 1
+        self._scale = 1.0 / self.approx_factor
+        self._canvas_w = WINDOW_W // self.approx_factor
+        self._canvas_h = WINDOW_H // self.approx_factor
         # Canvas rows (before the vertical flip) that the opaque dashboard bar covers afterwards.
         self._bar_rows = int(self._canvas_h * 5 / 40)
         self._canvas: pygame.Surface | None = None
@@ -192,12 +203,19 @@ class FastCarRacing(CarRacing):
         scroll_y = -(self.car.hull.position[1]) * zoom
         trans = pygame.math.Vector2((scroll_x, scroll_y)).rotate_rad(angle)
         trans = (WINDOW_W / 2 + trans[0], WINDOW_H / 4 + trans[1])
-        if self._scale != 1.0:
-            zoom = zoom * self._scale
-            trans = (trans[0] * self._scale, trans[1] * self._scale)
+        draw_particles = mode not in ["state_pixels_list", "state_pixels"]
 
-        self._render_road(zoom, trans, angle)
-        self.car.draw(canvas, zoom, trans, angle, mode not in ["state_pixels_list", "state_pixels"])
+        if not self.approx:
+            self._render_road(zoom, trans, angle)
+            self.car.draw(canvas, zoom, trans, angle, draw_particles)
+        else:
+            # gfxdraw truncates coordinates: at full size that shifts edges by 0.5 px on average, on
+            # the small canvas by 0.5 small px = approx_factor / 2 full px. The offset restores the
+            # stock average.
+            offset = 0.5 - 0.5 * self._scale
+            small_trans = (trans[0] * self._scale + offset, trans[1] * self._scale + offset)
+            self._render_road(zoom * self._scale, small_trans, angle)
+            self._draw_car_approx(zoom, trans, angle, draw_particles)
 
         self.surf = self._flip(canvas)
 
@@ -222,6 +240,39 @@ class FastCarRacing(CarRacing):
             return self._create_image_array(self.surf, (STATE_W, STATE_H))
         else:
             return self.isopen
+
+    def _draw_car_approx(
+        self, zoom: float, translation: tuple[float, float], angle: float, draw_particles: bool
+    ) -> None:
+        """Draw the car at full resolution on a patch and area-average it onto the small canvas.
+
+        `zoom` and `translation` are the full-size ones. Drawn directly on a small canvas the car,
+        a few pixels wide, would lose its shape to pixel rounding (its wheels are ~1 px), and it
+        is the part of the frame a controller looks at most.
+        """
+        canvas, k, car = self._canvas, self.approx_factor, self.car
+        assert canvas is not None and car is not None
+        if draw_particles:  # skid marks, under the car, drawn directly on the small canvas
+            small_zoom = zoom * self._scale
+            small_trans = (translation[0] * self._scale, translation[1] * self._scale)
+            for particle in car.particles:
+                points = [pygame.math.Vector2(c).rotate_rad(angle) for c in particle.poly]
+                points = [
+                    (c[0] * small_zoom + small_trans[0], c[1] * small_zoom + small_trans[1]) for c in points
+                ]
+                pygame.draw.lines(canvas, color=particle.color, points=points, width=1, closed=False)
+        # The camera follows the car, so it sits near (WINDOW_W / 2, WINDOW_H / 4) before the flip;
+        # the patch is located from its actual position anyway.
+        cx, cy = _to_screen(np.array(car.hull.position, dtype=np.float64), zoom, translation, angle)
+        half = -(-CAR_PATCH_HALF // k)  # small pixels, rounded up
+        rect = pygame.Rect(int(cx) // k - half, int(cy) // k - half, 2 * half, 2 * half).clip(
+            canvas.get_rect()
+        )
+        if rect.w == 0 or rect.h == 0:
+            return
+        big = pygame.transform.scale(canvas.subsurface(rect), (rect.w * k, rect.h * k))
+        car.draw(big, zoom, (translation[0] - rect.x * k, translation[1] - rect.y * k), angle, False)
+        canvas.blit(pygame.transform.smoothscale(big, rect.size), rect)
 
     def _flip(self, canvas: pygame.Surface) -> pygame.Surface:
         """`pygame.transform.flip(canvas, False, True)` into a reused surface (half the time)."""
@@ -252,10 +303,11 @@ class FastCarRacing(CarRacing):
             cached = self._text_cache[label] = (text, text_rect)
         return cached
 
-    def _world_polygons(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Grass then road polygons `(N, 4, 2)`, their centres `(N, 2)` and radii `(N,)`.
+    def _world_polygons(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """Grass then road polygons `(N, 4, 2)`, their centres `(N, 2)`, radii `(N,)` and reach.
 
-        N = 400 + len(road_poly); rebuilt when reset() makes a new track.
+        N = 400 + len(road_poly); reach bounds the distance of any vertex from the world origin.
+        Rebuilt when reset() makes a new track.
         """
         if (
             self._polys is None
@@ -266,7 +318,8 @@ class FastCarRacing(CarRacing):
             polys = np.concatenate([GRASS_POLYGONS, road.reshape(-1, 4, 2)])
             centres = polys.mean(axis=1)
             radii = np.sqrt(((polys - centres[:, None, :]) ** 2).sum(axis=2)).max(axis=1)
-            self._polys = (polys, centres, radii)
+            reach = float(np.sqrt((polys**2).sum(axis=2)).max())
+            self._polys = (polys, centres, radii, reach)
             self._polys_source = self.road_poly
         return self._polys
 
@@ -276,31 +329,37 @@ class FastCarRacing(CarRacing):
         assert canvas is not None
         w, h = self._canvas_w, self._canvas_h
         bar_rows = self._bar_rows
+        # pygame reduces the angle and special-cases multiples of 90 degrees; see _to_screen.
+        cos, sin = pygame.math.Vector2(1, 0).rotate_rad(angle)
+        tx, ty = translation
 
         # Background: a fill when the playfield polygon covers the canvas with margin, else the
         # stock polygon on a cleared canvas (during the first second's zoom-in it does not cover).
-        fx, fy = _to_screen(FIELD_POLYGON, zoom, translation, angle)
-        if _covers_canvas(np.trunc(fx).tolist(), np.trunc(fy).tolist(), w, h):
+        field = [((cos * x - sin * y) * zoom + tx, (sin * x + cos * y) * zoom + ty) for x, y in FIELD_CORNERS]
+        if _covers_canvas(field, w, h):
             # Rows under the dashboard bar are never seen, so they are not painted.
             canvas.fill(self._gfx_color(self.bg_color), (0, bar_rows, w, h - bar_rows))
         else:
             canvas.fill((0, 0, 0))
-            field = list(zip(fx.tolist(), fy.tolist(), strict=True))
             gfxdraw.aapolygon(canvas, field, self.bg_color)
             gfxdraw.filled_polygon(canvas, field, self.bg_color)
 
-        polys, centres, radii = self._world_polygons()
+        polys, centres, radii, reach = self._world_polygons()
+        # Whether some coordinate could be too large for the culling to reason about (never in play:
+        # the car ends the episode when it leaves the playfield).
+        huge_possible = reach * zoom + max(abs(tx), abs(ty)) + AA_MARGIN > SAFE_COORD
 
         # Coarse pass on centres: rotation and zoom keep distances, so every vertex lies within
-        # radius * zoom of the transformed centre (plus a few px for rounding and anti-aliasing).
-        # Polygons whose coordinates may be huge are kept for the exact pass.
-        cx, cy = _to_screen(centres, zoom, translation, angle)
+        # radius * zoom of the transformed centre; 2 px more cover the anti-aliasing and rounding.
+        cx = centres[:, 0] * (cos * zoom) - centres[:, 1] * (sin * zoom) + tx
+        cy = centres[:, 0] * (sin * zoom) + centres[:, 1] * (cos * zoom) + ty
         r = radii * zoom + (AA_MARGIN + 2)
-        near = (cx + r >= 0) & (cx - r <= w - 1) & (cy + r >= bar_rows) & (cy - r <= h - 1)
-        near |= (np.abs(cx) + r > SAFE_COORD) | (np.abs(cy) + r > SAFE_COORD)
-        candidates = np.flatnonzero(near)
-        sx, sy = _to_screen(polys[candidates], zoom, translation, angle)
+        half_w, half_h = (w - 1) / 2, (h - 1 - bar_rows) / 2
+        near = (np.abs(cx - half_w) <= r + half_w) & (np.abs(cy - (bar_rows + half_h)) <= r + half_h)
+        candidates = np.arange(len(polys)) if huge_possible else np.flatnonzero(near)
 
+        # Exact pass: the coordinates stock would hand to gfxdraw, bit for bit.
+        sx, sy = _to_screen(polys[candidates], zoom, translation, angle)
         # Stock's own cull (any vertex within MAX_SHAPE_DIM of the window); we never draw more.
         # In approx mode the window and the margin shrink with the canvas.
         margin = MAX_SHAPE_DIM * self._scale
@@ -314,7 +373,8 @@ class FastCarRacing(CarRacing):
             & (iy.max(axis=1) >= bar_rows - AA_MARGIN)
             & (iy.min(axis=1) <= h - 1 + AA_MARGIN)
         )
-        visible |= (np.abs(ix) > SAFE_COORD).any(axis=1) | (np.abs(iy) > SAFE_COORD).any(axis=1)
+        if huge_possible:
+            visible |= (np.abs(ix) > SAFE_COORD).any(axis=1) | (np.abs(iy) > SAFE_COORD).any(axis=1)
         keep = stock & visible
 
         n_grass = len(GRASS_POLYGONS)
@@ -346,20 +406,20 @@ class FastCarRacing(CarRacing):
         self._text_cache.clear()
 
 
-def _covers_canvas(ix: list[float], iy: list[float], w: int, h: int) -> bool:
-    """Whether the convex integer polygon `(ix, iy)` contains the canvas grown by 3 px on every side.
+def _covers_canvas(points: list[tuple[float, float]], w: int, h: int) -> bool:
+    """Whether the convex polygon `points`, truncated as gfxdraw does, contains the canvas grown by 3 px.
 
     Then gfxdraw's fill paints every canvas pixel and its anti-aliased outline lies off the canvas.
     Coordinates beyond SAFE_COORD could overflow gfxdraw's integer arithmetic, so they answer no.
     """
-    if max(map(abs, ix)) > SAFE_COORD or max(map(abs, iy)) > SAFE_COORD:
+    ipoints = [(int(x), int(y)) for x, y in points]  # int() truncates toward zero, like gfxdraw
+    if max(max(abs(x), abs(y)) for x, y in ipoints) > SAFE_COORD:
         return False
     m = AA_MARGIN + 1
     corners = ((-m, -m), (w - 1 + m, -m), (w - 1 + m, h - 1 + m), (-m, h - 1 + m))
     signs = set()
-    n = len(ix)
-    for k in range(n):
-        x0, y0, x1, y1 = ix[k], iy[k], ix[(k + 1) % n], iy[(k + 1) % n]
+    for k, (x0, y0) in enumerate(ipoints):
+        x1, y1 = ipoints[(k + 1) % len(ipoints)]
         for px, py in corners:
             # Cross product of the edge with (corner - edge start): one strict sign for all = inside.
             cross = (x1 - x0) * (py - y0) - (y1 - y0) * (px - x0)
