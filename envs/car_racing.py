@@ -42,9 +42,6 @@ from gymnasium.envs.box2d.car_racing import (
 from gymnasium.utils import EzPickle
 from pygame import gfxdraw
 
-# The dashboard bar is drawn opaque over the bottom 5/40 of the flipped canvas, i.e. over rows
-# [0, DASHBOARD_ROWS) of the canvas before the vertical flip (checked in the tests).
-DASHBOARD_ROWS = int(WINDOW_H * 5 / 40)
 # Pixels an anti-aliased gfxdraw polygon may touch outside the bounding box of its integer vertices
 # (Wu lines spill 1 px); 2 leaves a margin.
 AA_MARGIN = 2
@@ -166,7 +163,8 @@ class FastCarRacing(CarRacing):
         self._scale = 1.0 / self.approx_factor
         self._canvas_w = WINDOW_W // self.approx_factor
         self._canvas_h = WINDOW_H // self.approx_factor
-        # Canvas rows (before the vertical flip) that the opaque dashboard bar covers afterwards.
+        # The dashboard bar is drawn opaque over the bottom 5/40 of the flipped canvas, i.e. over
+        # these rows of the canvas before the vertical flip (checked in the tests).
         self._bar_rows = int(self._canvas_h * 5 / 40)
         self._canvas: pygame.Surface | None = None
         self._flipped: pygame.Surface | None = None

@@ -180,9 +180,30 @@ def test_background_fill_matches_stock_polygon():
     assert covered > 30  # the sampling must exercise the fill path
 
 
+@pytest.mark.parametrize("approx", [False, True])
+def test_dashboard_bar_covers_skipped_rows(approx: bool):
+    """Canvas rows that FastCarRacing neither paints nor copies are overdrawn by stock's dashboard."""
+    env = FastCarRacing(approx=approx)
+    env.reset(seed=0)
+    for _ in range(20):  # moving, so the indicators show something
+        env.step(np.array([0.3, 1.0, 0.0], dtype=np.float32))
+    w, h, rows = env._canvas_w, env._canvas_h, env._bar_rows
+    assert rows >= 25
+    results = []
+    for seed in (0, 1):
+        env.surf = pygame.Surface((w, h))
+        noise = np.random.default_rng(seed).integers(0, 2**24, size=(w, h), dtype=np.uint32)
+        pygame.surfarray.blit_array(env.surf, noise)
+        env._render_indicators(w, h)
+        results.append(pygame.surfarray.array2d(env.surf))
+    assert (results[0][:, h - rows :] == results[1][:, h - rows :]).all()  # the noise there is gone
+    assert (results[0][:, : h - rows] != results[1][:, : h - rows]).any(axis=0).all()  # and only there
+
+
 def test_check_env():
     check_env(FastCarRacing())
     check_env(FastCarRacing(render_mode="rgb_array", approx=True), skip_render_check=False)
+    check_env(FastCarRacing(approx=True, approx_factor=2))
 
 
 def test_bad_approx_factor():
