@@ -22,6 +22,7 @@ from gymnasium.utils.env_checker import check_env
 from gymnasium.wrappers import TimeLimit
 from pygame import gfxdraw
 
+from envs import car_racing
 from envs.car_racing import FIELD_CORNERS, FastCarRacing, _covers_canvas
 
 EPISODE = 1000
@@ -124,6 +125,33 @@ def test_identical_leaving_playfield():
     # at full zoom) and ends with the -100 termination.
     steps, terminated, _ = compare_episode(seed=6, policy=full_throttle)  # off the map at step ~175
     assert terminated and steps < EPISODE
+
+
+def test_identical_without_shortcuts(monkeypatch):
+    # With SAFE_COORD at 0 every coordinate counts as too large to reason about: no polygon is
+    # culled beyond stock's own test and the background is always drawn as stock's polygon.
+    monkeypatch.setattr(car_racing, "SAFE_COORD", 0)
+    compare_episode(seed=8, policy=brownian_actions, steps=80)
+
+
+@pytest.mark.parametrize("distance", [800.0, 2100.0])
+def test_identical_far_off_the_map(distance: float):
+    """Far out, canvas coordinates pass SAFE_COORD (800 m) and wrap around int16 (2100 m)."""
+    stock, fast = CarRacing(), FastCarRacing()
+    stock.reset(seed=12)
+    fast.reset(seed=12)
+    actions = brownian_actions(np.random.default_rng(12), stock.action_space)
+    for t in range(60):  # past the first second's zoom-in
+        action = next(actions)
+        assert_same_step(stock.step(action), fast.step(action), t)
+    for env in (stock, fast):  # the same teleport in both worlds keeps their physics identical
+        for body in env.car.drawlist:
+            body.position = (body.position[0] + distance, body.position[1] + distance / 3)
+    for t in range(60, 90):
+        action = next(actions)
+        step = stock.step(action)
+        assert_same_step(step, fast.step(action), t)
+        assert step[1] == -100 and step[2]  # off the playfield: it is the path we meant to test
 
 
 def test_identical_rgb_array_frames():
