@@ -4,8 +4,8 @@ The exact mode must match stock on every observation pixel, reward, termination,
 info; the approximate mode must match the physics and stay close in pixels. Stock output differs
 across pygame builds, so the reference is always the stock env run here, side by side.
 
-Default run: a handful of full 1000-step episodes (~1 min on one core). `-m slow` adds the full
-matrix of seeds x action processes x domain randomisation x discrete mode.
+Default run: three full 1000-step episodes and short targeted ones (~1 min on one core).
+`-m slow` adds the full matrix of seeds x action processes x domain randomisation x discrete mode.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def compare_episode(
 
 
 # ---------------------------------------------------------------------------------------------
-# exact mode: default run (four full episodes and some short targeted ones)
+# exact mode: default run (three full episodes and some short targeted ones)
 # ---------------------------------------------------------------------------------------------
 def test_identical_uniform_actions_full_episode():
     steps, _, truncated = compare_episode(seed=0, policy=uniform_actions)
@@ -111,6 +111,7 @@ def test_identical_brownian_actions_domain_randomize_full_episode():
     assert terminated or (steps == EPISODE and truncated)
 
 
+@pytest.mark.slow  # the default run has brownian actions with domain randomisation above
 def test_identical_brownian_actions_full_episode():
     steps, terminated, truncated = compare_episode(seed=3, policy=brownian_actions)
     assert terminated or (steps == EPISODE and truncated)
