@@ -21,7 +21,6 @@ if __package__ in (None, ""):
 import numpy as np
 import torch
 import torch.nn.functional as F
-from models.vae import load_vae, vae_dir
 from tqdm import tqdm
 
 from data.latents import (
@@ -34,12 +33,13 @@ from data.latents import (
 )
 from data.rollouts import list_rollouts, split_rollouts
 from models.mdrnn import MDRNN, MDRNNCell, gmm_loss, sample_latent
-from utils.checkpoint import save_checkpoint
+from models.vae import load_vae, vae_dir
+from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.cli import UserError, make_parser, nonnegative_int, positive_float, positive_int, run
 from utils.device import resolve_device
 from utils.logging import make_writer, save_args
 from utils.seeding import derive_seed, seed_everything
-from utils.training import EarlyStopping, plateau_scheduler, resume, training_state
+from utils.training import EarlyStopping, plateau_scheduler, restore, training_state
 from utils.visuals import image_grid, save_animation, save_png, to_uint8
 
 
@@ -188,7 +188,7 @@ def main(args) -> list[dict[str, float]]:
     config = {"latent": vae.latent, "action": 3, "hidden": args.hidden, "gaussians": args.gaussians}
     existing = None
     if checkpoint_path.is_file() and not args.noreload:
-        existing = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        existing = load_checkpoint(checkpoint_path, hint="delete it or rerun with --noreload")
         if existing.get("vae_id") != vae_id:
             raise UserError(
                 f"{checkpoint_path} was trained on another VAE than {vae_path}; "
@@ -201,7 +201,7 @@ def main(args) -> list[dict[str, float]]:
     early = EarlyStopping(args.patience)
     start_epoch = 1
     if existing is not None:
-        start_epoch, _ = resume(checkpoint_path, mdrnn, optimizer, scheduler, early)
+        start_epoch = restore(existing, mdrnn, optimizer, scheduler, early)
         print(f"resuming {checkpoint_path} at epoch {start_epoch} (best test loss {early.best:.4f})")
     save_args(args, out_dir)
     writer = make_writer(out_dir)
@@ -270,9 +270,10 @@ def main(args) -> list[dict[str, float]]:
             test_loss=test["loss"],
             args=vars(args),
         )
-        save_checkpoint(state, checkpoint_path)
+        # best.tar first: a run killed between the two writes redoes this epoch and rewrites both.
         if improved:
             save_checkpoint(state, out_dir / "best.tar")
+        save_checkpoint(state, checkpoint_path)
         for k in totals:
             writer.add_scalar(f"train/{k}", train[k], epoch)
             writer.add_scalar(f"test/{k}", test[k], epoch)

@@ -16,7 +16,6 @@ Defaults are the paper's: Adam at lr 1e-4, batch 100, KL floor 0.5 nats per late
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -34,10 +33,11 @@ from models.vae import VAE, frames_to_tensor, vae_dir, vae_loss
 from utils.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from utils.cli import UserError, fraction, make_parser, nonnegative_int, positive_float, positive_int, run
 from utils.device import resolve_device
-from utils.images import image_grid, save_png
 from utils.logging import make_writer, save_args
 from utils.precision import MEMORY_FORMATS, PRECISIONS, resolve_numerics
 from utils.seeding import derive_seed, seed_everything
+from utils.training import EarlyStopping, plateau_scheduler, restore, training_state
+from utils.visuals import image_grid, save_png, to_uint8
 
 # Tags separating the random streams derived from --seed.
 _SHUFFLE, _TRAIN_NOISE, _TEST_NOISE, _PRIOR = 1, 2, 3, 4
@@ -174,7 +174,7 @@ def write_samples(vae, cache, test_idx, args, device, epoch, writer, out):
     )
     prior = vae.decode(z.to(device))
     for name, images in (("reconstruction", real_recon), ("prior", prior)):
-        grid = image_grid(images, nrow=N_SAMPLES)
+        grid = image_grid(to_uint8(images), ncols=N_SAMPLES)
         save_png(grid, out / "samples" / f"{name}_epoch{epoch:03d}.png")
         writer.add_image(f"samples/{name}", grid, epoch, dataformats="HWC")
 
@@ -216,18 +216,16 @@ def main(args) -> list[dict]:
     vae = VAE.from_config(state["model_config"]) if state else VAE(args.latent)
     vae.to(device=device, memory_format=numerics.memory_format)
     optimizer = torch.optim.Adam(vae.parameters(), lr=args.lr)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, "min", factor=0.5, patience=args.lr_patience
-    )
-    epoch, best_loss, bad_epochs, step, history = 0, math.inf, 0, 0, []
+    scheduler = plateau_scheduler(optimizer, args.lr_patience)
+    early = EarlyStopping(args.patience)
+    epoch, step, history = 0, 0, []
     if state:
-        vae.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])  # lr included: --lr only sets a fresh run's
-        scheduler.load_state_dict(state["scheduler"])
+        epoch = (
+            restore(state, vae, optimizer, scheduler, early) - 1
+        )  # lr included: --lr only sets a fresh run's
         scheduler.patience = args.lr_patience
-        epoch, best_loss, step = state["epoch"], state["best_loss"], state["step"]
-        bad_epochs, history = state["early_stopping"]["bad_epochs"], state["history"]
-        print(f"resuming from {checkpoint_path}: epoch {epoch} done, best loss {best_loss:.2f}")
+        step, history = state["step"], state["history"]
+        print(f"resuming from {checkpoint_path}: epoch {epoch} done, best loss {early.best:.2f}")
 
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
@@ -235,8 +233,11 @@ def main(args) -> list[dict]:
     writer = make_writer(out)
     try:
         while epoch < args.epochs:
-            if bad_epochs >= args.patience:
-                print(f"stopped early: no improvement for {bad_epochs} epochs (--patience {args.patience})")
+            if early.stop:
+                print(
+                    f"stopped early: no improvement for {early.bad_epochs} epochs "
+                    f"(--patience {args.patience})"
+                )
                 break
             epoch += 1
             start = time.perf_counter()
@@ -262,29 +263,23 @@ def main(args) -> list[dict]:
                 test = train
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step(test["loss"])
-            improved = test["loss"] < best_loss
-            if improved:
-                best_loss, bad_epochs = test["loss"], 0
-            else:
-                bad_epochs += 1
+            improved = early.step(test["loss"])
             record = {"epoch": epoch, "lr": lr, "seconds": time.perf_counter() - start}
             record.update({f"train_{k}": v for k, v in train.items()})
             record.update({f"test_{k}": v for k, v in test.items() if k != "frames_per_s"})
             history.append(record)
-            state = {
-                "model": vae.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "early_stopping": {"bad_epochs": bad_epochs, "patience": args.patience},
-                "epoch": epoch,
-                "step": step,
-                "best_loss": best_loss,
-                "test_loss": test["loss"],
-                "model_config": vae.config,
-                "preprocessing": cache.preprocessing,
-                "args": vars(args),
-                "history": history,
-            }
+            state = training_state(
+                vae,
+                optimizer,
+                scheduler,
+                early,
+                epoch,
+                step=step,
+                test_loss=test["loss"],
+                preprocessing=cache.preprocessing,
+                args=vars(args),
+                history=history,
+            )
             # best.tar first: a run killed between the two writes redoes this epoch and rewrites both.
             if improved:
                 save_checkpoint(state, out / "best.tar")

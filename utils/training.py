@@ -1,16 +1,14 @@
-"""What the gradient-trained stages (V, M) share: early stopping, the plateau schedule, resume."""
+"""What the gradient-trained stages (V, M) share: early stopping, the plateau schedule, full-state
+checkpoints and their restoration."""
 
 from __future__ import annotations
 
 import math
 import random
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-
-from utils.checkpoint import load_checkpoint
 
 
 class EarlyStopping:
@@ -80,19 +78,22 @@ def training_state(
     }
 
 
-def resume(
-    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, early: EarlyStopping
-) -> tuple[int, dict[str, Any] | None]:
-    """Restore a :func:`training_state` checkpoint if ``path`` exists.
+def restore(
+    ckpt: dict[str, Any],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    early: EarlyStopping,
+) -> int:
+    """Load a :func:`training_state` checkpoint into the live objects; returns the epoch to run next.
 
-    Returns (the epoch to run next, the checkpoint or None). Raises UserError on a corrupt file.
+    The optimizer's state (learning rate included) comes from the checkpoint; the early-stopping
+    patience stays the one given now, so it can be changed on resume.
     """
-    if not path.is_file():
-        return 1, None
-    ckpt = load_checkpoint(path, map_location="cpu")  # rng states must stay on the CPU
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
     early.load_state_dict(ckpt["early_stopping"])
-    set_rng_state(ckpt["rng"])
-    return ckpt["epoch"] + 1, ckpt
+    if "rng" in ckpt:
+        set_rng_state(ckpt["rng"])
+    return ckpt["epoch"] + 1
