@@ -46,7 +46,7 @@ def build_parser():
         action="store_true",
         help="also show the first track's episode in a window (xvfb-run on headless machines)",
     )
-    add_engine_flags(parser)
+    add_engine_flags(parser, exact_only=True)
     return parser
 
 

@@ -25,12 +25,12 @@ if __package__ in (None, ""):
 
 import numpy as np
 import torch
-from models.vae import load_vae
 from tqdm import tqdm
 
 from envs import DEFAULT_RENDERER, MAX_EPISODE_STEPS, RENDERERS
 from models.controller import Controller, controller_vector_size
 from models.mdrnn import load_mdrnn
+from models.vae import load_vae
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.cli import UserError, make_parser, nonnegative_int, positive_float, positive_int, run
 from utils.device import resolve_device
@@ -40,8 +40,11 @@ from utils.rollout import Z_MODES, Episode, EpisodeSettings, make_bundle
 from utils.seeding import EVAL_EPISODES, TRAIN_EPISODES, derive_seed, episode_seed, seed_everything
 
 
-def add_engine_flags(parser) -> None:
-    """Flags shared with test_controller.py: how episodes are driven and by whom."""
+def add_engine_flags(parser, exact_only: bool = False) -> None:
+    """Flags shared with test_controller.py: how episodes are driven and by whom.
+
+    ``exact_only`` leaves out the approximate renderer: measurements run on stock pixels.
+    """
     parser.add_argument(
         "--max-workers", type=positive_int, default=os.cpu_count() or 1, help="rollout worker processes"
     )
@@ -59,7 +62,10 @@ def add_engine_flags(parser) -> None:
         help="episode length cap (CarRacing's own limit is 1000)",
     )
     parser.add_argument(
-        "--renderer", choices=RENDERERS, default=DEFAULT_RENDERER, help="CarRacing implementation"
+        "--renderer",
+        choices=[r for r in RENDERERS if not (exact_only and r == "approx")],
+        default=DEFAULT_RENDERER,
+        help="CarRacing implementation (fast renders exactly the stock pixels)",
     )
     parser.add_argument(
         "--z-mode", choices=Z_MODES, default="mu", help="C and M see the encoder mean (mu) or a sample of z"
