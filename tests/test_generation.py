@@ -174,3 +174,23 @@ def test_unwritable_rootdir(tmp_path):
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "--rootdir" in lines[0] and "not writable" in lines[0]
+
+
+def test_fast_renderer_writes_the_stock_files(two_threads, tmp_path):
+    """The default renderer (FastCarRacing) is pixel-identical: the stock env gives the same rollouts."""
+    generate(
+        tmp_path,
+        "--rollouts",
+        "1",
+        "--threads",
+        "1",
+        "--max-steps",
+        "40",
+        "--seed",
+        "7",
+        "--renderer",
+        "stock",
+    )
+    a, b = load_rollout(two_threads / rollout_name(0)), load_rollout(tmp_path / rollout_name(0))
+    for key in ARRAY_KEYS:
+        np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
