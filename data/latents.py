@@ -33,13 +33,11 @@ def file_digest(path: Path) -> str:
 
 
 def cache_key(files: list[Path], rootdir: Path, vae_path: Path) -> str:
-    """Changes when any rollout file or the VAE checkpoint changes."""
-    h = hashlib.sha1(f"v{CACHE_VERSION}".encode())
-    for p in files:
-        st = p.stat()
-        h.update(f"{p.relative_to(rootdir)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    h.update(file_digest(vae_path).encode())
-    return h.hexdigest()
+    """Changes when any rollout file (see :func:`data.frames.cache_key`) or the VAE checkpoint changes."""
+    from data.frames import cache_key as files_key
+
+    text = f"latents v{CACHE_VERSION} {files_key(files, rootdir)} {file_digest(vae_path)}"
+    return hashlib.sha1(text.encode()).hexdigest()
 
 
 @dataclass

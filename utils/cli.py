@@ -58,9 +58,13 @@ def fraction(text: str) -> float:
     return value
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Flag help with defaults; the description (the script's docstring) keeps its line breaks."""
+
+
 def make_parser(doc: str | None) -> argparse.ArgumentParser:
     """A parser whose description is the script's docstring and whose help shows defaults."""
-    return argparse.ArgumentParser(description=doc, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    return argparse.ArgumentParser(description=doc, formatter_class=_HelpFormatter)
 
 
 def run(
