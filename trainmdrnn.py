@@ -74,6 +74,12 @@ def build_parser():
     )
     parser.add_argument("--patience", type=positive_int, default=10, help="early-stopping patience (epochs)")
     parser.add_argument(
+        "--lr-patience",
+        type=positive_int,
+        default=5,
+        help="epochs without improvement before the learning rate is halved",
+    )
+    parser.add_argument(
         "--max-batches",
         type=nonnegative_int,
         default=0,
@@ -197,15 +203,18 @@ def main(args) -> list[dict[str, float]]:
         config = existing["model_config"]
     mdrnn = MDRNN.from_config(config).to(device)
     optimizer = torch.optim.Adam(mdrnn.parameters(), lr=args.lr)
-    scheduler = plateau_scheduler(optimizer)
+    scheduler = plateau_scheduler(optimizer, args.lr_patience)
     early = EarlyStopping(args.patience)
     start_epoch = 1
     if existing is not None:
         start_epoch = restore(existing, mdrnn, optimizer, scheduler, early)
+        scheduler.patience = args.lr_patience
         print(f"resuming {checkpoint_path} at epoch {start_epoch} (best test loss {early.best:.4f})")
     save_args(args, out_dir)
     writer = make_writer(out_dir)
     history = []
+    if start_epoch > args.epochs:
+        print(f"{checkpoint_path} has done {start_epoch - 1} epochs already; raise --epochs to train more")
     for epoch in range(start_epoch, args.epochs + 1):
         if early.stop:
             print(f"early stopping: no improvement in {early.patience} epochs")
