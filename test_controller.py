@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from models.controller import Controller
 from traincontroller import add_engine_flags, load_world_model, worker_devices
-from utils.checkpoint import atomic_write, load_checkpoint
+from utils.checkpoint import atomic_write, load_model
 from utils.cli import UserError, make_parser, positive_int, run
 from utils.engine import WorkerPool
 from utils.plots import histogram_png
@@ -52,9 +52,8 @@ def build_parser():
 
 def load_controller_vector(logdir: Path) -> tuple[np.ndarray, dict]:
     path = logdir / "ctrl" / "best.tar"
-    ckpt = load_checkpoint(path, hint=f"run traincontroller.py --logdir {logdir} first")
-    controller = Controller.from_config(ckpt["model_config"])
-    controller.load_state_dict(ckpt["model"])
+    missing = f"no controller checkpoint at {path}: run traincontroller.py --logdir {logdir} first"
+    controller, ckpt = load_model(Controller, path, missing=missing)
     return controller.parameters_to_vector(), ckpt
 
 

@@ -15,7 +15,6 @@ Defaults are the paper's: Adam at lr 1e-4, batch 100, KL floor 0.5 nats per late
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,16 @@ from data.frames import FrameCache
 from data.rollouts import DEFAULT_TEST_FRACTION
 from models.vae import VAE, frames_to_tensor, vae_dir, vae_loss
 from utils.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
-from utils.cli import UserError, fraction, make_parser, nonnegative_int, positive_float, positive_int, run
+from utils.cli import (
+    UserError,
+    fraction,
+    make_parser,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    run,
+)
 from utils.device import resolve_device
 from utils.logging import make_writer, save_args
 from utils.precision import MEMORY_FORMATS, PRECISIONS, resolve_numerics
@@ -42,17 +50,6 @@ from utils.visuals import image_grid, save_png, to_uint8
 # Tags separating the random streams derived from --seed.
 _SHUFFLE, _TRAIN_NOISE, _TEST_NOISE, _PRIOR = 1, 2, 3, 4
 N_SAMPLES = 8  # test frames shown beside their reconstructions; the prior grid is N_SAMPLES^2
-
-
-def nonnegative_float(text: str) -> float:
-    """argparse type: a float >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {value}")
-    return value
 
 
 def build_parser():

@@ -234,13 +234,8 @@ def load_mdrnn(logdir: str | os.PathLike, device: torch.device | str = "cpu") ->
 
     Returns (mdrnn, checkpoint). The checkpoint's ``vae_id`` names the VAE checkpoint it was trained on.
     """
-    from utils.checkpoint import load_checkpoint
-    from utils.cli import UserError
+    from utils.checkpoint import load_model
 
     path = Path(logdir) / "mdrnn" / "best.tar"
-    if not path.is_file():
-        raise UserError(f"no MDN-RNN checkpoint at {path}: run trainmdrnn.py --logdir {logdir} first")
-    checkpoint = load_checkpoint(path, map_location="cpu")
-    mdrnn = MDRNN.from_config(checkpoint["model_config"])
-    mdrnn.load_state_dict(checkpoint["model"])
-    return mdrnn.to(device).eval(), checkpoint
+    missing = f"no MDN-RNN checkpoint at {path}: run trainmdrnn.py --logdir {logdir} first"
+    return load_model(MDRNN, path, device, missing)

@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils.checkpoint import load_checkpoint
-from utils.cli import UserError
+from utils.checkpoint import load_model
 
 FRAME_SHAPE = (64, 64, 3)  # H, W, C of the uint8 frames in rollout files
 
@@ -131,9 +130,6 @@ def load_vae(logdir: str | os.PathLike, device: torch.device | str = "cpu") -> t
     Returns (vae, checkpoint); ``checkpoint["preprocessing"]`` is the frame transform V was trained on.
     """
     path = vae_dir(logdir) / "best.tar"
-    if not path.is_file():
-        raise UserError(f"no VAE checkpoint at {path}: run trainvae.py --logdir {logdir} first")
-    checkpoint = load_checkpoint(path, map_location="cpu")
-    vae = VAE.from_config(checkpoint["model_config"])
-    vae.load_state_dict(checkpoint["model"])
-    return vae.to(device).eval(), checkpoint
+    return load_model(
+        VAE, path, device, f"no VAE checkpoint at {path}: run trainvae.py --logdir {logdir} first"
+    )

@@ -74,3 +74,20 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", hint: st
         raise UserError(
             f"cannot read checkpoint {path} ({type(err).__name__}: {err}); delete it or rerun with --noreload"
         ) from None
+
+
+def load_model(
+    model_cls: Any, path: str | os.PathLike, device: Any = "cpu", missing: str = ""
+) -> tuple[Any, dict]:
+    """Rebuild ``model_cls`` from a checkpoint's ``model_config`` and ``model`` weights, in eval mode.
+
+    ``missing`` is the one-line error when there is no file (it should name the script that makes it).
+    Returns (model on ``device``, checkpoint).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(missing or f"no checkpoint at {path}")
+    checkpoint = load_checkpoint(path, map_location="cpu")
+    model = model_cls.from_config(checkpoint["model_config"])
+    model.load_state_dict(checkpoint["model"])
+    return model.to(device).eval(), checkpoint
