@@ -40,7 +40,7 @@ from utils.device import resolve_device
 from utils.logging import make_writer, save_args
 from utils.seeding import derive_seed, seed_everything
 from utils.training import EarlyStopping, plateau_scheduler, restore, training_state
-from utils.visuals import image_grid, save_animation, save_png, to_uint8
+from utils.visuals import image_grid, label_rows, save_animation, save_png, to_uint8
 
 
 def build_parser():
@@ -156,6 +156,7 @@ def write_visuals(mdrnn: MDRNN, vae, latents, test_ids: np.ndarray, epoch: int, 
     strip = image_grid(
         np.concatenate([real_frames[pick], pred_frames[pick], dream_frames[pick]]), ncols=len(pick), scale=2
     )
+    strip = label_rows(strip, ["real (V)", "M prediction", f"dream, tau {args.temperature:g}"])
     out_dir = args.logdir / "mdrnn" / "samples"
     save_png(strip, out_dir / f"epoch_{epoch:03d}_predictions.png")
     side_by_side = [

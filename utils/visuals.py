@@ -60,3 +60,15 @@ def save_animation(frames: Sequence[np.ndarray], path: str | Path, fps: int = 20
     else:
         raise ValueError(f"{path}: unsupported animation format '{suffix}'; use .gif or .mp4")
     atomic_write(path, lambda f: f.write(data))
+
+
+def label_rows(grid: np.ndarray, labels: Sequence[str], width: int = 90) -> np.ndarray:
+    """Prefix an image grid of ``len(labels)`` equal rows with a white margin naming each row."""
+    from PIL import Image, ImageDraw
+
+    margin = Image.new("RGB", (width, grid.shape[0]), "white")
+    draw = ImageDraw.Draw(margin)
+    row_height = grid.shape[0] / len(labels)
+    for i, label in enumerate(labels):
+        draw.text((4, int((i + 0.5) * row_height) - 6), label, fill="black")
+    return np.concatenate([np.asarray(margin), grid], axis=1)
