@@ -19,6 +19,7 @@ with the worker's traceback.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -183,7 +184,8 @@ class RayPool:
             try:
                 results = ray.get(ref)
             except RayTaskError as err:  # the rollout code raised: a bug, retrying cannot help
-                raise WorkerError(f"rollout actor {slot} failed:\n{err}") from None
+                text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # Ray colours its traceback
+                raise WorkerError(f"rollout actor {slot} failed:\n{text}") from None
             except RayActorError as err:  # process or node lost: re-run its chunks elsewhere
                 key = chunk[0].task_id
                 attempts[key] = attempts.get(key, 0) + 1
