@@ -125,6 +125,10 @@ class RayPool:
         self.ray = ray = init_ray(address)
         self.n_envs, self.timeout, self.max_retries = n_envs, timeout, max_retries
         self.retries = 0  # chunks re-run after losing their actor, over the pool's life
+        cpus = int(ray.cluster_resources().get("CPU", n_workers))
+        if n_workers > cpus:  # actors beyond the cluster's CPUs would never be placed
+            print(f"Ray cluster has {cpus} CPUs: {cpus} rollout actors instead of {n_workers}", flush=True)
+            n_workers = max(1, cpus)
         options: dict[str, Any] = {"num_cpus": 1, "max_restarts": 0}
         device = "cpu"
         if any(str(d).startswith("cuda") for d in devices):
