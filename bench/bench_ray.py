@@ -9,6 +9,10 @@ their environments; "pool start" includes one warm-up generation), then --genera
 ...) so that both see the same load from the rest of the machine. Both backends drive the same chunks:
 same work, same returns (checked). Models are freshly initialised, as in bench_controller.py. Ray runs
 a local instance started here; its start-up is reported apart.
+
+Ray starts its workers with OMP_NUM_THREADS=1; the local engine's workers inherit the shell's, and
+numpy's OpenBLAS then runs several threads in each worker (measured here: 3-6x slower generations on
+a shared 2-core machine). Run with OMP_NUM_THREADS=1 for a like-for-like comparison.
 """
 
 from __future__ import annotations
