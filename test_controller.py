@@ -25,7 +25,7 @@ from models.controller import Controller
 from traincontroller import add_engine_flags, load_world_model, worker_devices
 from utils.checkpoint import atomic_write, load_model
 from utils.cli import UserError, make_parser, positive_int, run
-from utils.engine import WorkerPool
+from utils.engine import make_pool
 from utils.plots import histogram_png
 from utils.rollout import Episode, EpisodeSettings
 from utils.seeding import TEST_EPISODES, episode_seed
@@ -110,7 +110,9 @@ def main(args) -> dict:
     episodes = [Episode(i, params, s) for i, s in enumerate(seeds)]
     start = time.perf_counter()
     with (
-        WorkerPool(
+        make_pool(
+            args.backend,
+            args.ray_address,
             bundle,
             settings,
             min(args.max_workers, len(episodes)),

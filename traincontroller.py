@@ -34,8 +34,9 @@ from models.vae import load_vae
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.cli import UserError, make_parser, nonnegative_int, positive_float, positive_int, run
 from utils.device import resolve_device
-from utils.engine import WorkerPool
+from utils.engine import WorkerPool, make_pool
 from utils.logging import make_writer, save_args
+from utils.ray_backend import add_backend_flags
 from utils.rollout import Z_MODES, Episode, EpisodeSettings, make_bundle
 from utils.seeding import EVAL_EPISODES, TRAIN_EPISODES, derive_seed, episode_seed, seed_everything
 
@@ -46,7 +47,10 @@ def add_engine_flags(parser, exact_only: bool = False) -> None:
     ``exact_only`` leaves out the approximate renderer: measurements run on stock pixels.
     """
     parser.add_argument(
-        "--max-workers", type=positive_int, default=os.cpu_count() or 1, help="rollout worker processes"
+        "--max-workers",
+        type=positive_int,
+        default=os.cpu_count() or 1,
+        help="rollout worker processes (Ray actors with --backend ray)",
     )
     parser.add_argument(
         "--envs-per-worker",
@@ -83,6 +87,7 @@ def add_engine_flags(parser, exact_only: bool = False) -> None:
         help="seconds without any finished episode before the run fails as hung",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of tracks, CMA-ES and workers")
+    add_backend_flags(parser)
 
 
 def worker_devices(spec: str) -> list[str]:
@@ -236,8 +241,15 @@ def main(args) -> dict:
         display = Display(bundle, settings, seed=args.seed)
     reached = best_score >= args.target_return
     try:
-        with WorkerPool(
-            bundle, settings, args.max_workers, args.envs_per_worker, devices, args.worker_timeout
+        with make_pool(
+            args.backend,
+            args.ray_address,
+            bundle,
+            settings,
+            args.max_workers,
+            args.envs_per_worker,
+            devices,
+            args.worker_timeout,
         ) as pool:
             while generation < args.generations and not reached:
                 start = time.perf_counter()

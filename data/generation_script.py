@@ -28,8 +28,9 @@ from data.policies import POLICIES, make_policy
 from data.rollouts import Rollout, rollout_name, save_rollout
 from envs import DEFAULT_RENDERER, ENV_ID, MAX_EPISODE_STEPS, RENDERERS, make_env
 from envs.preprocess import DEFAULT_PREPROCESSING, PREPROCESSINGS, preprocess
-from utils.checkpoint import remove_stale_temporaries
+from utils.checkpoint import atomic_write, remove_stale_temporaries
 from utils.cli import UserError, make_parser, positive_int, run
+from utils.ray_backend import add_backend_flags
 from utils.seeding import derive_seed
 
 
@@ -43,7 +44,11 @@ def build_parser():
         help="directory the .npz files go to (created if missing)",
     )
     parser.add_argument(
-        "--threads", type=positive_int, default=max(1, os.cpu_count() or 1), help="worker processes"
+        "--threads",
+        type=positive_int,
+        default=max(1, os.cpu_count() or 1),
+        help="worker processes (with --backend ray: one task per rollout, as many at once as the "
+        "cluster has CPUs)",
     )
     parser.add_argument(
         "--policy",
@@ -70,6 +75,7 @@ def build_parser():
         default=DEFAULT_RENDERER,
         help="CarRacing implementation used to render frames",
     )
+    add_backend_flags(parser)
     return parser
 
 
@@ -114,6 +120,42 @@ def generate_rollout(
         env.close()
 
 
+def generate_rollout_bytes(index: int, **job) -> tuple[int, int, bytes]:
+    """:func:`generate_rollout` into a scratch directory; returns (index, steps, the file's bytes).
+
+    What a Ray task runs: the file travels back to the driver, which writes it, so the nodes of a
+    cluster need no shared file system.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="rollout-") as scratch:
+        _, n = generate_rollout(index, **{**job, "rootdir": scratch})
+        return index, n, (Path(scratch) / rollout_name(index)).read_bytes()
+
+
+def generate_on_ray(todo: list[int], job: dict, address: str | None, record) -> None:
+    """One Ray task per rollout index, a bounded number in flight; Ray re-runs the task of a lost
+    worker or node (max_retries), and a rollout's file depends on its index alone."""
+    from utils.ray_backend import init_ray
+
+    ray = init_ray(address)
+    task = ray.remote(num_cpus=1, max_retries=3)(generate_rollout_bytes)
+    window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+    queue, in_flight = list(reversed(todo)), []
+    try:
+        while queue or in_flight:
+            while queue and len(in_flight) < window:
+                in_flight.append(task.remote(queue.pop(), **job))
+            ready, in_flight = ray.wait(in_flight, num_returns=1)
+            index, n, data = ray.get(ready[0])
+            atomic_write(Path(job["rootdir"]) / rollout_name(index), lambda f, data=data: f.write(data))
+            record(index, n)
+    except BaseException:
+        for ref in in_flight:
+            ray.cancel(ref, force=True)
+        raise
+
+
 def check_rootdir(rootdir: Path) -> None:
     """Create ``rootdir`` and prove it is writable, or raise a one-line error."""
     try:
@@ -129,6 +171,10 @@ def check_rootdir(rootdir: Path) -> None:
 
 def main(args) -> list[int]:
     """Generate the missing rollouts of ``range(args.rollouts)``; returns the indices written."""
+    if args.backend == "ray":
+        from utils.ray_backend import import_ray
+
+        import_ray()  # missing Ray is one line, before any work
     check_rootdir(args.rootdir)
     remove_stale_temporaries(args.rootdir)
     todo = [i for i in range(args.rollouts) if not (args.rootdir / rollout_name(i)).exists()]
@@ -156,7 +202,9 @@ def main(args) -> list[int]:
         bar.set_postfix(steps_per_s=f"{steps / (time.perf_counter() - start):.0f}")
 
     try:
-        if args.threads == 1:
+        if args.backend == "ray":
+            generate_on_ray(todo, job, args.ray_address, record)
+        elif args.threads == 1:
             for i in todo:
                 record(*generate_rollout(i, **job))
         else:

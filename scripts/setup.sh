@@ -8,7 +8,7 @@ if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; th
     exit 2
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-stamp=".venv/.installed-$(cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)"
+stamp=".venv/.installed-$(cat requirements.txt requirements-dev.txt requirements-ray.txt | sha1sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
     echo "setup: installing requirements into .venv (first run only)"
     .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt

@@ -200,3 +200,24 @@ class WorkerPool:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def make_pool(
+    backend: str,
+    ray_address: str | None,
+    bundle: dict,
+    settings: EpisodeSettings,
+    n_workers: int,
+    n_envs: int = 4,
+    devices: Sequence[str] = ("cpu",),
+    timeout: float = 600.0,
+):
+    """The rollout pool of ``--backend``: :class:`WorkerPool` here, or a Ray pool on a cluster.
+
+    Both drive the same chunks, so one seed gives the same results on either.
+    """
+    if backend == "ray":
+        from utils.ray_backend import RayPool
+
+        return RayPool(bundle, settings, n_workers, n_envs, devices, timeout, address=ray_address)
+    return WorkerPool(bundle, settings, n_workers, n_envs, devices, timeout)

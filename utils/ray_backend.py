@@ -1,0 +1,240 @@
+"""Rollouts on a Ray cluster: the same chunks as :mod:`utils.engine`, driven by Ray actors.
+
+Ray is optional (``requirements-ray.txt``) and imported only when ``--backend ray`` is asked for.
+
+Controller evaluation: :class:`RayPool` has :class:`utils.engine.WorkerPool`'s interface. V and M go
+to the object store once per pool (once per run: they do not change while C is trained) and every
+actor keeps its models and environments between chunks. A chunk's results depend only on its own
+episodes (see :mod:`utils.rollout`), so the pool hands out the very chunks the local backend would and
+the same seed gives the same returns on either backend.
+
+Failures: unlike the local backend, which fails fast, a lost actor (worker process killed, node gone)
+is replaced by a new actor, which Ray places wherever there is room, and the chunks it held are run
+again there. Results are keyed by task id, so a chunk retried after its first attempt was lost cannot
+be counted twice. A chunk whose attempts keep killing their actor fails the run after ``max_retries``
+retries; an exception raised by the rollout code itself (a bug, not a lost machine) fails it at once,
+with the worker's traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from utils.cli import UserError
+from utils.engine import Result, WorkerError, chunked
+from utils.rollout import Episode, EpisodeSettings
+
+BACKENDS = ("local", "ray")
+ROOT = Path(__file__).resolve().parent.parent
+MISSING_RAY = "--backend ray needs Ray: pip install -r requirements-ray.txt"
+
+
+def add_backend_flags(parser) -> None:
+    """``--backend`` and ``--ray-address``, shared by the generation and controller scripts."""
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="local",
+        help="local: worker processes on this machine; ray: Ray actors/tasks on a Ray cluster "
+        "(pip install -r requirements-ray.txt)",
+    )
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        help="with --backend ray: the cluster to join (auto: the one `ray start` runs here, or "
+        "HOST:6379); unset starts a local Ray instance for this run",
+    )
+
+
+def import_ray():
+    """The ``ray`` module, or one clear line when it is not installed."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError(MISSING_RAY) from None
+    return ray
+
+
+def init_ray(address: str | None):
+    """Connect to ``address`` (None: start a local instance) unless this process is connected already.
+
+    Workers import this repository by path: on a cluster every node needs it at the same path.
+    """
+    ray = import_ray()
+    if not ray.is_initialized():
+        env = {"PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            runtime_env={"env_vars": env},
+            log_to_driver=True,
+        )
+    return ray
+
+
+class _RolloutActor:
+    """One Ray worker: V's encoder, M's LSTM and ``n_envs`` environments, kept between chunks."""
+
+    def __init__(self, bundle: dict, settings: EpisodeSettings, n_envs: int, device: str) -> None:
+        import torch
+
+        from envs import make_env
+        from utils.rollout import BatchedAgent
+
+        torch.set_num_threads(1)
+        self.settings = settings
+        self.agent = BatchedAgent(bundle, device)
+        self.envs = [
+            make_env(renderer=settings.renderer, max_episode_steps=settings.max_steps) for _ in range(n_envs)
+        ]
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def run(self, chunk: list[Episode]) -> list[Result]:
+        from utils.rollout import run_chunk
+
+        out = run_chunk(self.agent, self.envs, chunk, self.settings)
+        return [Result(e.task_id, ret, n) for e, (ret, n) in zip(chunk, out, strict=True)]
+
+
+class RayPool:
+    """``n_workers`` Ray actors, each driving chunks of up to ``n_envs`` episodes in lock-step.
+
+    Args: as :class:`utils.engine.WorkerPool`, plus the Ray ``address`` (None: a local instance) and
+    ``max_retries``, how often one chunk may be re-run after losing its actor. With CUDA ``devices``
+    each actor asks for a fraction of a GPU so that the actors spread over the cluster's GPUs.
+    """
+
+    def __init__(
+        self,
+        bundle: dict,
+        settings: EpisodeSettings,
+        n_workers: int,
+        n_envs: int = 4,
+        devices: Sequence[str] = ("cpu",),
+        timeout: float = 600.0,
+        address: str | None = None,
+        max_retries: int = 3,
+    ) -> None:
+        self.ray = ray = init_ray(address)
+        self.n_envs, self.timeout, self.max_retries = n_envs, timeout, max_retries
+        self.retries = 0  # chunks re-run after losing their actor, over the pool's life
+        cpus = int(ray.cluster_resources().get("CPU", n_workers))
+        if n_workers > cpus:  # actors beyond the cluster's CPUs would never be placed
+            print(f"Ray cluster has {cpus} CPUs: {cpus} rollout actors instead of {n_workers}", flush=True)
+            n_workers = max(1, cpus)
+        options: dict[str, Any] = {"num_cpus": 1, "max_restarts": 0}
+        device = "cpu"
+        if any(str(d).startswith("cuda") for d in devices):
+            gpus = ray.cluster_resources().get("GPU", 0)
+            if not gpus:
+                raise UserError(
+                    "--device cuda with --backend ray: the Ray cluster has no GPU; use --device cpu"
+                )
+            options["num_gpus"] = min(1.0, gpus / n_workers)
+            device = "cuda"  # Ray sets CUDA_VISIBLE_DEVICES to the actor's GPU
+        self._actor_class = ray.remote(**options)(_RolloutActor)
+        self._bundle_ref = ray.put(bundle)  # V and M reach the cluster once
+        self._args = (settings, n_envs, device)
+        self.actors = [self._new_actor() for _ in range(n_workers)]
+
+    def _new_actor(self):
+        return self._actor_class.remote(self._bundle_ref, *self._args)
+
+    def evaluate(
+        self, episodes: Sequence[Episode], on_result: Callable[[Result], None] | None = None
+    ) -> dict[int, Result]:
+        """Drive every episode; returns ``{task_id: Result}``. Lost chunks are re-run on a new actor;
+        raises :class:`utils.engine.WorkerError` when the rollout code fails or nothing finishes
+        for ``timeout`` seconds."""
+        from ray.exceptions import RayActorError, RayTaskError
+
+        ray = self.ray
+        todo = list(chunked(episodes, self.n_envs))[::-1]  # pop() hands them out in order
+        attempts: dict[int, int] = {}  # chunk's first task id -> times it was lost
+        in_flight: dict[Any, tuple[int, list[Episode]]] = {}  # ObjectRef -> (actor slot, chunk)
+        load = [0] * len(self.actors)
+        pending = {e.task_id for e in episodes}
+        done: dict[int, Result] = {}
+
+        def submit() -> None:
+            # Two chunks per actor: the next one is queued there while the current one runs.
+            while todo and min(load) < 2:
+                slot = load.index(min(load))
+                chunk = todo.pop()
+                in_flight[self.actors[slot].run.remote(chunk)] = (slot, chunk)
+                load[slot] += 1
+
+        submit()
+        last_progress = time.monotonic()
+        while pending:
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
+            if not ready:
+                if time.monotonic() - last_progress > self.timeout:
+                    raise WorkerError(
+                        f"no episode finished for {self.timeout:.0f} s on Ray: an actor hangs or cannot be "
+                        f"placed (see `ray status`); {len(pending)} episodes outstanding"
+                    )
+                continue
+            ref = ready[0]
+            slot, chunk = in_flight.pop(ref)
+            load[slot] -= 1
+            try:
+                results = ray.get(ref)
+            except RayTaskError as err:  # the rollout code raised: a bug, retrying cannot help
+                text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # Ray colours its traceback
+                raise WorkerError(f"rollout actor {slot} failed:\n{text}") from None
+            except RayActorError as err:  # process or node lost: re-run its chunks elsewhere
+                key = chunk[0].task_id
+                attempts[key] = attempts.get(key, 0) + 1
+                if attempts[key] > self.max_retries:
+                    raise WorkerError(
+                        f"episodes {key}..{chunk[-1].task_id} lost their Ray actor "
+                        f"{attempts[key]} times; last error: {err}"
+                    ) from None
+                self._replace(slot, in_flight, todo, load)
+                todo.append(chunk)
+                self.retries += 1
+                submit()
+                continue
+            for r in results:
+                if r.task_id in pending:  # keyed by task id: a re-run chunk is never counted twice
+                    pending.discard(r.task_id)
+                    done[r.task_id] = r
+                    if on_result is not None:
+                        on_result(r)
+            last_progress = time.monotonic()
+            submit()
+        return done
+
+    def _replace(self, slot: int, in_flight: dict, todo: list, load: list[int]) -> None:
+        """A new actor in ``slot``; the dead one's other queued chunks go back to ``todo``."""
+        for ref, (s, chunk) in list(in_flight.items()):
+            if s == slot:
+                del in_flight[ref]
+                todo.append(chunk)
+                self.retries += 1
+        load[slot] = 0
+        self.ray.kill(self.actors[slot], no_restart=True)
+        self.actors[slot] = self._new_actor()
+
+    def close(self) -> None:
+        """Kill every actor (the Ray instance itself stays up for whoever started it)."""
+        for actor in self.actors:
+            try:
+                self.ray.kill(actor, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        self.actors = []
+
+    def __enter__(self) -> RayPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
