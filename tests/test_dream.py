@@ -160,11 +160,8 @@ def test_generation_with_the_controller(dream_logdir, tmp_path):
         assert ra.policy == "controller" and len(ra) == 20
         assert np.array_equal(ra.actions, rb.actions) and np.array_equal(ra.observations, rb.observations)
         assert (ra.actions[:, 1:] >= 0).all() and (np.abs(ra.actions) <= 1).all()
-    noiseless = (
-        load_rollout(list_rollouts(tmp_path / "c")[0])
-        if generate(logdir, tmp_path / "c", "--noise", "0")
-        else None
-    )
+    generate(logdir, tmp_path / "c", "--noise", "0", "--rollouts", "1")
+    noiseless = load_rollout(list_rollouts(tmp_path / "c")[0])
     assert not np.array_equal(noiseless.actions, load_rollout(files_a[0]).actions)
 
 
