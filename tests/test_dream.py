@@ -168,3 +168,17 @@ def test_generation_with_the_controller(dream_logdir, tmp_path):
 def test_generation_controller_policy_needs_a_controller(pipeline_logdir, tmp_path):
     with pytest.raises(UserError, match="traincontroller.py"):
         generate(pipeline_logdir, tmp_path / "r")
+
+
+def test_dream_script_writes_an_animation(dream_logdir, tmp_path):
+    import imageio.v3 as iio
+
+    from scripts import dream as dream_script
+
+    logdir, _ = dream_logdir
+    for extra in ([], ["--controller"]):
+        out = tmp_path / f"dream{len(extra)}.gif"
+        argv = ["--logdir", str(logdir), "--out", str(out), "--steps", "6", "--scale", "1", *extra]
+        dream_script.main(dream_script.build_parser().parse_args(argv))
+        frames = iio.imread(out)
+        assert frames.shape[1:3] == (64, 64) and 1 <= len(frames) <= 6
