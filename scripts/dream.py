@@ -108,14 +108,24 @@ def record(args, env: DreamEnv, vae) -> None:
 
 def keyboard(args, env: DreamEnv, vae) -> None:
     """Drive in the dream; the window shows V's decoding of each dreamed z."""
+    import os
+
     try:
         import pygame
 
-        pygame.init()
+        pygame.display.init()  # not pygame.init(): no audio, which has no device on servers
+        pygame.font.init()
         size = 64 * args.scale
         screen = pygame.display.set_mode((size, size + 24))
+        driver = pygame.display.get_driver()
     except Exception as err:  # no display: one line, not a pygame traceback
         raise UserError(f"--keyboard needs a display ({err}); run under xvfb-run or use --out") from None
+    # Without a display SDL quietly falls back to an invisible window: say so instead of driving blind.
+    if driver in ("offscreen", "dummy") and os.environ.get("SDL_VIDEODRIVER") != driver:
+        pygame.quit()
+        raise UserError(
+            f"--keyboard needs a display (SDL found none: '{driver}'); run under xvfb-run or use --out"
+        )
     pygame.display.set_caption("World Models: driving in M's dream")
     font, clock = pygame.font.Font(None, 22), pygame.time.Clock()
     z, total, steps, running = env.reset(), 0.0, 0, True

@@ -182,3 +182,14 @@ def test_dream_script_writes_an_animation(dream_logdir, tmp_path):
         dream_script.main(dream_script.build_parser().parse_args(argv))
         frames = iio.imread(out)
         assert frames.shape[1:3] == (64, 64) and 1 <= len(frames) <= 6
+
+
+def test_keyboard_mode_without_a_display_is_one_clear_error(dream_logdir, monkeypatch):
+    from scripts import dream as dream_script
+
+    for var in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER"):
+        monkeypatch.delenv(var, raising=False)
+    logdir, _ = dream_logdir
+    args = dream_script.build_parser().parse_args(["--logdir", str(logdir), "--keyboard"])
+    with pytest.raises(UserError, match="needs a display"):
+        dream_script.main(args)
