@@ -50,10 +50,13 @@ class ControllerPolicy:
         high: np.ndarray,
         noise: float = 0.0,
     ) -> None:
+        import multiprocessing as mp
+
         from models.controller import unflatten_controller_vectors
         from utils.rollout import BatchedAgent
 
-        torch.set_num_threads(1)  # batch 1: threads cost more than they give, and workers run in parallel
+        if mp.current_process().name != "MainProcess":
+            torch.set_num_threads(1)  # batch 1 in parallel workers: more threads only oversubscribe the cores
         bundle, params = load_controller_agent(logdir)
         self.preprocessing = bundle["preprocessing"]
         self.agent = BatchedAgent(bundle, "cpu")
