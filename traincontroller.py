@@ -9,6 +9,11 @@ return. Every --eval-every generations the CMA-ES mean and the generation's best
 --eval-episodes fixed tracks, and the best evaluated controller goes to <logdir>/ctrl/best.tar.
 The whole CMA-ES state is saved every generation to <logdir>/ctrl/checkpoint.tar; a rerun resumes the
 search unless --noreload.
+
+With --dream, candidates are scored inside M's dream instead (models/dream.py: --dream-steps steps at
+temperature --temperature, from real first frames of the latent cache, all candidates as one batched
+tensor computation); the evaluations still run in the real env, so the log shows both. Each evaluation
+also writes <logdir>/ctrl/dream_gen_XXX.gif, a dream of the CMA mean decoded by V.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from tqdm import tqdm
 
 from envs import DEFAULT_RENDERER, MAX_EPISODE_STEPS, RENDERERS
 from models.controller import Controller, controller_vector_size
+from models.dream import add_dream_flags, make_dream
 from models.mdrnn import load_mdrnn
 from models.vae import load_vae
 from utils.checkpoint import load_checkpoint, save_checkpoint
@@ -145,6 +151,7 @@ def build_parser():
         help="show the newest best controller driving in a window (xvfb-run on headless machines)",
     )
     add_engine_flags(parser)
+    add_dream_flags(parser)
     return parser
 
 
@@ -210,6 +217,7 @@ def main(args) -> dict:
     seed_everything(args.seed)
     devices = worker_devices(args.device)
     bundle = load_world_model(args.logdir)
+    dream, vae = make_dream(args)  # (None, None) without --dream
     latent, hidden = bundle["vae_config"]["latent"], bundle["mdrnn_config"]["hidden"]
     dim = controller_vector_size(latent, hidden)
     out_dir = args.logdir / "ctrl"
@@ -257,9 +265,12 @@ def main(args) -> dict:
                 seeds = [
                     episode_seed(args.seed, TRAIN_EPISODES, generation, s) for s in range(args.n_samples)
                 ]
-                returns = evaluate(
-                    pool, candidates, seeds, f"generation {generation + 1}", args.negative_cutoff
-                )
+                if dream is not None:  # fitness in M's dream; train/* below are then dream returns
+                    returns, _ = dream.fitness(candidates, args.n_samples, generation)
+                else:
+                    returns = evaluate(
+                        pool, candidates, seeds, f"generation {generation + 1}", args.negative_cutoff
+                    )
                 fitness = returns.mean(axis=1)
                 es.tell(list(candidates), list(-fitness))  # CMA-ES minimises
                 generation += 1
@@ -271,8 +282,9 @@ def main(args) -> dict:
                     "worst": float(fitness.min()),
                     "sigma": float(es.sigma),
                 }
+                kind = "dream fitness" if dream is not None else "fitness"
                 line = (
-                    f"generation {generation:4d} | fitness best {record['best']:7.1f} "
+                    f"generation {generation:4d} | {kind} best {record['best']:7.1f} "
                     f"mean {record['mean']:7.1f} worst {record['worst']:7.1f} | sigma {es.sigma:.4f}"
                 )
                 if display is not None:
@@ -287,6 +299,8 @@ def main(args) -> dict:
                         eval_mean_std=float(eval_returns[0].std()),
                     )
                     line += f" | eval: CMA mean {scores[0]:7.1f}, best candidate {scores[1]:7.1f}"
+                    if dream is not None:
+                        dream.save_animation(pair[0], vae, out_dir / f"dream_gen_{generation:03d}.gif")
                     pick = int(np.argmax(scores))
                     if scores[pick] > best_score:
                         best_score = float(scores[pick])

@@ -6,6 +6,10 @@ Usage:
 Rollout i's track and actions derive from (--seed, i) alone, so the same seed gives the same files
 whatever --threads is. Files appear atomically; rerunning into the same --rootdir skips finished
 rollouts. See data/rollouts.py for the file layout and its time alignment.
+
+Iterative training: --policy controller --logdir exp_dir drives <logdir>/ctrl/best.tar (with V and M
+from the logdir; see data/controller_policy.py), adding --noise to its actions, so V and M can be
+retrained on the states a good driver visits.
 """
 
 from __future__ import annotations
@@ -52,9 +56,19 @@ def build_parser():
     )
     parser.add_argument(
         "--policy",
-        choices=POLICIES,
+        choices=(*POLICIES, "controller"),
         default="brown",
-        help="random policy: brown (correlated, drivable) or white (i.i.d. uniform)",
+        help="brown (correlated random, drivable), white (i.i.d. uniform) or controller "
+        "(<logdir>/ctrl/best.tar, for iterative training)",
+    )
+    parser.add_argument(
+        "--logdir", type=Path, default=None, help="experiment whose V, M and C drive --policy controller"
+    )
+    parser.add_argument(
+        "--noise",
+        type=float,
+        default=0.1,
+        help="std of the Gaussian noise added to the controller's actions (then clipped), for exploration",
     )
     parser.add_argument("--seed", type=int, default=0, help="base seed of tracks and policies")
     parser.add_argument(
@@ -80,14 +94,32 @@ def build_parser():
 
 
 def generate_rollout(
-    index: int, rootdir: str, seed: int, policy: str, max_steps: int, preprocessing: str, renderer: str
+    index: int,
+    rootdir: str,
+    seed: int,
+    policy: str,
+    max_steps: int,
+    preprocessing: str,
+    renderer: str,
+    logdir: str | None = None,
+    noise: float = 0.0,
 ) -> tuple[int, int]:
-    """Run rollout ``index`` and write it to ``rootdir``; returns (index, steps)."""
+    """Run rollout ``index`` and write it to ``rootdir``; returns (index, steps).
+
+    ``logdir`` and ``noise`` are for ``policy='controller'`` only.
+    """
     env = make_env(renderer=renderer, max_episode_steps=max_steps)
     try:
         track_seed = derive_seed(seed, index, 0)
         rng = np.random.default_rng(derive_seed(seed, index, 1))
-        act = make_policy(policy, rng, env.action_space.low, env.action_space.high, max_steps)
+        low, high = env.action_space.low, env.action_space.high
+        if policy == "controller":
+            from data.controller_policy import ControllerPolicy
+
+            drive = ControllerPolicy(logdir, rng, low, high, noise)
+            act = lambda t: drive(frames[-1])  # noqa: E731  C sees the frame it is acting on
+        else:
+            act = make_policy(policy, rng, low, high, max_steps)
         obs, _ = env.reset(seed=track_seed)
         frames, actions, rewards, terminals = [preprocess(obs, preprocessing)], [], [], []
         truncated = False
@@ -175,6 +207,19 @@ def main(args) -> list[int]:
         from utils.ray_backend import import_ray
 
         import_ray()  # missing Ray is one line, before any work
+    extra = {}
+    if args.policy == "controller":
+        from data.controller_policy import load_controller_agent
+
+        if args.logdir is None:
+            raise UserError("--policy controller needs --logdir, the experiment whose controller drives")
+        if args.noise < 0:
+            raise UserError(f"--noise must be >= 0, got {args.noise}")
+        bundle, _ = load_controller_agent(args.logdir)  # fails here, in one line, when a stage is missing
+        if bundle["preprocessing"] != args.preprocessing:
+            print(f"--policy controller: frames preprocessed as V was trained ({bundle['preprocessing']})")
+            args.preprocessing = bundle["preprocessing"]
+        extra = dict(logdir=str(args.logdir), noise=args.noise)
     check_rootdir(args.rootdir)
     remove_stale_temporaries(args.rootdir)
     todo = [i for i in range(args.rollouts) if not (args.rootdir / rollout_name(i)).exists()]
@@ -190,6 +235,7 @@ def main(args) -> list[int]:
         max_steps=args.max_steps,
         preprocessing=args.preprocessing,
         renderer=args.renderer,
+        **extra,
     )
     written, steps, start = [], 0, time.perf_counter()
     bar = tqdm(total=len(todo), desc="rollouts", unit="rollout", dynamic_ncols=True)

@@ -1,0 +1,195 @@
+"""Learning inside the dream: batched dream rollouts, traincontroller --dream, --policy controller."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import traincontroller
+from data import generation_script
+from data.rollouts import list_rollouts, load_rollout
+from models.controller import controller_vector_size
+from models.dream import dream_returns, start_latents
+from models.mdrnn import MDRNNCell
+from tests.conftest import copy_logdir
+from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.cli import UserError
+
+L, H = 4, 16
+
+
+def make_cell(seed=0, reward=None, termination=-20.0):
+    """A small random M; ``reward``: constant reward head (zero weights, that bias) when given."""
+    torch.manual_seed(seed)
+    cell = MDRNNCell(latent=L, hidden=H, gaussians=3).eval()
+    with torch.no_grad():
+        if reward is not None:
+            cell.reward_linear.weight.zero_()
+            cell.reward_linear.bias.fill_(reward)
+        cell.termination_linear.weight.zero_()
+        cell.termination_linear.bias.fill_(termination)
+    return cell
+
+
+def controllers(n, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, controller_vector_size(L, H))).astype(np.float32)
+
+
+def run(cell, n=6, steps=7, tau=1.0, seed=0, start=None, params=None, **kw):
+    start = torch.randn(n, L, generator=torch.Generator().manual_seed(99)) if start is None else start
+    params = controllers(n) if params is None else params
+    gen = torch.Generator().manual_seed(seed)
+    return dream_returns(cell, params, start, steps, tau, gen, **kw)
+
+
+def test_shapes_and_determinism():
+    cell = make_cell()
+    returns, lengths = run(cell)
+    assert returns.shape == (6,) and returns.dtype == torch.float32
+    assert lengths.shape == (6,) and lengths.dtype == torch.int64
+    again, _ = run(cell)
+    torch.testing.assert_close(returns, again, rtol=0, atol=0)
+    other, _ = run(cell, seed=1)
+    assert not torch.equal(returns, other)
+
+
+def test_temperature_widens_the_spread_of_dreamed_latents():
+    """Same start and controller on 256 rows: the rows differ only by M's draws, more so at high tau."""
+    cell = make_cell()
+    start = torch.zeros(256, L)
+    params = np.repeat(controllers(1), 256, axis=0)
+
+    def spread(tau):
+        record = []
+        run(cell, n=256, steps=4, tau=tau, start=start, params=params, record=record)
+        return record[-1][0].var(dim=0).mean().item()
+
+    assert spread(0.0) == 0.0
+    assert spread(0.2) < spread(1.0) < spread(2.0)
+
+
+def test_rewards_and_terminations_come_from_m():
+    returns, lengths = run(make_cell(reward=0.5), steps=9)
+    torch.testing.assert_close(returns, torch.full((6,), 4.5))
+    assert lengths.tolist() == [9] * 6
+    for mode in ("threshold", "sample"):
+        returns, lengths = run(make_cell(reward=-2.0, termination=20.0), steps=9, done_mode=mode)
+        assert lengths.tolist() == [1] * 6
+        torch.testing.assert_close(returns, torch.full((6,), -2.0))
+
+
+def test_start_latents_first_frames_of_rollouts():
+    mu = np.arange(20, dtype=np.float32).reshape(10, 2)
+    offsets = np.array([0, 4, 10])
+    first = start_latents(mu, offsets, 8, np.random.default_rng(0), "first")
+    assert set(first[:, 0].tolist()) <= {0.0, 8.0}
+    anywhere = start_latents(mu, offsets, 64, np.random.default_rng(0), "random")
+    assert anywhere.shape == (64, 2) and len(set(anywhere[:, 0].tolist())) > 2
+
+
+def dream_args(logdir, *extra):
+    return traincontroller.build_parser().parse_args(
+        [
+            "--logdir", str(logdir), "--dream", "--pop-size", "4", "--n-samples", "2", "--dream-steps", "12",
+            "--generations", "2", "--eval-every", "1", "--eval-episodes", "1", "--max-steps", "30",
+            "--max-workers", "1", "--envs-per-worker", "2", "--device", "cpu", *extra,
+        ]
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def dream_logdir(pipeline_logdir, tmp_path_factory):
+    """A copy of the pipeline with a controller trained 2 generations in the dream."""
+    logdir = copy_logdir(pipeline_logdir, tmp_path_factory.mktemp("dream") / "exp")
+    summary = traincontroller.main(dream_args(logdir))
+    return logdir, summary
+
+
+def test_traincontroller_dream_logs_dream_and_real_scores(dream_logdir):
+    logdir, summary = dream_logdir
+    assert summary["generation"] == 2
+    for record in summary["history"]:
+        assert {"best", "mean", "worst", "eval_mean", "eval_best"} <= set(record)
+        # dream returns are sums of M's predicted rewards over <= 12 steps; real ones come from 30 env steps
+        assert np.isfinite(record["best"]) and np.isfinite(record["eval_mean"])
+    assert (logdir / "ctrl" / "best.tar").is_file()
+    assert load_checkpoint(logdir / "ctrl" / "best.tar")["score"] == summary["best_score"]
+    gif = logdir / "ctrl" / "dream_gen_002.gif"
+    assert gif.is_file() and gif.stat().st_size > 0
+
+
+def test_dream_fitness_is_deterministic(dream_logdir):
+    from models.dream import Dream
+
+    logdir, _ = dream_logdir
+    dream = Dream(logdir, steps=8, temperature=1.15, seed=3)
+    cands = np.random.default_rng(0).standard_normal((3, controller_vector_size(32, 256))) * 0.1
+    a, la = dream.fitness(cands, 2, generation=5)
+    b, lb = dream.fitness(cands, 2, generation=5)
+    assert a.shape == (3, 2) and np.array_equal(a, b) and np.array_equal(la, lb)
+    assert not np.array_equal(a, dream.fitness(cands, 2, generation=6)[0])
+
+
+def test_m_without_reward_head_is_one_clear_error(pipeline_logdir, tmp_path):
+    logdir = copy_logdir(pipeline_logdir, tmp_path / "exp")
+    path = logdir / "mdrnn" / "best.tar"
+    ckpt = load_checkpoint(path)
+    ckpt["reward_head"] = False
+    save_checkpoint(ckpt, path)
+    with pytest.raises(UserError, match="without --no-reward"):
+        traincontroller.main(dream_args(logdir))
+
+
+def generate(logdir: Path, rootdir: Path, *extra):
+    args = generation_script.build_parser().parse_args(
+        ["--policy", "controller", "--logdir", str(logdir), "--rootdir", str(rootdir), "--rollouts", "2",
+         "--threads", "1", "--max-steps", "20", "--seed", "5", *extra]
+    )  # fmt: skip
+    return generation_script.main(args)
+
+
+def test_generation_with_the_controller(dream_logdir, tmp_path):
+    logdir, _ = dream_logdir
+    assert generate(logdir, tmp_path / "a") == [0, 1]
+    generate(logdir, tmp_path / "b")
+    files_a, files_b = list_rollouts(tmp_path / "a"), list_rollouts(tmp_path / "b")
+    assert len(files_a) == 2
+    for fa, fb in zip(files_a, files_b, strict=True):
+        ra, rb = load_rollout(fa), load_rollout(fb)
+        assert ra.policy == "controller" and len(ra) == 20
+        assert np.array_equal(ra.actions, rb.actions) and np.array_equal(ra.observations, rb.observations)
+        assert (ra.actions[:, 1:] >= 0).all() and (np.abs(ra.actions) <= 1).all()
+    generate(logdir, tmp_path / "c", "--noise", "0", "--rollouts", "1")
+    noiseless = load_rollout(list_rollouts(tmp_path / "c")[0])
+    assert not np.array_equal(noiseless.actions, load_rollout(files_a[0]).actions)
+
+
+def test_generation_controller_policy_needs_a_controller(pipeline_logdir, tmp_path):
+    with pytest.raises(UserError, match="traincontroller.py"):
+        generate(pipeline_logdir, tmp_path / "r")
+
+
+def test_dream_script_writes_an_animation(dream_logdir, tmp_path):
+    import imageio.v3 as iio
+
+    from scripts import dream as dream_script
+
+    logdir, _ = dream_logdir
+    for extra in ([], ["--controller"]):
+        out = tmp_path / f"dream{len(extra)}.gif"
+        argv = ["--logdir", str(logdir), "--out", str(out), "--steps", "6", "--scale", "1", *extra]
+        dream_script.main(dream_script.build_parser().parse_args(argv))
+        frames = iio.imread(out)
+        assert frames.shape[1:3] == (64, 64) and 1 <= len(frames) <= 6
+
+
+def test_keyboard_mode_without_a_display_is_one_clear_error(dream_logdir, monkeypatch):
+    from scripts import dream as dream_script
+
+    for var in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER"):
+        monkeypatch.delenv(var, raising=False)
+    logdir, _ = dream_logdir
+    args = dream_script.build_parser().parse_args(["--logdir", str(logdir), "--keyboard"])
+    with pytest.raises(UserError, match="needs a display"):
+        dream_script.main(args)
