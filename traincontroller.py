@@ -61,7 +61,7 @@ def add_engine_flags(parser, exact_only: bool = False) -> None:
     parser.add_argument(
         "--envs-per-worker",
         type=positive_int,
-        default=4,
+        default=8,
         help="episodes a worker drives in lock-step, batching V and M over them; results are "
         "reproducible for a fixed value whatever --max-workers is",
     )

@@ -22,12 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from models.vae import VAE  # noqa: E402
 
 from data.policies import brownian_actions  # noqa: E402
-from envs import DEFAULT_RENDERER, RENDERERS, make_env  # noqa: E402
+from envs import RENDERERS, make_env  # noqa: E402
 from models.controller import controller_vector_size  # noqa: E402
 from models.mdrnn import MDRNN  # noqa: E402
+from models.vae import VAE  # noqa: E402
 from utils.cli import make_parser, positive_int  # noqa: E402
 from utils.engine import WorkerPool  # noqa: E402
 from utils.rollout import BatchedAgent, Episode, EpisodeSettings, make_bundle, run_chunk  # noqa: E402
@@ -90,32 +90,37 @@ def main() -> None:
     parser = make_parser(__doc__)
     parser.add_argument("--steps", type=positive_int, default=300, help="steps per episode")
     parser.add_argument("--episodes", type=positive_int, default=8, help="episodes per row")
-    parser.add_argument("--envs-per-worker", type=positive_int, default=4, help="the engine's chunk size")
+    parser.add_argument("--envs-per-worker", type=positive_int, default=8, help="the engine's chunk size")
     parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, help="all-workers row")
     parser.add_argument(
-        "--renderer", choices=RENDERERS, default=DEFAULT_RENDERER, help="CarRacing implementation"
+        "--renderers",
+        nargs="+",
+        choices=RENDERERS,
+        default=["fast", "stock"],
+        help="CarRacing implementations to measure, each with its own bare-env row",
     )
     args = parser.parse_args()
     torch.set_num_threads(1)
     bundle = random_bundle()
-    settings = EpisodeSettings(max_steps=args.steps, renderer=args.renderer)
     k = args.envs_per_worker
-    bare = bare_env(args.renderer, args.steps, 2)
-    rows = [
-        ("bare env, 1 core", bare),
-        ("earlier design: 1 env, batch-1 V+M+C, 1 core", in_process(bundle, settings, args.episodes, 1)),
-        (f"engine: {k} envs batched, 1 core", in_process(bundle, settings, args.episodes, k)),
-        (
-            f"engine: {args.workers} workers x {k} envs",
-            pooled(bundle, settings, args.episodes * args.workers, k, args.workers),
-        ),
-    ]
-    print(f"\nrenderer {args.renderer}, episodes of {args.steps} steps, torch threads per worker 1")
-    print(f"{'what':<48}{'steps/s':>10}{'vs bare env':>13}")
-    for name, sps in rows:
-        print(f"{name:<48}{sps:>10.0f}{sps / bare:>12.2f}x")
-    per_core = rows[-1][1] / bare / args.workers
-    print(f"(the all-workers row is total throughput; per core it is {per_core:.2f}x the bare env)")
+    for renderer in args.renderers:
+        settings = EpisodeSettings(max_steps=args.steps, renderer=renderer)
+        bare = bare_env(renderer, args.steps, 2)
+        rows = [
+            ("bare env, 1 core", bare),
+            ("earlier design: 1 env, batch-1 V+M+C, 1 core", in_process(bundle, settings, args.episodes, 1)),
+            (f"engine: {k} envs batched, 1 core", in_process(bundle, settings, args.episodes, k)),
+            (
+                f"engine: {args.workers} workers x {k} envs",
+                pooled(bundle, settings, args.episodes * args.workers, k, args.workers),
+            ),
+        ]
+        print(f"\nrenderer {renderer}, episodes of {args.steps} steps, torch threads per worker 1")
+        print(f"{'what':<48}{'steps/s':>10}{'vs bare env':>13}")
+        for name, sps in rows:
+            print(f"{name:<48}{sps:>10.0f}{sps / bare:>12.2f}x")
+        per_core = rows[-1][1] / bare / args.workers
+        print(f"(the all-workers row is total throughput; per core it is {per_core:.2f}x the bare env)")
 
 
 if __name__ == "__main__":

@@ -15,12 +15,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from threadpoolctl import threadpool_limits
-
-# A frame is two small matrix products: BLAS threads only add synchronisation, and with other busy
-# processes on the machine (rollout workers, training) a threaded OpenBLAS slows them ~100x (measured
-# 56 ms instead of 0.3 ms per frame). One thread for BLAS in every process that preprocesses frames.
-threadpool_limits(limits=1, user_api="blas")
 
 PREPROCESSINGS: tuple[str, ...] = ("crop84", "full")
 DEFAULT_PREPROCESSING = "crop84"
@@ -45,6 +39,23 @@ def area_matrix(n_in: int, n_out: int) -> np.ndarray:
     return weights.astype(np.float32)
 
 
+@lru_cache(maxsize=8)
+def area_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """The non-zero entries of :func:`area_matrix`: (n_out, K) input indices and float32 weights.
+
+    Each output pixel overlaps at most K = ceil(scale) + 1 input pixels (3 for 84 or 96 -> 64);
+    missing taps get weight 0.
+    """
+    m = area_matrix(n_in, n_out)
+    k = int((m > 0).sum(axis=1).max())
+    index = np.zeros((n_out, k), np.int64)
+    weight = np.zeros((n_out, k), np.float32)
+    for i in range(n_out):
+        nz = np.flatnonzero(m[i])
+        index[i, : len(nz)], weight[i, : len(nz)] = nz, m[i, nz]
+    return index, weight
+
+
 def preprocess(frames: np.ndarray, mode: str = DEFAULT_PREPROCESSING) -> np.ndarray:
     """Crop and area-resize CarRacing frames.
 
@@ -61,17 +72,17 @@ def preprocess(frames: np.ndarray, mode: str = DEFAULT_PREPROCESSING) -> np.ndar
         raise ValueError(f"expected (..., 96, 96, 3) frames, got {frames.shape}")
     if mode == "crop84":
         frames = frames[..., :DASHBOARD_ROW, :, :]
-    h, w = frames.shape[-3], frames.shape[-2]
-    rows, cols = area_matrix(h, FRAME_SIZE), area_matrix(w, FRAME_SIZE)
-    # Two small matrix products per frame (rows over height, then columns over width): exact area
-    # averaging without per-pixel Python. The batch axis is looped so every frame goes through the
-    # same kernels whatever the batch size, and so gets bit-identical results alone or in a batch.
-    x = frames.reshape(-1, h, w * 3).astype(np.float32)
-    out = np.empty((x.shape[0], FRAME_SIZE, 3, FRAME_SIZE), np.float32)
-    cols_t = np.ascontiguousarray(cols.T)
-    for i in range(x.shape[0]):
-        tall = (rows @ x[i]).reshape(FRAME_SIZE, w, 3)  # (64, w, 3)
-        by_channel = np.ascontiguousarray(tall.transpose(0, 2, 1)).reshape(FRAME_SIZE * 3, w)
-        out[i] = (by_channel @ cols_t).reshape(FRAME_SIZE, 3, FRAME_SIZE)  # (64 rows, 3, 64 cols)
-    out = np.clip(np.rint(out.transpose(0, 1, 3, 2)), 0, 255).astype(np.uint8)
+    x = frames.reshape(-1, *frames.shape[-3:]).astype(np.float32)  # (N, h, w, 3)
+    # Area averaging as a weighted sum of at most 3 neighbouring rows, then columns: the same maths as
+    # multiplying by area_matrix, with ~30x fewer operations. Taps are added one after the other,
+    # element by element, so a frame gets bit-identical results alone or in any batch.
+    rows, row_w = area_taps(x.shape[1], FRAME_SIZE)
+    tall = row_w[:, 0, None, None] * x[:, rows[:, 0]]
+    for k in range(1, rows.shape[1]):
+        tall += row_w[:, k, None, None] * x[:, rows[:, k]]  # (N, 64, w, 3)
+    cols, col_w = area_taps(x.shape[2], FRAME_SIZE)
+    out = col_w[:, 0, None] * tall[:, :, cols[:, 0]]
+    for k in range(1, cols.shape[1]):
+        out += col_w[:, k, None] * tall[:, :, cols[:, k]]  # (N, 64, 64, 3)
+    out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
     return out.reshape(*frames.shape[:-3], FRAME_SIZE, FRAME_SIZE, 3)

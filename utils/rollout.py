@@ -81,9 +81,8 @@ class BatchedAgent:
     """
 
     def __init__(self, bundle: dict[str, Any], device: str | torch.device = "cpu") -> None:
-        from models.vae import VAE
-
         from models.mdrnn import MDRNNCell
+        from models.vae import VAE
 
         self.device = torch.device(device)
         self.vae = VAE.from_config(bundle["vae_config"])
@@ -114,9 +113,8 @@ class BatchedAgent:
         Returns:
             (B, 3) float32 squashed actions and the new (h, c).
         """
-        from models.vae import frames_to_tensor
-
         from models.controller import batched_controller_actions
+        from models.vae import frames_to_tensor
 
         mu, logsigma = self.vae.encode(frames_to_tensor(frames, self.device))
         z = mu if noise is None else mu + logsigma.exp() * torch.as_tensor(noise, device=self.device)
@@ -156,7 +154,7 @@ def run_chunk(
     negative_run = np.zeros(n, dtype=np.int64)
     alive = list(range(n))
     while alive:
-        frames = np.stack([preprocess(obs[i], agent.preprocessing) for i in alive])
+        frames = preprocess(np.stack([obs[i] for i in alive]), agent.preprocessing)
         noise = (
             np.stack([noise_rngs[i].standard_normal(agent.latent) for i in alive]).astype(np.float32)
             if settings.z_mode == "sample"
