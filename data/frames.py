@@ -123,10 +123,18 @@ class FrameCache:
             path=data_path,
         )
 
+    def _key(self, file: str | Path) -> str:
+        """A rollout's name in :attr:`files`: its path relative to the root, given either that or a path
+        that starts with the root (absolute, or relative to the working directory like the root)."""
+        try:
+            return str(Path(file).relative_to(self.rootdir))
+        except ValueError:
+            return str(file)
+
     def frame_indices(self, files: list[str | Path]) -> np.ndarray:
-        """(N,) int64 indices into ``frames`` of every frame of ``files`` (absolute or relative paths)."""
+        """(N,) int64 indices into ``frames`` of every frame of ``files`` (see :meth:`_key`)."""
         where = {f: i for i, f in enumerate(self.files)}
-        rel = [str(Path(f).relative_to(self.rootdir)) if Path(f).is_absolute() else str(f) for f in files]
+        rel = [self._key(f) for f in files]
         parts = [
             np.arange(self.offsets[where[f]], self.offsets[where[f]] + self.lengths[where[f]]) for f in rel
         ]
@@ -134,9 +142,7 @@ class FrameCache:
 
     def rollout_frames(self, file: str | Path) -> np.ndarray:
         """(T + 1, 64, 64, 3) frames of one rollout: its observations, then its final_observation."""
-        i = self.files.index(
-            str(Path(file).relative_to(self.rootdir)) if Path(file).is_absolute() else str(file)
-        )
+        i = self.files.index(self._key(file))
         return self.frames[self.offsets[i] : self.offsets[i] + self.lengths[i]]
 
     def split(self, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:

@@ -126,3 +126,19 @@ def test_mixed_preprocessing_is_named(rollouts):
     path = write_synthetic_rollouts(rollouts, n=1, preprocessing="full", start=7)[0]
     with pytest.raises(UserError, match=f"{path.name}: preprocessing 'full' differs from 'crop84'"):
         FrameCache.open(rollouts, verbose=False)
+
+
+def test_relative_dataset_path(vae_rollouts, tmp_path, monkeypatch):
+    """A dataset given relative to the working directory splits like an absolute one."""
+    import shutil
+
+    from data.frames import FrameCache
+
+    shutil.copytree(vae_rollouts, tmp_path / "data" / "rollouts")
+    monkeypatch.chdir(tmp_path)
+    relative = FrameCache.open("data/rollouts", verbose=False)
+    absolute = FrameCache.open(tmp_path / "data" / "rollouts", verbose=False)
+    train, test = relative.split(0.3)
+    assert len(train) and len(test)
+    for a, b in zip((train, test), absolute.split(0.3), strict=True):
+        np.testing.assert_array_equal(a, b)
