@@ -70,6 +70,9 @@ class _MDRNNBase(nn.Module):
         self.gmm_linear = nn.Linear(hidden, 3 * latent * gaussians)
         self.reward_linear = nn.Linear(hidden, 1)
         self.termination_linear = nn.Linear(hidden, 1)
+        # A death is at most one step of an episode of up to 1000: start the head at that rate, so a
+        # briefly trained M does not predict p ~ 0.5 and end every dream at its first step.
+        nn.init.constant_(self.termination_linear.bias, -math.log(999.0))
 
     @property
     def config(self) -> dict[str, int]:

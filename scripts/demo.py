@@ -95,7 +95,7 @@ def main(args) -> list[tuple[str, float]]:
         f"\nscore: {stats['mean']:.1f} +- {stats['std']:.1f} over {stats['episodes']} tracks of at most "
         f"{stats['max_steps']} steps (min {stats['min']:.1f}, max {stats['max']:.1f})"
     )
-    print("a demo-scale agent barely drives; see the README for the real-scale recipe and its score")
+    print("a demo-scale agent barely drives: the README gives the real-scale commands")
     print(
         f"look at: {args.logdir}/vae/samples, {args.logdir}/mdrnn/samples, {args.logdir}/drive.gif, "
         f"{args.logdir}/ctrl/test_histogram.png; tensorboard --logdir {args.logdir}"
