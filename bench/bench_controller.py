@@ -26,20 +26,9 @@ import torch  # noqa: E402
 from data.policies import brownian_actions  # noqa: E402
 from envs import RENDERERS, make_env  # noqa: E402
 from models.controller import controller_vector_size  # noqa: E402
-from models.mdrnn import MDRNN  # noqa: E402
-from models.vae import VAE  # noqa: E402
 from utils.cli import make_parser, positive_int  # noqa: E402
 from utils.engine import WorkerPool  # noqa: E402
-from utils.rollout import BatchedAgent, Episode, EpisodeSettings, make_bundle, run_chunk  # noqa: E402
-
-
-def random_bundle(seed: int = 0) -> dict:
-    torch.manual_seed(seed)
-    vae, mdrnn = VAE(), MDRNN()
-    return make_bundle(
-        {"model": vae.state_dict(), "model_config": vae.config, "preprocessing": "crop84"},
-        {"model": mdrnn.state_dict(), "model_config": mdrnn.config},
-    )
+from utils.rollout import BatchedAgent, Episode, EpisodeSettings, random_bundle, run_chunk  # noqa: E402
 
 
 def episodes(n: int, seed: int = 0) -> list[Episode]:

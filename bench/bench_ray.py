@@ -26,11 +26,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from bench.bench_controller import random_bundle  # noqa: E402
 from models.controller import controller_vector_size  # noqa: E402
 from utils.cli import make_parser, positive_int  # noqa: E402
 from utils.engine import make_pool  # noqa: E402
-from utils.rollout import Episode, EpisodeSettings  # noqa: E402
+from utils.rollout import (  # noqa: E402
+    Episode,
+    EpisodeSettings,
+    random_bundle,  # noqa: E402
+)
 
 
 def generation(g: int, pop: int, samples: int) -> list[Episode]:

@@ -16,11 +16,10 @@ import torch
 import test_controller
 import traincontroller
 from models.controller import controller_vector_size
-from models.mdrnn import MDRNN
 from models.vae import VAE
 from tests.conftest import copy_logdir
 from utils.engine import WorkerError, WorkerPool
-from utils.rollout import BatchedAgent, Episode, EpisodeSettings, make_bundle, run_chunk
+from utils.rollout import BatchedAgent, Episode, EpisodeSettings, random_bundle, run_chunk
 
 ROOT = Path(__file__).resolve().parent.parent
 SHORT = EpisodeSettings(max_steps=30)
@@ -28,12 +27,7 @@ SHORT = EpisodeSettings(max_steps=30)
 
 @pytest.fixture(scope="module")
 def bundle():
-    torch.manual_seed(0)
-    vae, mdrnn = VAE(), MDRNN()
-    return make_bundle(
-        {"model": vae.state_dict(), "model_config": vae.config, "preprocessing": "crop84"},
-        {"model": mdrnn.state_dict(), "model_config": mdrnn.config},
-    )
+    return random_bundle(seed=0)
 
 
 def episodes(n, steps_seed=0, cutoff=0):

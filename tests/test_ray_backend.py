@@ -9,18 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import test_controller
 import traincontroller
 from data import generation_script
 from data.rollouts import ARRAY_KEYS, load_rollout, rollout_name
 from models.controller import controller_vector_size
-from models.mdrnn import MDRNN
-from models.vae import VAE
 from tests.conftest import copy_logdir
 from utils.engine import WorkerError
-from utils.rollout import Episode, EpisodeSettings, make_bundle
+from utils.rollout import Episode, EpisodeSettings, random_bundle
 
 ray = pytest.importorskip("ray")
 
@@ -43,12 +40,7 @@ def ray_instance():
 
 @pytest.fixture(scope="module")
 def bundle():
-    torch.manual_seed(0)
-    vae, mdrnn = VAE(), MDRNN()
-    return make_bundle(
-        {"model": vae.state_dict(), "model_config": vae.config, "preprocessing": "crop84"},
-        {"model": mdrnn.state_dict(), "model_config": mdrnn.config},
-    )
+    return random_bundle(seed=0)
 
 
 def episodes(n):

@@ -74,6 +74,20 @@ def make_bundle(vae_checkpoint: dict[str, Any], mdrnn_checkpoint: dict[str, Any]
     }
 
 
+def random_bundle(seed: int = 0, preprocessing: str = DEFAULT_PREPROCESSING) -> dict[str, Any]:
+    """A bundle of freshly initialised V and M (paper sizes): what benchmarks and tests drive with
+    when the weights do not matter."""
+    from models.mdrnn import MDRNN
+    from models.vae import VAE
+
+    torch.manual_seed(seed)
+    vae, mdrnn = VAE(), MDRNN()
+    return make_bundle(
+        {"model": vae.state_dict(), "model_config": vae.config, "preprocessing": preprocessing},
+        {"model": mdrnn.state_dict(), "model_config": mdrnn.config},
+    )
+
+
 class BatchedAgent:
     """V's encoder, M's LSTM and a batch of controllers, one row per running episode.
 
