@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from models.controller import Controller
-from traincontroller import add_engine_flags, load_world_model, worker_devices
+from traincontroller import add_engine_flags, episode_settings, load_world_model, worker_devices
 from utils.checkpoint import atomic_write, load_model
 from utils.cli import UserError, make_parser, positive_int, run
 from utils.engine import make_pool
@@ -98,12 +98,7 @@ def main(args) -> dict:
     devices = worker_devices(args.device)
     bundle = load_world_model(args.logdir)
     params, ckpt = load_controller_vector(args.logdir)
-    settings = EpisodeSettings(
-        max_steps=args.max_steps,
-        renderer=args.renderer,
-        preprocessing=bundle["preprocessing"],
-        z_mode=args.z_mode,
-    )
+    settings = episode_settings(args, bundle)
     seeds = [episode_seed(args.seed, TEST_EPISODES, i) for i in range(args.episodes)]
     if args.record is not None or args.display:
         watch(bundle, settings, params, seeds[0], args.record, args.display)

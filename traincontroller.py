@@ -118,6 +118,16 @@ def load_world_model(logdir: Path) -> dict:
     return make_bundle(vae_ckpt, mdrnn_ckpt)
 
 
+def episode_settings(args, bundle: dict) -> EpisodeSettings:
+    """How episodes are driven, from the engine flags and V's preprocessing."""
+    return EpisodeSettings(
+        max_steps=args.max_steps,
+        renderer=args.renderer,
+        preprocessing=bundle["preprocessing"],
+        z_mode=args.z_mode,
+    )
+
+
 def build_parser():
     parser = make_parser(__doc__)
     parser.add_argument("--logdir", type=Path, default=Path("exp_dir"), help="experiment directory")
@@ -235,12 +245,7 @@ def main(args) -> dict:
             best_path.unlink()  # a new search starts with no best
     save_args(args, out_dir)
     writer = make_writer(out_dir)
-    settings = EpisodeSettings(
-        max_steps=args.max_steps,
-        renderer=args.renderer,
-        preprocessing=bundle["preprocessing"],
-        z_mode=args.z_mode,
-    )
+    settings = episode_settings(args, bundle)
     eval_seeds = [episode_seed(args.seed, EVAL_EPISODES, i) for i in range(args.eval_episodes)]
     display = None
     if args.display:
