@@ -128,6 +128,29 @@ def episode_settings(args, bundle: dict) -> EpisodeSettings:
     )
 
 
+def plot_learning_curve(history: list[dict], path: Path, dream: bool) -> None:
+    """Evaluation returns of the CMA-ES mean and the generation's best, with the best fitness, as a PNG."""
+    from utils.plots import curves_png
+
+    evals = [h for h in history if "eval_mean" in h]
+    fitness = "best dream fitness" if dream else "best fitness (training tracks)"
+    curves_png(
+        {
+            "CMA-ES mean, evaluation tracks": (
+                [h["generation"] for h in evals],
+                [h["eval_mean"] for h in evals],
+            ),
+            "best candidate, evaluation tracks": (
+                [h["generation"] for h in evals],
+                [h["eval_best"] for h in evals],
+            ),
+            fitness: ([h["generation"] for h in history], [h["best"] for h in history]),
+        },
+        path,
+        "controller return per generation",
+    )
+
+
 def build_parser():
     parser = make_parser(__doc__)
     parser.add_argument("--logdir", type=Path, default=Path("exp_dir"), help="experiment directory")
@@ -322,6 +345,8 @@ def main(args) -> dict:
                         line += " | new best"
                     reached = best_score >= args.target_return
                 history.append(record)
+                if "eval_mean" in record:
+                    plot_learning_curve(history, out_dir / "learning_curve.png", dream is not None)
                 for k, v in record.items():
                     if k != "generation":
                         tag = f"eval/{k[5:]}_return" if k.startswith("eval_") else f"train/{k}"

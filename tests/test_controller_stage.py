@@ -180,6 +180,7 @@ def test_controller_training_resumes_the_search_exactly(pipeline_logdir, tmp_pat
     assert resumed["history"] == straight["history"]  # same seed, and resume continues the CMA-ES state
     fresh = run_ctrl(b, "--generations", "1", "--noreload")
     assert fresh["history"] == straight["history"][:1]
+    assert (a / "ctrl" / "learning_curve.png").stat().st_size > 1000
     assert (a / "ctrl" / "args.json").is_file() and list((a / "ctrl").glob("events.out.tfevents.*"))
 
 
