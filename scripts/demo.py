@@ -98,7 +98,8 @@ def main(args) -> list[tuple[str, float]]:
     print("a demo-scale agent barely drives: the README gives the real-scale commands")
     print(
         f"look at: {args.logdir}/vae/samples, {args.logdir}/mdrnn/samples, {args.logdir}/drive.gif, "
-        f"{args.logdir}/ctrl/test_histogram.png; tensorboard --logdir {args.logdir}"
+        f"{args.logdir}/ctrl/test_histogram.png, {args.logdir}/ctrl/learning_curve.png"
+        f"; TensorBoard logs under {args.logdir}"
     )
     return timings
 
