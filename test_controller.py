@@ -21,13 +21,12 @@ if __package__ in (None, ""):
 import numpy as np
 from tqdm import tqdm
 
-from models.controller import Controller
-from traincontroller import add_engine_flags, episode_settings, load_world_model, worker_devices
-from utils.checkpoint import atomic_write, load_model
+from traincontroller import add_engine_flags, episode_settings, worker_devices
+from utils.checkpoint import atomic_write
 from utils.cli import UserError, make_parser, positive_int, run
 from utils.engine import make_pool
 from utils.plots import histogram_png
-from utils.rollout import Episode, EpisodeSettings
+from utils.rollout import Episode, EpisodeSettings, load_controller_vector, load_world_model
 from utils.seeding import TEST_EPISODES, episode_seed
 
 
@@ -48,13 +47,6 @@ def build_parser():
     )
     add_engine_flags(parser, exact_only=True)
     return parser
-
-
-def load_controller_vector(logdir: Path) -> tuple[np.ndarray, dict]:
-    path = logdir / "ctrl" / "best.tar"
-    missing = f"no controller checkpoint at {path}: run traincontroller.py --logdir {logdir} first"
-    controller, ckpt = load_model(Controller, path, missing=missing)
-    return controller.parameters_to_vector(), ckpt
 
 
 def watch(

@@ -35,15 +35,13 @@ from tqdm import tqdm
 from envs import DEFAULT_RENDERER, MAX_EPISODE_STEPS, RENDERERS
 from models.controller import Controller, controller_vector_size
 from models.dream import add_dream_flags, make_dream
-from models.mdrnn import load_mdrnn
-from models.vae import load_vae
 from utils.checkpoint import load_checkpoint, save_checkpoint
-from utils.cli import UserError, make_parser, nonnegative_int, positive_float, positive_int, run
+from utils.cli import make_parser, nonnegative_int, positive_float, positive_int, run
 from utils.device import resolve_device
 from utils.engine import WorkerPool, make_pool
 from utils.logging import make_writer, save_args
 from utils.ray_backend import add_backend_flags
-from utils.rollout import Z_MODES, Episode, EpisodeSettings, make_bundle
+from utils.rollout import Z_MODES, Episode, EpisodeSettings, load_world_model
 from utils.seeding import EVAL_EPISODES, TRAIN_EPISODES, derive_seed, episode_seed, seed_everything
 
 
@@ -102,20 +100,6 @@ def worker_devices(spec: str) -> list[str]:
     if device.type == "cuda" and device.index is None:
         return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
     return [str(device)]
-
-
-def load_world_model(logdir: Path) -> dict:
-    """V's encoder and M's LSTM as a bundle for the workers; one clear line when a stage is missing."""
-    vae, vae_ckpt = load_vae(logdir)
-    mdrnn, mdrnn_ckpt = load_mdrnn(logdir)
-    from data.latents import file_digest
-
-    if mdrnn_ckpt.get("vae_id") != file_digest(logdir / "vae" / "best.tar"):
-        raise UserError(
-            f"{logdir / 'mdrnn' / 'best.tar'} was trained on another VAE than "
-            f"{logdir / 'vae' / 'best.tar'}: rerun trainmdrnn.py --logdir {logdir} --noreload"
-        )
-    return make_bundle(vae_ckpt, mdrnn_ckpt)
 
 
 def episode_settings(args, bundle: dict) -> EpisodeSettings:

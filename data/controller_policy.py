@@ -14,26 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.cli import UserError
-
 
 def load_controller_agent(logdir: str | Path) -> tuple[dict, np.ndarray]:
     """(bundle of V's encoder and M's LSTM, flat controller vector) from ``<logdir>``'s checkpoints."""
-    from models.controller import Controller
-    from models.mdrnn import load_mdrnn
-    from models.vae import load_vae
-    from utils.checkpoint import load_checkpoint
-    from utils.rollout import make_bundle
+    from utils.rollout import load_controller_vector, load_world_model
 
-    path = Path(logdir) / "ctrl" / "best.tar"
-    if not path.is_file():
-        raise UserError(f"no controller at {path}: run traincontroller.py --logdir {logdir} first")
-    _, vae_ckpt = load_vae(logdir)
-    _, mdrnn_ckpt = load_mdrnn(logdir)
-    ckpt = load_checkpoint(path)
-    controller = Controller.from_config(ckpt["model_config"])
-    controller.load_state_dict(ckpt["model"])
-    return make_bundle(vae_ckpt, mdrnn_ckpt), controller.parameters_to_vector()
+    params, _ = load_controller_vector(logdir)  # the controller first: it is what this policy is about
+    return load_world_model(logdir), params
 
 
 class ControllerPolicy:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -72,6 +73,36 @@ def make_bundle(vae_checkpoint: dict[str, Any], mdrnn_checkpoint: dict[str, Any]
         "mdrnn_state": mdrnn_state,
         "preprocessing": vae_checkpoint["preprocessing"],
     }
+
+
+def load_world_model(logdir: str | Path) -> dict[str, Any]:
+    """V's encoder and M's LSTM from ``<logdir>`` as a bundle; one clear line when a stage is missing or
+    when M was trained on another VAE than the one there now."""
+    from data.latents import file_digest
+    from models.mdrnn import load_mdrnn
+    from models.vae import load_vae
+    from utils.cli import UserError
+
+    logdir = Path(logdir)
+    _, vae_ckpt = load_vae(logdir)
+    _, mdrnn_ckpt = load_mdrnn(logdir)
+    if mdrnn_ckpt.get("vae_id") != file_digest(logdir / "vae" / "best.tar"):
+        raise UserError(
+            f"{logdir / 'mdrnn' / 'best.tar'} was trained on another VAE than "
+            f"{logdir / 'vae' / 'best.tar'}: rerun trainmdrnn.py --logdir {logdir} --noreload"
+        )
+    return make_bundle(vae_ckpt, mdrnn_ckpt)
+
+
+def load_controller_vector(logdir: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
+    """The flat vector of ``<logdir>/ctrl/best.tar`` and its checkpoint; one clear line when missing."""
+    from models.controller import Controller
+    from utils.checkpoint import load_model
+
+    path = Path(logdir) / "ctrl" / "best.tar"
+    missing = f"no controller checkpoint at {path}: run traincontroller.py --logdir {logdir} first"
+    controller, ckpt = load_model(Controller, path, missing=missing)
+    return controller.parameters_to_vector(), ckpt
 
 
 def random_bundle(seed: int = 0, preprocessing: str = DEFAULT_PREPROCESSING) -> dict[str, Any]:
