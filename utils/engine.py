@@ -22,7 +22,6 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from envs import make_env
 from utils.rollout import Episode, EpisodeSettings
 
 
@@ -56,15 +55,9 @@ def _worker_main(
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     try:
-        import torch
+        from utils.rollout import make_worker, run_chunk
 
-        from utils.rollout import BatchedAgent, run_chunk
-
-        torch.set_num_threads(1)
-        agent = BatchedAgent(bundle, device)
-        envs = [
-            make_env(renderer=settings.renderer, max_episode_steps=settings.max_steps) for _ in range(n_envs)
-        ]
+        agent, envs = make_worker(bundle, settings, n_envs, device)
         while True:
             try:
                 chunk = chunks.get(timeout=0.5)

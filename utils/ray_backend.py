@@ -81,17 +81,10 @@ class _RolloutActor:
     """One Ray worker: V's encoder, M's LSTM and ``n_envs`` environments, kept between chunks."""
 
     def __init__(self, bundle: dict, settings: EpisodeSettings, n_envs: int, device: str) -> None:
-        import torch
+        from utils.rollout import make_worker
 
-        from envs import make_env
-        from utils.rollout import BatchedAgent
-
-        torch.set_num_threads(1)
         self.settings = settings
-        self.agent = BatchedAgent(bundle, device)
-        self.envs = [
-            make_env(renderer=settings.renderer, max_episode_steps=settings.max_steps) for _ in range(n_envs)
-        ]
+        self.agent, self.envs = make_worker(bundle, settings, n_envs, device)
 
     def pid(self) -> int:
         return os.getpid()

@@ -169,6 +169,20 @@ class BatchedAgent:
         return actions.cpu().numpy().astype(np.float32), state
 
 
+def make_worker(
+    bundle: dict[str, Any], settings: EpisodeSettings, n_envs: int, device: str = "cpu"
+) -> tuple[BatchedAgent, list]:
+    """What each rollout worker keeps between chunks, on any backend: the agent and ``n_envs`` envs.
+
+    One torch thread: workers run one per core, and more threads only oversubscribe the cores.
+    """
+    from envs import make_env
+
+    torch.set_num_threads(1)
+    envs = [make_env(renderer=settings.renderer, max_episode_steps=settings.max_steps) for _ in range(n_envs)]
+    return BatchedAgent(bundle, device), envs
+
+
 def run_chunk(
     agent: BatchedAgent,
     envs: Sequence,
