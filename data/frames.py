@@ -55,7 +55,7 @@ def cache_key(files: list[Path], rootdir: Path) -> str:
 def _read_frames(path: Path) -> tuple[np.ndarray, str]:
     """(T + 1, 64, 64, 3) uint8 frames of one validated rollout file, and its preprocessing."""
     rollout = load_rollout(path, FRAME_SHAPE)
-    return np.concatenate([rollout.observations, rollout.final_observation[None]]), rollout.preprocessing
+    return rollout.frames, rollout.preprocessing
 
 
 @dataclass

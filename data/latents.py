@@ -105,7 +105,7 @@ def encode_rollouts(
                 f"{path}: frames made with preprocessing '{r.preprocessing}' but the VAE was "
                 f"trained on '{preprocessing}'; use one dataset for both stages"
             )
-        frames = np.concatenate([r.observations, r.final_observation[None]])
+        frames = r.frames
         for i in range(0, len(frames), batch_size):
             mu, logsigma = vae.encode(frames_to_tensor(frames[i : i + batch_size], device))
             mus.append(mu.float().cpu().numpy())

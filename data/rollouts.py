@@ -64,9 +64,14 @@ class Rollout:
         return int(self.actions.shape[0])
 
     @property
+    def frames(self) -> np.ndarray:
+        """(T + 1, 64, 64, 3) o_0 .. o_T: every frame of the episode, the final one included."""
+        return np.concatenate([self.observations, self.final_observation[None]], axis=0)
+
+    @property
     def next_observations(self) -> np.ndarray:
         """(T, 64, 64, 3) o_1 .. o_T: the frame that followed each action."""
-        return np.concatenate([self.observations[1:], self.final_observation[None]], axis=0)
+        return self.frames[1:]
 
 
 def save_rollout(path: str | os.PathLike, rollout: Rollout) -> None:
