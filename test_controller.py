@@ -5,7 +5,7 @@ Usage:
 
 The paper's protocol is 100 random tracks (its agent: 906 +- 21). Track i's seed derives from
 (--seed, i) in a namespace of its own, so the test never drives the tracks training evaluated on.
-Writes <logdir>/ctrl/test_returns.json and test_histogram.png.
+Writes test_returns.json and test_histogram.png to --out (default <logdir>/ctrl).
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ def build_parser():
         "--display",
         action="store_true",
         help="also show the first track's episode in a window (xvfb-run on headless machines)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="where the results go (default: <logdir>/ctrl)"
     )
     add_engine_flags(parser, exact_only=True)
     return parser
@@ -126,7 +129,7 @@ def main(args) -> dict:
         "controller_generation": ckpt.get("generation"),
         "seconds": time.perf_counter() - start,
     }
-    out_dir = args.logdir / "ctrl"
+    out_dir = args.out if args.out is not None else args.logdir / "ctrl"
     text = json.dumps(stats, indent=1)
     atomic_write(out_dir / "test_returns.json", lambda f: f.write(text.encode()))
     histogram_png(

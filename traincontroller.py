@@ -163,6 +163,13 @@ def build_parser():
         "(0: off); evaluations always run full episodes",
     )
     parser.add_argument(
+        "--train-max-steps",
+        type=positive_int,
+        default=None,
+        help="length cap of training episodes only (default: --max-steps); evaluations run "
+        "--max-steps: a controller that gains tiles fast early on also finishes the lap",
+    )
+    parser.add_argument(
         "--display",
         action="store_true",
         help="show the newest best controller driving in a window (xvfb-run on headless machines)",
@@ -187,11 +194,19 @@ def new_search(dim: int, args) -> cma.CMAEvolutionStrategy:  # noqa: F821
 
 
 def evaluate(
-    pool: WorkerPool, candidates: np.ndarray, seeds: list[int], desc: str, negative_cutoff: int = 0
+    pool: WorkerPool,
+    candidates: np.ndarray,
+    seeds: list[int],
+    desc: str,
+    negative_cutoff: int = 0,
+    max_steps: int = 0,
 ) -> np.ndarray:
-    """(N, P) controller vectors on the same ``seeds`` -> (N, len(seeds)) returns."""
+    """(N, P) controller vectors on the same ``seeds`` -> (N, len(seeds)) returns.
+
+    ``negative_cutoff`` and ``max_steps`` are the training episodes' cut-offs (0: none).
+    """
     episodes = [
-        Episode(c * len(seeds) + s, candidates[c], seeds[s], negative_cutoff)
+        Episode(c * len(seeds) + s, candidates[c], seeds[s], negative_cutoff, max_steps)
         for c in range(len(candidates))
         for s in range(len(seeds))
     ]
@@ -281,7 +296,12 @@ def main(args) -> dict:
                     returns, _ = dream.fitness(candidates, args.n_samples, generation)
                 else:
                     returns = evaluate(
-                        pool, candidates, seeds, f"generation {generation + 1}", args.negative_cutoff
+                        pool,
+                        candidates,
+                        seeds,
+                        f"generation {generation + 1}",
+                        args.negative_cutoff,
+                        args.train_max_steps or 0,
                     )
                 fitness = returns.mean(axis=1)
                 es.tell(list(candidates), list(-fitness))  # CMA-ES minimises

@@ -34,6 +34,7 @@ from envs import DEFAULT_RENDERER, ENV_ID, MAX_EPISODE_STEPS, RENDERERS, make_en
 from envs.preprocess import DEFAULT_PREPROCESSING, PREPROCESSINGS, preprocess
 from utils.checkpoint import atomic_write, remove_stale_temporaries
 from utils.cli import UserError, make_parser, positive_int, run
+from utils.processes import exit_with_parent
 from utils.ray_backend import add_backend_flags
 from utils.seeding import derive_seed
 
@@ -257,7 +258,12 @@ def main(args) -> list[int]:
             # spawn: each worker starts clean (no inherited pygame/Box2D state); a worker that dies makes
             # the pool broken, which surfaces here instead of hanging.
             ctx = mp.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=min(args.threads, len(todo)), mp_context=ctx) as pool:
+            with ProcessPoolExecutor(
+                max_workers=min(args.threads, len(todo)),
+                mp_context=ctx,
+                initializer=exit_with_parent,
+                initargs=(os.getpid(),),
+            ) as pool:
                 pending = {pool.submit(generate_rollout, i, **job) for i in todo}
                 try:
                     while pending:

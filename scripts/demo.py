@@ -1,13 +1,22 @@
-"""The whole pipeline at a small scale, each stage through its real script.
+"""The whole pipeline, each stage through its real script, at the scale of a preset.
 
 Usage:
-    python scripts/demo.py [--logdir demo_run] [--rollouts 8] [--threads 2]
+    python scripts/demo.py                              # a few minutes: every stage at toy scale
+    python scripts/demo.py --preset budget --logdir runs/budget   # the 2-core recipe (~2 h)
+
+Presets (any flag given on the command line overrides the preset's value):
+  * demo: a toy run that checks every stage on this machine, then drives the shipped pretrained
+    agent (pretrained/carracing) for a few tracks;
+  * budget: the recipe behind the README's score: every stage at the scale chosen for 2 CPU cores,
+    then test_controller.py on 100 fixed tracks with the exact (stock-pixel) renderer.
 
 Everything goes under --logdir (rollouts in <logdir>/rollouts); rerunning resumes each stage.
+A stage table with wall-clock times is printed at the end and written to <logdir>/stages.json.
 """
 
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
 import sys
@@ -17,32 +26,99 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from utils.cli import UserError, make_parser, positive_int, run  # noqa: E402
+from utils.checkpoint import atomic_write  # noqa: E402
+from utils.cli import UserError, make_parser, nonnegative_int, positive_float, positive_int, run  # noqa: E402
+
+PRETRAINED = ROOT / "pretrained" / "carracing"
+
+# Every stage knob of each preset. "train_renderer" drives controller training (its evaluations
+# included); the final test always runs the exact renderer, whose pixels are stock CarRacing's.
+PRESETS = {
+    "demo": {
+        "rollouts": 8,
+        "max_steps": 200,
+        "vae_epochs": 5,
+        "vae_batch": 32,
+        "vae_lr": 1e-4,
+        "mdrnn_epochs": 5,
+        "mdrnn_batch": 16,
+        "seq_len": 32,
+        "generations": 4,
+        "pop_size": 8,
+        "n_samples": 2,
+        "train_max_steps": 300,
+        "negative_cutoff": 0,
+        "eval_every": 2,
+        "eval_episodes": 4,
+        "train_renderer": "fast",
+        "episode_steps": 300,
+        "test_episodes": 8,
+        "pretrained_episodes": 2,
+    },
+    "budget": {
+        "rollouts": 200,
+        "max_steps": 1000,
+        "vae_epochs": 1,
+        "vae_batch": 64,
+        "vae_lr": 1e-3,
+        "mdrnn_epochs": 20,
+        "mdrnn_batch": 32,
+        "seq_len": 64,
+        "generations": 120,
+        "pop_size": 16,
+        "n_samples": 4,
+        "train_max_steps": 600,
+        "negative_cutoff": 50,
+        "eval_every": 5,
+        "eval_episodes": 16,
+        "train_renderer": "approx",
+        "episode_steps": 1000,
+        "test_episodes": 100,
+        "pretrained_episodes": 0,
+    },
+}
 
 
 def build_parser():
     parser = make_parser(__doc__)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="demo", help="scale of every stage")
     parser.add_argument("--logdir", type=Path, default=Path("demo_run"), help="where everything is written")
-    parser.add_argument("--rollouts", type=positive_int, default=8, help="rollouts to generate")
-    parser.add_argument("--max-steps", type=positive_int, default=200, help="steps per generated rollout")
-    parser.add_argument("--vae-epochs", type=positive_int, default=5, help="VAE epochs")
-    parser.add_argument("--mdrnn-epochs", type=positive_int, default=5, help="MDN-RNN epochs")
-    parser.add_argument("--generations", type=positive_int, default=4, help="CMA-ES generations")
-    parser.add_argument("--pop-size", type=positive_int, default=8, help="CMA-ES population")
-    parser.add_argument(
-        "--episode-steps",
-        type=positive_int,
-        default=300,
-        help="episode length cap of controller training and testing",
-    )
-    parser.add_argument("--test-episodes", type=positive_int, default=8, help="tracks of the final test")
-    parser.add_argument("--threads", type=positive_int, default=2, help="worker processes")
+    parser.add_argument("--threads", type=positive_int, default=2, help="worker processes of every stage")
     parser.add_argument("--seed", type=int, default=0, help="seed of every stage")
+    knobs = parser.add_argument_group("stage knobs (default: the preset's value)")
+    add = knobs.add_argument
+    add("--rollouts", type=positive_int, help="rollouts to generate")
+    add("--max-steps", type=positive_int, help="steps per generated rollout")
+    add("--vae-epochs", type=positive_int, help="VAE epochs")
+    add("--vae-batch", type=positive_int, help="VAE batch size")
+    add("--vae-lr", type=positive_float, help="VAE learning rate")
+    add("--mdrnn-epochs", type=positive_int, help="MDN-RNN epochs")
+    add("--mdrnn-batch", type=positive_int, help="MDN-RNN sequences per batch")
+    add("--seq-len", type=positive_int, help="MDN-RNN training sequence length")
+    add("--generations", type=positive_int, help="CMA-ES generations")
+    add("--pop-size", type=positive_int, help="CMA-ES population")
+    add("--n-samples", type=positive_int, help="training tracks per candidate")
+    add("--train-max-steps", type=positive_int, help="length cap of controller training episodes")
+    add("--negative-cutoff", type=nonnegative_int, help="training-episode cut-off after negative steps")
+    add("--eval-every", type=positive_int, help="generations between controller evaluations")
+    add("--eval-episodes", type=positive_int, help="tracks of each controller evaluation")
+    add("--train-renderer", choices=["fast", "approx"], help="CarRacing renderer of controller training")
+    add("--episode-steps", type=positive_int, help="length cap of evaluation and test episodes")
+    add("--test-episodes", type=positive_int, help="tracks of the final test")
+    add("--pretrained-episodes", type=nonnegative_int, help="tracks driven by the shipped agent (0: none)")
     return parser
 
 
+def resolve(args):
+    """Fill every knob left unset from the preset."""
+    for key, value in PRESETS[args.preset].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
 def stages(args) -> list[tuple[str, list[str]]]:
-    """(name, command) of each stage, at demo scale."""
+    """(name, command) of each stage."""
     data, logdir, seed = args.logdir / "rollouts", args.logdir, args.seed
     engine = f"--max-workers {args.threads} --max-steps {args.episode_steps} --seed {seed}"
     commands = [
@@ -54,27 +130,39 @@ def stages(args) -> list[tuple[str, list[str]]]:
         (
             "train V (VAE)",
             f"trainvae.py --logdir {logdir} --dataset {data} --epochs {args.vae_epochs} "
-            f"--batch-size 32 --seed {seed}",
+            f"--batch-size {args.vae_batch} --lr {args.vae_lr} --workers {args.threads} --seed {seed}",
         ),
         (
             "train M (MDN-RNN)",
-            f"trainmdrnn.py --logdir {logdir} --epochs {args.mdrnn_epochs} --batch-size 16 --seed {seed}",
+            f"trainmdrnn.py --logdir {logdir} --epochs {args.mdrnn_epochs} --batch-size {args.mdrnn_batch} "
+            f"--seq-len {args.seq_len} --seed {seed}",
         ),
         (
             "train C (CMA-ES)",
-            f"traincontroller.py --logdir {logdir} --pop-size {args.pop_size} --n-samples 2 "
-            f"--generations {args.generations} --eval-every 2 --eval-episodes 4 {engine}",
+            f"traincontroller.py --logdir {logdir} --pop-size {args.pop_size} --n-samples {args.n_samples} "
+            f"--generations {args.generations} --eval-every {args.eval_every} "
+            f"--eval-episodes {args.eval_episodes} --train-max-steps {args.train_max_steps} "
+            f"--negative-cutoff {args.negative_cutoff} --renderer {args.train_renderer} {engine}",
         ),
         (
             "test C",
-            f"test_controller.py --logdir {logdir} --episodes {args.test_episodes} "
+            f"test_controller.py --logdir {logdir} --episodes {args.test_episodes} --renderer fast "
             f"--record {logdir / 'drive.gif'} {engine}",
         ),
     ]
+    if args.pretrained_episodes:
+        commands.append(
+            (
+                "drive the pretrained agent",
+                f"test_controller.py --logdir {PRETRAINED} --episodes {args.pretrained_episodes} "
+                f"--out {logdir / 'pretrained'} --record {logdir / 'pretrained' / 'drive.gif'} {engine}",
+            )
+        )
     return [(name, shlex.split(command)) for name, command in commands]
 
 
 def main(args) -> list[tuple[str, float]]:
+    resolve(args)
     timings = []
     for name, cmd in stages(args):
         cmd = [sys.executable, *cmd]
@@ -83,24 +171,36 @@ def main(args) -> list[tuple[str, float]]:
         if subprocess.run(cmd, cwd=ROOT).returncode != 0:
             raise UserError(f"stage '{name}' failed (see above); fix it and rerun, finished stages resume")
         timings.append((name, time.perf_counter() - start))
-    import json
-
     stats = json.loads((args.logdir / "ctrl" / "test_returns.json").read_text())
-    print("\n=== demo finished")
-    print(f"{'stage':<24}{'seconds':>10}")
+    summary = {
+        "preset": args.preset,
+        "knobs": {key: getattr(args, key) for key in PRESETS[args.preset]},
+        "stages": [{"stage": name, "seconds": round(seconds, 1)} for name, seconds in timings],
+        "test": stats,
+    }
+    text = json.dumps(summary, indent=2).encode()
+    atomic_write(args.logdir / "stages.json", lambda f: f.write(text))
+    print(f"\n=== {args.preset} finished")
+    print(f"{'stage':<28}{'minutes':>10}")
     for name, seconds in timings:
-        print(f"{name:<24}{seconds:>10.1f}")
-    print(f"{'total':<24}{sum(t for _, t in timings):>10.1f}")
+        print(f"{name:<28}{seconds / 60:>10.1f}")
+    print(f"{'total':<28}{sum(t for _, t in timings) / 60:>10.1f}")
     print(
         f"\nscore: {stats['mean']:.1f} +- {stats['std']:.1f} over {stats['episodes']} tracks of at most "
         f"{stats['max_steps']} steps (min {stats['min']:.1f}, max {stats['max']:.1f})"
     )
-    print("a demo-scale agent barely drives: the README gives the real-scale commands")
-    print(
-        f"look at: {args.logdir}/vae/samples, {args.logdir}/mdrnn/samples, {args.logdir}/drive.gif, "
-        f"{args.logdir}/ctrl/test_histogram.png, {args.logdir}/ctrl/learning_curve.png"
-        f"; TensorBoard logs under {args.logdir}"
-    )
+    if args.preset == "demo":
+        print("a demo-scale agent barely drives: `--preset budget` is the recipe behind the README's score")
+    look = [
+        f"{args.logdir}/vae/samples",
+        f"{args.logdir}/mdrnn/samples",
+        f"{args.logdir}/drive.gif",
+        f"{args.logdir}/ctrl/test_histogram.png",
+        f"{args.logdir}/ctrl/learning_curve.png",
+    ]
+    if args.pretrained_episodes:
+        look.append(f"{args.logdir}/pretrained/drive.gif (the shipped agent)")
+    print(f"look at: {', '.join(look)}; TensorBoard logs under {args.logdir}")
     return timings
 
 

@@ -109,6 +109,19 @@ def test_negative_cutoff_ends_episodes_early(bundle):
     assert steps < 100
 
 
+def test_episode_length_cap_below_the_settings(bundle):
+    from envs import make_env
+
+    agent = BatchedAgent(bundle)
+    capped = [Episode(e.task_id, e.params, e.seed, 0, 12) for e in episodes(2)]
+    results = run_chunk(agent, [make_env(max_episode_steps=30) for _ in range(2)], capped, SHORT)
+    assert [steps for _, steps in results] == [12, 12]
+    # A cap above the settings' limit does not lengthen the episode.
+    long = [Episode(e.task_id, e.params, e.seed, 0, 500) for e in episodes(1)]
+    ((_, steps),) = run_chunk(agent, [make_env(max_episode_steps=30)], long, SHORT)
+    assert steps == 30
+
+
 def test_worker_killed_fails_fast_with_clear_message(bundle):
     long = EpisodeSettings(max_steps=1000)
     with WorkerPool(bundle, long, n_workers=2, n_envs=1, timeout=60) as pool:

@@ -22,6 +22,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from utils.processes import exit_with_parent
 from utils.rollout import Episode, EpisodeSettings
 
 
@@ -54,17 +55,13 @@ def _worker_main(
     parent_pid: int,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
+    exit_with_parent(parent_pid)
     try:
         from utils.rollout import make_worker, run_chunk
 
         agent, envs = make_worker(bundle, settings, n_envs, device)
         while True:
-            try:
-                chunk = chunks.get(timeout=0.5)
-            except queue.Empty:
-                if os.getppid() != parent_pid:
-                    os._exit(0)  # orphaned: the parent is gone
-                continue
+            chunk = chunks.get()
             if chunk is None:  # shutdown
                 return
             run_chunk(

@@ -50,12 +50,14 @@ class Episode:
 
     ``negative_cutoff`` ends it after that many consecutive steps of negative reward (0: never), the
     return so far being its return: it saves time on hopeless candidates during training.
+    ``max_steps`` caps this episode below ``EpisodeSettings.max_steps`` (0: no extra cap).
     """
 
     task_id: int
     params: np.ndarray
     seed: int
     negative_cutoff: int = 0
+    max_steps: int = 0
 
 
 def make_bundle(vae_checkpoint: dict[str, Any], mdrnn_checkpoint: dict[str, Any]) -> dict[str, Any]:
@@ -234,7 +236,8 @@ def run_chunk(
                 on_frame(i, envs[i])
             cutoff = episodes[i].negative_cutoff
             cut = cutoff > 0 and negative_run[i] >= cutoff
-            if terminated or truncated or cut or steps[i] >= settings.max_steps:
+            limit = min(episodes[i].max_steps or settings.max_steps, settings.max_steps)
+            if terminated or truncated or cut or steps[i] >= limit:
                 if on_done is not None:
                     on_done(episodes[i], float(returns[i]), int(steps[i]))
             else:

@@ -1,0 +1,91 @@
+"""Copy a trained run's V, M and C into a small logdir others can drive from at once.
+
+Usage:
+    python scripts/export_pretrained.py --logdir runs/budget --out pretrained/carracing
+
+Only what the stages load is kept (no optimizer, scheduler or CMA-ES state). The weights the agent
+acts with (V's encoder, M's LSTM, C) stay float32, so the exported agent drives exactly as the run's
+did; the rest (V's decoder, M's mixture heads: dreams and images only) is stored as float16 and cast
+back to float32 on load. M's record of the VAE it was trained on is updated to the exported file.
+With the run's record (test returns, learning curve, stage times, a GIF) the result is ~12 MB.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from utils.cli import UserError, make_parser, run  # noqa: E402
+
+# What the stages read from each checkpoint besides the weights.
+KEEP = {
+    "vae": ("model_config", "epoch", "test_loss", "preprocessing", "args", "history"),
+    "mdrnn": ("model_config", "epoch", "test_loss", "reward_head", "args"),
+}
+# The run's record, copied when present: <logdir>/<source> -> <out>/run/<name>.
+RECORD = {
+    "stages.json": "stages.json",
+    "drive.gif": "drive.gif",
+    "ctrl/test_returns.json": "test_returns.json",
+    "ctrl/test_histogram.png": "test_histogram.png",
+    "ctrl/learning_curve.png": "learning_curve.png",
+}
+
+
+def build_parser():
+    parser = make_parser(__doc__)
+    parser.add_argument("--logdir", type=Path, required=True, help="the trained run")
+    parser.add_argument("--out", type=Path, default=Path("pretrained/carracing"), help="exported logdir")
+    return parser
+
+
+def compact_state(state: dict, exact_prefixes: tuple[str, ...]) -> dict:
+    """Float tensors to float16, except those whose names start with ``exact_prefixes``."""
+    import torch
+
+    return {
+        k: v if k.startswith(exact_prefixes) or not v.is_floating_point() else v.to(torch.float16)
+        for k, v in state.items()
+    }
+
+
+def main(args) -> dict[str, int]:
+    from data.latents import file_digest
+    from utils.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+    from utils.rollout import ENCODER_KEYS, load_world_model
+
+    load_world_model(args.logdir)  # one clear line if the run is incomplete or inconsistent
+    if args.out.resolve() == args.logdir.resolve():
+        raise UserError("--out must differ from --logdir: the export would overwrite the run")
+    exact = {"vae": ENCODER_KEYS, "mdrnn": ("rnn.",)}
+    for stage in ("vae", "mdrnn"):
+        ckpt = load_checkpoint(args.logdir / stage / "best.tar")
+        small = {k: ckpt[k] for k in KEEP[stage] if k in ckpt}
+        small["model"] = compact_state(ckpt["model"], exact[stage])
+        if stage == "mdrnn":
+            small["vae_id"] = file_digest(args.out / "vae" / "best.tar")
+        save_checkpoint(small, args.out / stage / "best.tar")
+    ctrl = args.logdir / "ctrl" / "best.tar"
+    if not ctrl.is_file():
+        raise UserError(f"no controller at {ctrl}: run traincontroller.py --logdir {args.logdir} first")
+    atomic_write(args.out / "ctrl" / "best.tar", lambda f: f.write(ctrl.read_bytes()))
+    for source, name in RECORD.items():
+        if (args.logdir / source).is_file():
+            (args.out / "run").mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(args.logdir / source, args.out / "run" / name)
+    load_world_model(args.out)  # the export loads as a logdir
+    sizes = {
+        str(p.relative_to(args.out)): p.stat().st_size for p in sorted(args.out.rglob("*")) if p.is_file()
+    }
+    for name, size in sizes.items():
+        print(f"{name:<28}{size / 1e6:>8.2f} MB")
+    print(f"{'total':<28}{sum(sizes.values()) / 1e6:>8.2f} MB -> {args.out}")
+    return sizes
+
+
+if __name__ == "__main__":
+    run(main, build_parser())

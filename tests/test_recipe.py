@@ -1,0 +1,130 @@
+"""The 2-core recipe (scripts/demo.py --preset budget) end to end at its smallest, its export, and the
+shipped pretrained agent."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import test_controller
+from scripts import demo, export_pretrained
+from utils.cli import UserError
+from utils.rollout import ENCODER_KEYS
+
+ROOT = Path(__file__).resolve().parent.parent
+PRETRAINED = ROOT / "pretrained" / "carracing"
+
+# Size overrides only: every other knob (learning rates, sequence length, cut-offs, renderers) is the
+# budget preset's own.
+SMALLEST = [
+    "--rollouts", "3", "--max-steps", "60", "--vae-epochs", "1", "--mdrnn-epochs", "1",
+    "--generations", "2", "--pop-size", "4", "--n-samples", "2", "--train-max-steps", "30",
+    "--eval-every", "1", "--eval-episodes", "2", "--episode-steps", "50", "--test-episodes", "2",
+]  # fmt: skip
+
+
+def drive(logdir: Path, out: Path, episodes: int, steps: int, *flags: str) -> dict:
+    parser = test_controller.build_parser()
+    args = [
+        "--logdir", str(logdir), "--out", str(out), "--episodes", str(episodes), "--max-steps", str(steps),
+        "--max-workers", "2", *flags,
+    ]  # fmt: skip
+    return test_controller.main(parser.parse_args(args))
+
+
+@pytest.fixture(scope="module")
+def recipe_run(tmp_path_factory) -> Path:
+    logdir = tmp_path_factory.mktemp("recipe") / "budget"
+    res = subprocess.run(
+        [sys.executable, "scripts/demo.py", "--preset", "budget", "--logdir", str(logdir), *SMALLEST],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    return logdir
+
+
+def test_budget_recipe_runs_every_stage(recipe_run):
+    summary = json.loads((recipe_run / "stages.json").read_text())
+    assert [s["stage"] for s in summary["stages"]] == [
+        "generate rollouts",
+        "train V (VAE)",
+        "train M (MDN-RNN)",
+        "train C (CMA-ES)",
+        "test C",
+    ]
+    assert all(s["seconds"] > 0 for s in summary["stages"])
+    knobs = summary["knobs"]
+    for key in ("vae_lr", "seq_len", "negative_cutoff", "train_renderer", "mdrnn_batch", "vae_batch"):
+        assert knobs[key] == demo.PRESETS["budget"][key]  # not overridden: the preset's own
+    assert knobs["generations"] == 2 and knobs["test_episodes"] == 2
+    ctrl_args = json.loads((recipe_run / "ctrl" / "args.json").read_text())
+    assert ctrl_args["renderer"] == "approx" and ctrl_args["train_max_steps"] == 30
+    test = summary["test"]
+    assert test["episodes"] == 2 and test["renderer"] == "fast" and test["max_steps"] == 50
+    assert (recipe_run / "drive.gif").stat().st_size > 1000
+    assert (recipe_run / "ctrl" / "learning_curve.png").stat().st_size > 1000
+
+
+def test_a_flag_overrides_the_preset():
+    args = demo.resolve(demo.build_parser().parse_args(["--preset", "budget", "--vae-lr", "0.5"]))
+    assert args.vae_lr == 0.5 and args.rollouts == demo.PRESETS["budget"]["rollouts"]
+    demo_args = demo.resolve(demo.build_parser().parse_args([]))
+    assert demo_args.preset == "demo" and demo_args.pretrained_episodes > 0
+    commands = dict(demo.stages(demo_args))
+    assert "--logdir" in commands["drive the pretrained agent"]
+
+
+def test_export_keeps_the_acting_weights_exact(recipe_run, tmp_path):
+    out = tmp_path / "exported"
+    sizes = export_pretrained.main(
+        export_pretrained.build_parser().parse_args(["--logdir", str(recipe_run), "--out", str(out)])
+    )
+    assert "run/test_returns.json" in sizes and "run/learning_curve.png" in sizes
+    for stage, exact in (("vae", ENCODER_KEYS), ("mdrnn", ("rnn.",))):
+        full = torch.load(recipe_run / stage / "best.tar", weights_only=False)["model"]
+        small = torch.load(out / stage / "best.tar", weights_only=False)
+        assert "optimizer" not in small
+        for name, tensor in small["model"].items():
+            if name.startswith(exact):
+                assert tensor.dtype == torch.float32 and torch.equal(tensor, full[name])
+            else:
+                assert tensor.dtype == torch.float16
+                torch.testing.assert_close(tensor.float(), full[name], atol=1e-3, rtol=1e-3)
+    # The exported agent drives exactly as the run's.
+    run_stats = drive(recipe_run, tmp_path / "a", 3, 40)
+    export_stats = drive(out, tmp_path / "b", 3, 40)
+    assert export_stats["returns"] == run_stats["returns"]
+    with pytest.raises(UserError, match="--out must differ"):
+        export_pretrained.main(
+            export_pretrained.build_parser().parse_args(
+                ["--logdir", str(recipe_run), "--out", str(recipe_run)]
+            )
+        )
+
+
+@pytest.mark.skipif(not (PRETRAINED / "ctrl" / "best.tar").is_file(), reason="no shipped weights")
+def test_pretrained_agent_loads_and_drives(tmp_path):
+    total = sum(p.stat().st_size for p in PRETRAINED.rglob("*") if p.is_file())
+    assert total < 16e6
+    stats = drive(PRETRAINED, tmp_path, 2, 150)
+    assert all(np.isfinite(stats["returns"])) and stats["steps"] == [150, 150]
+    # The same 150 steps with a controller that does nothing: the trained agent must be far ahead.
+    zero = tmp_path / "zero"
+    export_pretrained.main(
+        export_pretrained.build_parser().parse_args(["--logdir", str(PRETRAINED), "--out", str(zero)])
+    )
+    ckpt = torch.load(zero / "ctrl" / "best.tar", weights_only=False)
+    ckpt["model"] = {k: torch.zeros_like(v) for k, v in ckpt["model"].items()}
+    torch.save(ckpt, zero / "ctrl" / "best.tar")
+    idle = drive(zero, tmp_path / "idle", 2, 150)
+    assert min(stats["returns"]) > max(idle["returns"]) + 50
+    # The shipped record is the 100-track test of these weights.
+    record = json.loads((PRETRAINED / "run" / "test_returns.json").read_text())
+    assert record["episodes"] == 100 and len(record["returns"]) == 100
