@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from traincontroller import add_engine_flags, episode_settings, worker_devices
 from utils.checkpoint import atomic_write
-from utils.cli import UserError, make_parser, positive_int, run
+from utils.cli import UserError, make_parser, nonnegative_int, positive_int, run
 from utils.engine import make_pool
 from utils.plots import histogram_png
 from utils.rollout import Episode, EpisodeSettings, load_controller_vector, load_world_model
@@ -38,12 +38,18 @@ def build_parser():
         "--record",
         type=Path,
         default=None,
-        help="also save a video of the first track's episode (.gif or .mp4)",
+        help="also save a video of one track's episode (.gif or .mp4; --watch-track picks it)",
     )
     parser.add_argument(
         "--display",
         action="store_true",
         help="also show the first track's episode in a window (xvfb-run on headless machines)",
+    )
+    parser.add_argument(
+        "--watch-track",
+        type=nonnegative_int,
+        default=0,
+        help="which test track --record and --display drive (0: the first)",
     )
     parser.add_argument(
         "--out", type=Path, default=None, help="where the results go (default: <logdir>/ctrl)"
@@ -95,8 +101,10 @@ def main(args) -> dict:
     params, ckpt = load_controller_vector(args.logdir)
     settings = episode_settings(args, bundle)
     seeds = [episode_seed(args.seed, TEST_EPISODES, i) for i in range(args.episodes)]
+    if args.watch_track >= args.episodes:
+        raise UserError(f"--watch-track {args.watch_track}: the test has tracks 0 to {args.episodes - 1}")
     if args.record is not None or args.display:
-        watch(bundle, settings, params, seeds[0], args.record, args.display)
+        watch(bundle, settings, params, seeds[args.watch_track], args.record, args.display)
     episodes = [Episode(i, params, s) for i, s in enumerate(seeds)]
     start = time.perf_counter()
     with (

@@ -3,7 +3,8 @@
 Usage:
     python scripts/export_pretrained.py --logdir runs/budget --out pretrained/carracing
 
-Only what the stages load is kept (no optimizer, scheduler or CMA-ES state). The weights the agent
+Only what the stages load is kept (no optimizer, scheduler or CMA-ES state, no latent cache: the
+first frames' latents are kept so that scripts/dream.py can start dreams). The weights the agent
 acts with (V's encoder, M's LSTM, C) stay float32, so the exported agent drives exactly as the run's
 did; the rest (V's decoder, M's mixture heads: dreams and images only) is stored as float16 and cast
 back to float32 on load. M's record of the VAE it was trained on is updated to the exported file.
@@ -43,6 +44,20 @@ def build_parser():
     return parser
 
 
+def half_size_gif(source: Path, target: Path, fps: int = 25) -> None:
+    """Copy an animation at half its width, height and frame rate (2 x 2 pixel means, every other
+    frame), at the same speed: a README-sized copy."""
+    import imageio.v3 as iio
+    import numpy as np
+
+    from utils.visuals import save_animation
+
+    frames = iio.imread(source, index=None)[::2, ..., :3].astype(np.float32)
+    n, h, w, c = frames.shape
+    small = frames[:, : h // 2 * 2, : w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+    save_animation(list(np.round(small).astype(np.uint8)), target, fps=fps / 2)
+
+
 def compact_state(state: dict, exact_prefixes: tuple[str, ...]) -> dict:
     """Float tensors to float16, except those whose names start with ``exact_prefixes``."""
     import torch
@@ -55,6 +70,7 @@ def compact_state(state: dict, exact_prefixes: tuple[str, ...]) -> dict:
 
 def main(args) -> dict[str, int]:
     from data.latents import file_digest
+    from models.dream import load_start_pool, save_start_pool
     from utils.checkpoint import atomic_write, load_checkpoint, save_checkpoint
     from utils.rollout import ENCODER_KEYS, load_world_model
 
@@ -69,6 +85,8 @@ def main(args) -> dict[str, int]:
         if stage == "mdrnn":
             small["vae_id"] = file_digest(args.out / "vae" / "best.tar")
         save_checkpoint(small, args.out / stage / "best.tar")
+    mu, offsets = load_start_pool(args.logdir)
+    save_start_pool(mu, offsets, args.out)  # dreams start from real first frames (scripts/dream.py)
     ctrl = args.logdir / "ctrl" / "best.tar"
     if not ctrl.is_file():
         raise UserError(f"no controller at {ctrl}: run traincontroller.py --logdir {args.logdir} first")
@@ -76,7 +94,10 @@ def main(args) -> dict[str, int]:
     for source, name in RECORD.items():
         if (args.logdir / source).is_file():
             (args.out / "run").mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(args.logdir / source, args.out / "run" / name)
+            if name.endswith(".gif"):
+                half_size_gif(args.logdir / source, args.out / "run" / name)
+            else:
+                shutil.copyfile(args.logdir / source, args.out / "run" / name)
     load_world_model(args.out)  # the export loads as a logdir
     sizes = {
         str(p.relative_to(args.out)): p.stat().st_size for p in sorted(args.out.rglob("*")) if p.is_file()

@@ -12,6 +12,7 @@ import torch
 
 import test_controller
 from scripts import demo, export_pretrained
+from scripts import dream as dream_script
 from utils.cli import UserError
 from utils.rollout import ENCODER_KEYS
 
@@ -72,6 +73,11 @@ def test_budget_recipe_runs_every_stage(recipe_run):
     assert (recipe_run / "ctrl" / "learning_curve.png").stat().st_size > 1000
 
 
+def test_watch_track_must_be_a_test_track(recipe_run, tmp_path):
+    with pytest.raises(UserError, match="--watch-track 5: the test has tracks 0 to 1"):
+        drive(recipe_run, tmp_path, 2, 20, "--watch-track", "5", "--record", str(tmp_path / "x.gif"))
+
+
 def test_a_flag_overrides_the_preset():
     args = demo.resolve(demo.build_parser().parse_args(["--preset", "budget", "--vae-lr", "0.5"]))
     assert args.vae_lr == 0.5 and args.rollouts == demo.PRESETS["budget"]["rollouts"]
@@ -101,6 +107,15 @@ def test_export_keeps_the_acting_weights_exact(recipe_run, tmp_path):
     run_stats = drive(recipe_run, tmp_path / "a", 3, 40)
     export_stats = drive(out, tmp_path / "b", 3, 40)
     assert export_stats["returns"] == run_stats["returns"]
+    # Dreams start from the exported first-frame latents: the latent cache is not shipped.
+    assert not (out / "mdrnn" / "latents.npz").exists() and (out / "mdrnn" / "start_latents.npz").is_file()
+    gif = tmp_path / "dream.gif"
+    dream_script.main(
+        dream_script.build_parser().parse_args(
+            ["--logdir", str(out), "--out", str(gif), "--steps", "5", "--controller"]
+        )
+    )
+    assert gif.stat().st_size > 1000
     with pytest.raises(UserError, match="--out must differ"):
         export_pretrained.main(
             export_pretrained.build_parser().parse_args(
@@ -113,9 +128,10 @@ def test_export_keeps_the_acting_weights_exact(recipe_run, tmp_path):
 def test_pretrained_agent_loads_and_drives(tmp_path):
     total = sum(p.stat().st_size for p in PRETRAINED.rglob("*") if p.is_file())
     assert total < 16e6
-    stats = drive(PRETRAINED, tmp_path, 2, 150)
-    assert all(np.isfinite(stats["returns"])) and stats["steps"] == [150, 150]
-    # The same 150 steps with a controller that does nothing: the trained agent must be far ahead.
+    stats = drive(PRETRAINED, tmp_path, 2, 300)
+    assert all(np.isfinite(stats["returns"])) and stats["steps"] == [300, 300]
+    # The same 300 steps with an all-zero controller (straight ahead at half throttle, which leaves
+    # the road at the first bend): the trained agent must be far ahead on both tracks.
     zero = tmp_path / "zero"
     export_pretrained.main(
         export_pretrained.build_parser().parse_args(["--logdir", str(PRETRAINED), "--out", str(zero)])
@@ -123,7 +139,7 @@ def test_pretrained_agent_loads_and_drives(tmp_path):
     ckpt = torch.load(zero / "ctrl" / "best.tar", weights_only=False)
     ckpt["model"] = {k: torch.zeros_like(v) for k, v in ckpt["model"].items()}
     torch.save(ckpt, zero / "ctrl" / "best.tar")
-    idle = drive(zero, tmp_path / "idle", 2, 150)
+    idle = drive(zero, tmp_path / "idle", 2, 300)
     assert min(stats["returns"]) > max(idle["returns"]) + 50
     # The shipped record is the 100-track test of these weights.
     record = json.loads((PRETRAINED / "run" / "test_returns.json").read_text())
