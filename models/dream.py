@@ -137,12 +137,35 @@ def load_dream_cell(
     return cell.to(device).eval(), checkpoint
 
 
+START_POOL = "start_latents.npz"  # beside M: the first frames' latents only (exported logdirs)
+
+
+def save_start_pool(mu: np.ndarray, frame_offsets: np.ndarray, logdir: str | Path) -> Path:
+    """Keep only each rollout's first-frame latent, in ``<logdir>/mdrnn/start_latents.npz`` (a few KB):
+    enough to start dreams where real episodes start, without the whole latent cache."""
+    import io
+
+    from utils.checkpoint import atomic_write
+
+    first = np.ascontiguousarray(mu[frame_offsets[:-1]], dtype=np.float32)
+    buffer = io.BytesIO()
+    np.savez(buffer, mu=first, frame_offsets=np.arange(len(first) + 1, dtype=np.int64))
+    path = Path(logdir) / "mdrnn" / START_POOL
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    return path
+
+
 def load_start_pool(logdir: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Encoder means (F, L) and frame offsets (R + 1,) of the latent cache ``<logdir>/mdrnn/latents.npz``."""
+    """Encoder means (F, L) and frame offsets (R + 1,) of the latent cache ``<logdir>/mdrnn/latents.npz``,
+    else of the first frames kept by :func:`save_start_pool` (then every start is a first frame)."""
     from data.latents import Latents, cache_path_for
     from utils.cli import UserError
 
     path = cache_path_for(logdir)
+    small = Path(logdir) / "mdrnn" / START_POOL
+    if not path.is_file() and small.is_file():
+        with np.load(small) as npz:
+            return npz["mu"], npz["frame_offsets"]
     if not path.is_file():
         raise UserError(f"no latent cache at {path}: run trainmdrnn.py --logdir {logdir} first")
     latents = Latents.load(path)

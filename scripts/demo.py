@@ -6,7 +6,7 @@ Usage:
 
 Presets (any flag given on the command line overrides the preset's value):
   * demo: a toy run that checks every stage on this machine, then drives the shipped pretrained
-    agent (pretrained/carracing) for a few tracks;
+    agent (pretrained/carracing) on full tracks and records the last one;
   * budget: the recipe behind the README's score: every stage at the scale chosen for 2 CPU cores,
     then test_controller.py on 100 fixed tracks with the exact (stock-pixel) renderer.
 
@@ -155,7 +155,8 @@ def stages(args) -> list[tuple[str, list[str]]]:
             (
                 "drive the pretrained agent",
                 f"test_controller.py --logdir {PRETRAINED} --episodes {args.pretrained_episodes} "
-                f"--out {logdir / 'pretrained'} --record {logdir / 'pretrained' / 'drive.gif'} {engine}",
+                f"--out {logdir / 'pretrained'} --record {logdir / 'pretrained' / 'drive.gif'} "
+                f"--watch-track {args.pretrained_episodes - 1} --max-workers {args.threads} --seed {seed}",
             )
         )
     return [(name, shlex.split(command)) for name, command in commands]
@@ -189,6 +190,12 @@ def main(args) -> list[tuple[str, float]]:
         f"\nscore: {stats['mean']:.1f} +- {stats['std']:.1f} over {stats['episodes']} tracks of at most "
         f"{stats['max_steps']} steps (min {stats['min']:.1f}, max {stats['max']:.1f})"
     )
+    if args.pretrained_episodes:
+        shipped = json.loads((args.logdir / "pretrained" / "test_returns.json").read_text())
+        print(
+            f"the shipped agent (pretrained/carracing): {shipped['mean']:.1f} over {shipped['episodes']} "
+            f"full tracks here; {PRETRAINED / 'run'} has its 100-track test"
+        )
     if args.preset == "demo":
         print("a demo-scale agent barely drives: `--preset budget` is the recipe behind the README's score")
     look = [

@@ -8,7 +8,8 @@ first frames' latents are kept so that scripts/dream.py can start dreams). The w
 acts with (V's encoder, M's LSTM, C) stay float32, so the exported agent drives exactly as the run's
 did; the rest (V's decoder, M's mixture heads: dreams and images only) is stored as float16 and cast
 back to float32 on load. M's record of the VAE it was trained on is updated to the exported file.
-With the run's record (test returns, learning curve, stage times, a GIF) the result is ~12 MB.
+The weights come to ~12 MB; the run's record (test returns, learning curve, stage times, a GIF at half
+size) to ~1.5 MB more, in <out>/run/
 """
 
 from __future__ import annotations
