@@ -119,6 +119,14 @@ def test_traincontroller_dream_logs_dream_and_real_scores(dream_logdir):
     assert gif.is_file() and gif.stat().st_size > 0
 
 
+def test_dream_training_resumes_exactly(dream_logdir, pipeline_logdir, tmp_path):
+    _, straight = dream_logdir
+    logdir = copy_logdir(pipeline_logdir, tmp_path / "exp")
+    traincontroller.main(dream_args(logdir, "--generations", "1"))
+    resumed = traincontroller.main(dream_args(logdir))  # the fixture's 2 generations, in 1 + 1
+    assert resumed["history"] == straight["history"]
+
+
 def test_dream_fitness_is_deterministic(dream_logdir):
     from models.dream import Dream
 
