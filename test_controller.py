@@ -96,13 +96,13 @@ def watch(
 
 def main(args) -> dict:
     """Drive the best controller on ``--episodes`` tracks; returns the statistics."""
+    if args.watch_track >= args.episodes:
+        raise UserError(f"--watch-track {args.watch_track}: the test has tracks 0 to {args.episodes - 1}")
     devices = worker_devices(args.device)
     bundle = load_world_model(args.logdir)
     params, ckpt = load_controller_vector(args.logdir)
     settings = episode_settings(args, bundle)
     seeds = [episode_seed(args.seed, TEST_EPISODES, i) for i in range(args.episodes)]
-    if args.watch_track >= args.episodes:
-        raise UserError(f"--watch-track {args.watch_track}: the test has tracks 0 to {args.episodes - 1}")
     if args.record is not None or args.display:
         watch(bundle, settings, params, seeds[args.watch_track], args.record, args.display)
     episodes = [Episode(i, params, s) for i, s in enumerate(seeds)]

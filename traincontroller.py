@@ -166,8 +166,8 @@ def build_parser():
         "--train-max-steps",
         type=positive_int,
         default=None,
-        help="length cap of training episodes only (default: --max-steps); evaluations run "
-        "--max-steps: a controller that gains tiles fast early on also finishes the lap",
+        help="length cap of training episodes only (default: --max-steps); evaluations still run "
+        "--max-steps, so a short cap trades fitness on the end of the lap for cheaper generations",
     )
     parser.add_argument(
         "--display",

@@ -162,11 +162,11 @@ def load_start_pool(logdir: str | Path) -> tuple[np.ndarray, np.ndarray]:
     from utils.cli import UserError
 
     path = cache_path_for(logdir)
-    small = Path(logdir) / "mdrnn" / START_POOL
-    if not path.is_file() and small.is_file():
-        with np.load(small) as npz:
-            return npz["mu"], npz["frame_offsets"]
     if not path.is_file():
+        small = Path(logdir) / "mdrnn" / START_POOL
+        if small.is_file():
+            with np.load(small) as npz:
+                return npz["mu"], npz["frame_offsets"]
         raise UserError(f"no latent cache at {path}: run trainmdrnn.py --logdir {logdir} first")
     latents = Latents.load(path)
     if len(latents.frame_offsets) < 2:

@@ -164,6 +164,8 @@ def stages(args) -> list[tuple[str, list[str]]]:
 
 def main(args) -> list[tuple[str, float]]:
     resolve(args)
+    # The stages run from the repository root; the logdir must mean the same place there and here.
+    args.logdir = args.logdir.resolve()
     timings = []
     for name, cmd in stages(args):
         cmd = [sys.executable, *cmd]

@@ -14,7 +14,6 @@ size) to ~1.5 MB more, in <out>/run/
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -45,7 +44,7 @@ def build_parser():
     return parser
 
 
-def half_size_gif(source: Path, target: Path, fps: int = 25) -> None:
+def half_size_gif(source: Path, target: Path, fps: float = 25) -> None:
     """Copy an animation at half its width, height and frame rate (2 x 2 pixel means, every other
     frame), at the same speed: a README-sized copy."""
     import imageio.v3 as iio
@@ -73,11 +72,18 @@ def main(args) -> dict[str, int]:
     from data.latents import file_digest
     from models.dream import load_start_pool, save_start_pool
     from utils.checkpoint import atomic_write, load_checkpoint, save_checkpoint
-    from utils.rollout import ENCODER_KEYS, load_world_model
+    from utils.rollout import ENCODER_KEYS, load_controller_vector, load_world_model
 
-    load_world_model(args.logdir)  # one clear line if the run is incomplete or inconsistent
+    # One clear line, before anything is written, if the run is incomplete or inconsistent.
+    load_world_model(args.logdir)
+    load_controller_vector(args.logdir)
+    mu, offsets = load_start_pool(args.logdir)
     if args.out.resolve() == args.logdir.resolve():
         raise UserError("--out must differ from --logdir: the export would overwrite the run")
+
+    def copy(source: Path, target: Path) -> None:
+        atomic_write(target, lambda f: f.write(source.read_bytes()))
+
     exact = {"vae": ENCODER_KEYS, "mdrnn": ("rnn.",)}
     for stage in ("vae", "mdrnn"):
         ckpt = load_checkpoint(args.logdir / stage / "best.tar")
@@ -86,19 +92,11 @@ def main(args) -> dict[str, int]:
         if stage == "mdrnn":
             small["vae_id"] = file_digest(args.out / "vae" / "best.tar")
         save_checkpoint(small, args.out / stage / "best.tar")
-    mu, offsets = load_start_pool(args.logdir)
     save_start_pool(mu, offsets, args.out)  # dreams start from real first frames (scripts/dream.py)
-    ctrl = args.logdir / "ctrl" / "best.tar"
-    if not ctrl.is_file():
-        raise UserError(f"no controller at {ctrl}: run traincontroller.py --logdir {args.logdir} first")
-    atomic_write(args.out / "ctrl" / "best.tar", lambda f: f.write(ctrl.read_bytes()))
+    copy(args.logdir / "ctrl" / "best.tar", args.out / "ctrl" / "best.tar")
     for source, name in RECORD.items():
         if (args.logdir / source).is_file():
-            (args.out / "run").mkdir(parents=True, exist_ok=True)
-            if name.endswith(".gif"):
-                half_size_gif(args.logdir / source, args.out / "run" / name)
-            else:
-                shutil.copyfile(args.logdir / source, args.out / "run" / name)
+            (half_size_gif if name.endswith(".gif") else copy)(args.logdir / source, args.out / "run" / name)
     load_world_model(args.out)  # the export loads as a logdir
     sizes = {
         str(p.relative_to(args.out)): p.stat().st_size for p in sorted(args.out.rglob("*")) if p.is_file()
