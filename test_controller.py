@@ -1,10 +1,11 @@
-"""Measure the trained controller on fixed tracks: mean +- std, min and max of the returns.
+"""Measure the trained agent on fixed episodes: mean +- std, min and max of the returns.
 
 Usage:
     python test_controller.py --logdir exp_dir [--episodes 100] [--record drive.gif] [--display]
 
-The paper's protocol is 100 random tracks (its agent: 906 +- 21). Track i's seed derives from
-(--seed, i) in a namespace of its own, so the test never drives the tracks training evaluated on.
+The paper's protocol is 100 random tracks (its CarRacing agent: 906 +- 21). Episode i's seed derives
+from (--seed, i) in a namespace of its own, so the test never drives the tracks training evaluated on.
+The env is the one V was trained on; only renderers that draw the game's own pixels are allowed.
 Writes test_returns.json and test_histogram.png to --out (default <logdir>/ctrl).
 """
 
@@ -21,13 +22,17 @@ if __package__ in (None, ""):
 import numpy as np
 from tqdm import tqdm
 
-from traincontroller import add_engine_flags, episode_settings, worker_devices
+from driving.agent import Agent, AgentSpec
+from driving.episode import Episode, EpisodeSettings, WorkerError, drive_chunk
+from driving.flags import add_driving_flags, episode_settings, worker_devices
+from driving.pool import make_pool
+from envs import get_env_spec
+from experiment.logdir import TEST_RESULTS, Logdir, load_agent
 from utils.checkpoint import atomic_write
 from utils.cli import UserError, make_parser, nonnegative_int, positive_int, run
-from utils.engine import make_pool
 from utils.plots import histogram_png
-from utils.rollout import Episode, EpisodeSettings, load_controller_vector, load_world_model
 from utils.seeding import TEST_EPISODES, episode_seed
+from utils.visuals import save_animation
 
 
 def build_parser():
@@ -43,7 +48,7 @@ def build_parser():
     parser.add_argument(
         "--display",
         action="store_true",
-        help="also show the first track's episode in a window (xvfb-run on headless machines)",
+        help="also show one episode in a window (xvfb-run on headless machines; --watch-track picks it)",
     )
     parser.add_argument(
         "--watch-track",
@@ -54,24 +59,23 @@ def build_parser():
     parser.add_argument(
         "--out", type=Path, default=None, help="where the results go (default: <logdir>/ctrl)"
     )
-    add_engine_flags(parser, exact_only=True)
+    add_driving_flags(parser)
     return parser
 
 
 def watch(
-    bundle: dict, settings: EpisodeSettings, params: np.ndarray, seed: int, record: Path | None, display: bool
+    spec: AgentSpec,
+    settings: EpisodeSettings,
+    params: np.ndarray,
+    seed: int,
+    record: Path | None,
+    display: bool,
 ) -> float:
     """Drive one episode in this process, in a window and/or recorded; returns its return."""
-    from envs import make_env
-    from utils.rollout import BatchedAgent, run_chunk
-    from utils.visuals import save_animation
-
     if record is not None and record.suffix.lower() not in (".gif", ".mp4"):
         raise UserError(f"--record {record}: use a .gif or .mp4 file name")
-    env = make_env(
-        renderer=settings.renderer,
-        render_mode="human" if display else "rgb_array",
-        max_episode_steps=settings.max_steps,
+    env = get_env_spec(spec.env).make_env(
+        settings.renderer, "human" if display else "rgb_array", settings.max_steps
     )
     frames = []
 
@@ -79,13 +83,13 @@ def watch(
         if record is not None:
             frame = e.render() if not display else None
             if frame is None:  # human mode: grab the window's surface instead
-                import pygame
+                import pygame  # only where a window is shown
 
                 frame = np.transpose(pygame.surfarray.array3d(e.unwrapped.surf), (1, 0, 2)).copy()
             frames.append(frame)
 
-    ((episode_return, _),) = run_chunk(
-        BatchedAgent(bundle), [env], [Episode(0, params, seed)], settings, on_frame=on_frame
+    ((episode_return, _),) = drive_chunk(
+        Agent(spec), [env], [Episode(0, params, seed)], settings, on_frame=on_frame
     )
     env.close()
     if record is not None:
@@ -94,24 +98,13 @@ def watch(
     return episode_return
 
 
-def main(args) -> dict:
-    """Drive the best controller on ``--episodes`` tracks; returns the statistics."""
-    if args.watch_track >= args.episodes:
-        raise UserError(f"--watch-track {args.watch_track}: the test has tracks 0 to {args.episodes - 1}")
-    devices = worker_devices(args.device)
-    bundle = load_world_model(args.logdir)
-    params, ckpt = load_controller_vector(args.logdir)
-    settings = episode_settings(args, bundle)
-    seeds = [episode_seed(args.seed, TEST_EPISODES, i) for i in range(args.episodes)]
-    if args.record is not None or args.display:
-        watch(bundle, settings, params, seeds[args.watch_track], args.record, args.display)
-    episodes = [Episode(i, params, s) for i, s in enumerate(seeds)]
-    start = time.perf_counter()
+def drive_all(args, spec: AgentSpec, settings: EpisodeSettings, episodes: list[Episode], devices: list[str]):
+    """Every test episode on the pool of --backend, with a progress bar; ``{task_id: Result}``."""
     with (
         make_pool(
             args.backend,
             args.ray_address,
-            bundle,
+            spec,
             settings,
             min(args.max_workers, len(episodes)),
             args.envs_per_worker,
@@ -120,7 +113,25 @@ def main(args) -> dict:
         ) as pool,
         tqdm(total=len(episodes), desc="test episodes", unit="episode", dynamic_ncols=True) as bar,
     ):
-        results = pool.evaluate(episodes, on_result=lambda r: bar.update(1))
+        return pool.evaluate(episodes, on_result=lambda r: bar.update(1))
+
+
+def main(args) -> dict:
+    """Drive the best controller on ``--episodes`` tracks; returns the statistics."""
+    if args.watch_track >= args.episodes:
+        raise UserError(f"--watch-track {args.watch_track}: the test has tracks 0 to {args.episodes - 1}")
+    devices = worker_devices(args.device)
+    spec, params, ckpt = load_agent(args.logdir)
+    settings = episode_settings(args, get_env_spec(spec.env), exact_only=True)
+    seeds = [episode_seed(args.seed, TEST_EPISODES, i) for i in range(args.episodes)]
+    if args.record is not None or args.display:
+        watch(spec, settings, params, seeds[args.watch_track], args.record, args.display)
+    episodes = [Episode(i, params, s) for i, s in enumerate(seeds)]
+    start = time.perf_counter()
+    try:
+        results = drive_all(args, spec, settings, episodes, devices)
+    except WorkerError as err:
+        raise UserError(f"{err} (rerun the same command to test again)") from None
     returns = np.array([results[i].episode_return for i in range(len(episodes))])
     steps = np.array([results[i].steps for i in range(len(episodes))])
     stats = {
@@ -130,26 +141,28 @@ def main(args) -> dict:
         "min": float(returns.min()),
         "max": float(returns.max()),
         "seed": args.seed,
-        "max_steps": args.max_steps,
-        "renderer": args.renderer,
+        "env": spec.env,
+        "max_steps": settings.max_steps,
+        "renderer": settings.renderer,
         "returns": returns.tolist(),
         "steps": steps.tolist(),
         "controller_generation": ckpt.get("generation"),
         "seconds": time.perf_counter() - start,
     }
-    out_dir = args.out if args.out is not None else args.logdir / "ctrl"
+    out_dir = args.out if args.out is not None else Logdir(args.logdir).stage("ctrl")
     text = json.dumps(stats, indent=1)
-    atomic_write(out_dir / "test_returns.json", lambda f: f.write(text.encode()))
+    atomic_write(out_dir / TEST_RESULTS, lambda f: f.write(text.encode()))
     histogram_png(
         returns,
         out_dir / "test_histogram.png",
-        f"returns over {len(returns)} tracks: {returns.mean():.1f} +- {returns.std():.1f}",
+        f"returns over {len(returns)} episodes: {returns.mean():.1f} +- {returns.std():.1f}",
+        reference=get_env_spec(spec.env).reference_returns,
     )
     print(
         f"{len(returns)} episodes: mean {returns.mean():.1f} +- {returns.std():.1f} (std), "
         f"min {returns.min():.1f}, max {returns.max():.1f}"
     )
-    print(f"returns: {out_dir / 'test_returns.json'}, histogram: {out_dir / 'test_histogram.png'}")
+    print(f"returns: {out_dir / TEST_RESULTS}, histogram: {out_dir / 'test_histogram.png'}")
     return stats
 
 

@@ -1,10 +1,11 @@
-"""Evolve C, the linear controller on [z, h], with CMA-ES in the real CarRacing environment.
+"""Evolve C, the linear controller, with CMA-ES in the real environment or inside M's dream.
 
 Usage:
     python traincontroller.py --logdir exp_dir --n-samples 4 --pop-size 4 --target-return 950 --display
 
-Needs <logdir>/vae/best.tar and <logdir>/mdrnn/best.tar. Every generation each candidate drives
---n-samples tracks (the same tracks for all candidates of a generation); its fitness is the mean
+Needs <logdir>/vae/best.tar and <logdir>/mdrnn/best.tar; the env is the one V was trained on, and C's
+shape (what it reads: [z, h] for CarRacing) comes from its spec. Every generation each candidate drives
+--n-samples episodes (the same tracks for all candidates of a generation); its fitness is the mean
 return. Every --eval-every generations the CMA-ES mean and the generation's best are evaluated on
 --eval-episodes fixed tracks, and the best evaluated controller goes to <logdir>/ctrl/best.tar.
 The whole CMA-ES state is saved every generation to <logdir>/ctrl/checkpoint.tar; a rerun resumes the
@@ -12,13 +13,13 @@ search unless --noreload.
 
 With --dream, candidates are scored inside M's dream instead (models/dream.py: --dream-steps steps at
 temperature --temperature, from real first frames of the latent cache, all candidates as one batched
-tensor computation); the evaluations still run in the real env, so the log shows both. Each evaluation
-also writes <logdir>/ctrl/dream_gen_XXX.gif, a dream of the CMA mean decoded by V.
+tensor computation, seeded in a namespace of its own); the evaluations still run in the real env, so
+the log shows both. Each evaluation also writes <logdir>/ctrl/dream_gen_XXX.gif, a dream of the CMA
+mean decoded by V.
 """
 
 from __future__ import annotations
 
-import os
 import pickle
 import sys
 import time
@@ -32,99 +33,50 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from envs import DEFAULT_RENDERER, MAX_EPISODE_STEPS, RENDERERS
-from models.controller import Controller, controller_vector_size
-from models.dream import add_dream_flags, make_dream
+from driving.display import Display
+from driving.episode import Episode, WorkerError
+from driving.flags import add_driving_flags, episode_settings, worker_devices
+from driving.pool import EpisodePool, make_pool
+from envs import EnvSpec, get_env_spec
+from experiment.logdir import Logdir, load_agent_spec, load_dream_cell, load_start_latents, load_vae
+from models.controller import Controller, ControllerBatch, ControllerConfig
+from models.dream import (
+    DEFAULT_TEMPERATURE,
+    DONE_MODES,
+    START_MODES,
+    Dream,
+    decode_latents,
+    dream_returns,
+    start_latents,
+)
 from utils.checkpoint import load_checkpoint, save_checkpoint
-from utils.cli import make_parser, nonnegative_int, positive_float, positive_int, run
+from utils.cli import UserError, make_parser, nonnegative_int, positive_float, positive_int, run
 from utils.device import resolve_device
-from utils.engine import WorkerPool, make_pool
-from utils.logging import make_writer, save_args
-from utils.ray_backend import add_backend_flags
-from utils.rollout import Z_MODES, Episode, EpisodeSettings, load_world_model
-from utils.seeding import EVAL_EPISODES, TRAIN_EPISODES, derive_seed, episode_seed, seed_everything
+from utils.logging import args_record, make_writer, save_args
+from utils.plots import curves_png
+from utils.seeding import (
+    DREAM_EPISODES,
+    EVAL_EPISODES,
+    TRAIN_EPISODES,
+    derive_seed,
+    episode_seed,
+    seed_everything,
+)
+from utils.visuals import save_animation
 
 
-def add_engine_flags(parser, exact_only: bool = False) -> None:
-    """Flags shared with test_controller.py: how episodes are driven and by whom.
-
-    ``exact_only`` leaves out the approximate renderer: measurements run on stock pixels.
-    """
-    parser.add_argument(
-        "--max-workers",
-        type=positive_int,
-        default=os.cpu_count() or 1,
-        help="rollout worker processes (Ray actors with --backend ray)",
-    )
-    parser.add_argument(
-        "--envs-per-worker",
-        type=positive_int,
-        default=8,
-        help="episodes a worker drives in lock-step, batching V and M over them; results are "
-        "reproducible for a fixed value whatever --max-workers is",
-    )
-    parser.add_argument(
-        "--max-steps",
-        type=positive_int,
-        default=MAX_EPISODE_STEPS,
-        help="episode length cap (CarRacing's own limit is 1000)",
-    )
-    parser.add_argument(
-        "--renderer",
-        choices=[r for r in RENDERERS if not (exact_only and r == "approx")],
-        default=DEFAULT_RENDERER,
-        help="CarRacing implementation (fast renders exactly the stock pixels)",
-    )
-    parser.add_argument(
-        "--z-mode", choices=Z_MODES, default="mu", help="C and M see the encoder mean (mu) or a sample of z"
-    )
-    parser.add_argument(
-        "--device",
-        default="cpu",
-        help="device of V and M in the workers: cpu, cuda (workers spread over all visible "
-        "GPUs), cuda:N or auto; small batches usually run best on cpu",
-    )
-    parser.add_argument(
-        "--worker-timeout",
-        type=positive_float,
-        default=600.0,
-        help="seconds without any finished episode before the run fails as hung",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of tracks, CMA-ES and workers")
-    add_backend_flags(parser)
-
-
-def worker_devices(spec: str) -> list[str]:
-    """``cuda`` (or ``auto`` with GPUs) spreads workers over every visible GPU; else one device."""
-    device = resolve_device(spec)
-    if device.type == "cuda" and device.index is None:
-        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    return [str(device)]
-
-
-def episode_settings(args, bundle: dict) -> EpisodeSettings:
-    """How episodes are driven, from the engine flags and V's preprocessing."""
-    return EpisodeSettings(
-        max_steps=args.max_steps,
-        renderer=args.renderer,
-        preprocessing=bundle["preprocessing"],
-        z_mode=args.z_mode,
-    )
-
-
-def plot_learning_curve(history: list[dict], path: Path, dream: bool) -> None:
-    """Evaluation returns of the CMA-ES mean and the generation's best, with the best fitness, as a PNG."""
-    from utils.plots import curves_png
-
+def plot_learning_curve(history: list[dict], path: Path, dream: bool, env: str) -> None:
+    """Evaluation returns of the CMA-ES mean and the generation's best, with the best fitness, as a PNG
+    (with the paper's score where there is one)."""
     evals = [h for h in history if "eval_mean" in h]
-    fitness = "best dream fitness" if dream else "best fitness (training tracks)"
+    fitness = "best dream fitness" if dream else "best fitness (training episodes)"
     curves_png(
         {
-            "CMA-ES mean, evaluation tracks": (
+            "CMA-ES mean, evaluation episodes": (
                 [h["generation"] for h in evals],
                 [h["eval_mean"] for h in evals],
             ),
-            "best candidate, evaluation tracks": (
+            "best candidate, evaluation episodes": (
                 [h["generation"] for h in evals],
                 [h["eval_best"] for h in evals],
             ),
@@ -132,7 +84,54 @@ def plot_learning_curve(history: list[dict], path: Path, dream: bool) -> None:
         },
         path,
         "controller return per generation",
+        reference=get_env_spec(env).reference_returns,
     )
+
+
+class DreamFitness:
+    """``--dream``: candidates scored inside M's dream, all pop x samples dreams as one batch.
+
+    All candidates of a generation start from the same ``n_samples`` real latents (as they drive the same
+    tracks in the real env); the draws come from streams of (seed, generation) alone.
+    """
+
+    def __init__(self, args, controller: ControllerConfig, env: EnvSpec) -> None:
+        self.device = resolve_device(args.device)
+        self.cell, _ = load_dream_cell(args.logdir, self.device)
+        self.mu, self.frame_offsets = load_start_latents(args.logdir)
+        if self.mu.shape[1] != self.cell.latent:
+            raise UserError(f"the latent cache has {self.mu.shape[1]} dims, M expects {self.cell.latent}")
+        self.vae, _ = load_vae(args.logdir, self.device)
+        self.args, self.controller, self.squash = args, controller, env.squash
+
+    def _dream(self, *keys: int) -> tuple[Dream, np.random.Generator]:
+        rng = np.random.default_rng(derive_seed(self.args.seed, DREAM_EPISODES, *keys))
+        gen = torch.Generator(device=self.device).manual_seed(
+            derive_seed(self.args.seed, DREAM_EPISODES, *keys, 1)
+        )
+        return Dream(self.cell, self.args.temperature, self.args.dream_done, gen), rng
+
+    def _run(self, params: np.ndarray, n: int, keys: tuple[int, ...], record: list | None = None):
+        dream, rng = self._dream(*keys)
+        starts = start_latents(self.mu, self.frame_offsets, n, rng, self.args.dream_start).to(self.device)
+        controllers = ControllerBatch(self.controller, params, self.device, starts.dtype)
+        return dream_returns(
+            dream, controllers, self.squash, starts.repeat(len(params) // n, 1), self.args.dream_steps, record
+        )
+
+    def fitness(self, candidates: np.ndarray, generation: int) -> np.ndarray:
+        """(C, P) candidates -> (C, n_samples) dream returns."""
+        n, c = self.args.n_samples, len(candidates)
+        returns, _ = self._run(np.repeat(np.asarray(candidates, np.float32), n, axis=0), n, (generation,))
+        return returns.cpu().numpy().reshape(c, n)
+
+    def save_animation(self, params: np.ndarray, path: Path) -> None:
+        """One dream of controller ``params`` (P,) decoded by V, 3x enlarged, as a GIF."""
+        record: list = []
+        _, lengths = self._run(np.asarray(params, np.float32)[None], 1, (0x51CE, 0), record)
+        z = torch.cat([r[0] for r in record[: int(lengths[0])]])
+        frames = decode_latents(self.vae, z)
+        save_animation(list(frames.repeat(3, axis=1).repeat(3, axis=2)), path, fps=25)
 
 
 def build_parser():
@@ -174,8 +173,32 @@ def build_parser():
         action="store_true",
         help="show the newest best controller driving in a window (xvfb-run on headless machines)",
     )
-    add_engine_flags(parser)
-    add_dream_flags(parser)
+    add_driving_flags(parser)
+    dream = parser.add_argument_group("training inside M's dream")
+    dream.add_argument(
+        "--dream",
+        action="store_true",
+        help="score candidates inside M's dream (needs M's reward head); evaluations stay in the real env",
+    )
+    dream.add_argument(
+        "--temperature",
+        type=positive_float,
+        default=DEFAULT_TEMPERATURE,
+        help="tau of the dream: mixture logits / tau, sigmas * sqrt(tau)",
+    )
+    dream.add_argument("--dream-steps", type=positive_int, default=1000, help="dream episode length cap")
+    dream.add_argument(
+        "--dream-done",
+        choices=DONE_MODES,
+        default="threshold",
+        help="a dream ends when M's termination probability is > 0.5 (threshold) or on a Bernoulli draw",
+    )
+    dream.add_argument(
+        "--dream-start",
+        choices=START_MODES,
+        default="first",
+        help="dreams start from the first frame of a random training rollout, or any frame of one",
+    )
     return parser
 
 
@@ -194,7 +217,7 @@ def new_search(dim: int, args) -> cma.CMAEvolutionStrategy:  # noqa: F821
 
 
 def evaluate(
-    pool: WorkerPool,
+    pool: EpisodePool,
     candidates: np.ndarray,
     seeds: list[int],
     desc: str,
@@ -219,14 +242,13 @@ def evaluate(
 def save_best(
     path: Path,
     params: np.ndarray,
-    latent: int,
-    hidden: int,
+    config: ControllerConfig,
     score: float,
     returns: np.ndarray,
     generation: int,
     source: str,
 ) -> None:
-    controller = Controller(latent, hidden)
+    controller = Controller(config)
     controller.load_vector(params)
     save_checkpoint(
         {
@@ -248,16 +270,25 @@ def main(args) -> dict:
         import cma  # noqa: F401
     seed_everything(args.seed)
     devices = worker_devices(args.device)
-    bundle = load_world_model(args.logdir)
-    dream, vae = make_dream(args)  # (None, None) without --dream
-    latent, hidden = bundle["vae_config"]["latent"], bundle["mdrnn_config"]["hidden"]
-    dim = controller_vector_size(latent, hidden)
-    out_dir = args.logdir / "ctrl"
-    checkpoint_path, best_path = out_dir / "checkpoint.tar", out_dir / "best.tar"
+    logdir = Logdir(args.logdir)
+    out_dir = logdir.stage("ctrl")
+    checkpoint_path, best_path = logdir.checkpoint("ctrl"), logdir.best("ctrl")
+    state = load_checkpoint(checkpoint_path) if checkpoint_path.is_file() and not args.noreload else None
+    # C's shape: a resumed search keeps its own; a new one reads the env's spec.
+    controller = ControllerConfig.from_dict(state["controller"]) if state and "controller" in state else None
+    spec = load_agent_spec(args.logdir, controller)
+    env = get_env_spec(spec.env)
+    settings = episode_settings(args, env)
+    dream = DreamFitness(args, spec.controller, env) if args.dream else None
+    dim = spec.controller.vector_size
 
     generation, best_score, history = 0, -np.inf, []
-    if checkpoint_path.is_file() and not args.noreload:
-        state = load_checkpoint(checkpoint_path)
+    if state is not None:
+        if state.get("dim", dim) != dim:
+            raise UserError(
+                f"{checkpoint_path} searches {state['dim']} parameters, this V and M need {dim}; "
+                f"use --noreload"
+            )
         es = pickle.loads(state["cma"])
         generation, best_score, history = state["generation"], state["best_score"], state["history"]
         print(f"resuming the search after generation {generation} (best evaluated return {best_score:.1f})")
@@ -267,19 +298,14 @@ def main(args) -> dict:
             best_path.unlink()  # a new search starts with no best
     save_args(args, out_dir)
     writer = make_writer(out_dir)
-    settings = episode_settings(args, bundle)
     eval_seeds = [episode_seed(args.seed, EVAL_EPISODES, i) for i in range(args.eval_episodes)]
-    display = None
-    if args.display:
-        from utils.display import Display
-
-        display = Display(bundle, settings, seed=args.seed)
+    display = Display(spec, settings, seed=args.seed) if args.display else None
     reached = best_score >= args.target_return
     try:
         with make_pool(
             args.backend,
             args.ray_address,
-            bundle,
+            spec,
             settings,
             args.max_workers,
             args.envs_per_worker,
@@ -293,7 +319,7 @@ def main(args) -> dict:
                     episode_seed(args.seed, TRAIN_EPISODES, generation, s) for s in range(args.n_samples)
                 ]
                 if dream is not None:  # fitness in M's dream; train/* below are then dream returns
-                    returns, _ = dream.fitness(candidates, args.n_samples, generation)
+                    returns = dream.fitness(candidates, generation)
                 else:
                     returns = evaluate(
                         pool,
@@ -332,15 +358,14 @@ def main(args) -> dict:
                     )
                     line += f" | eval: CMA mean {scores[0]:7.1f}, best candidate {scores[1]:7.1f}"
                     if dream is not None:
-                        dream.save_animation(pair[0], vae, out_dir / f"dream_gen_{generation:03d}.gif")
+                        dream.save_animation(pair[0], out_dir / f"dream_gen_{generation:03d}.gif")
                     pick = int(np.argmax(scores))
                     if scores[pick] > best_score:
                         best_score = float(scores[pick])
                         save_best(
                             best_path,
                             pair[pick],
-                            latent,
-                            hidden,
+                            spec.controller,
                             best_score,
                             eval_returns[pick],
                             generation,
@@ -350,7 +375,7 @@ def main(args) -> dict:
                     reached = best_score >= args.target_return
                 history.append(record)
                 if "eval_mean" in record:
-                    plot_learning_curve(history, out_dir / "learning_curve.png", dream is not None)
+                    plot_learning_curve(history, out_dir / "learning_curve.png", dream is not None, env.name)
                 for k, v in record.items():
                     if k != "generation":
                         tag = f"eval/{k[5:]}_return" if k.startswith("eval_") else f"train/{k}"
@@ -363,19 +388,27 @@ def main(args) -> dict:
                         "generation": generation,
                         "best_score": best_score,
                         "history": history,
-                        "args": vars(args),
+                        "args": args_record(args),
                         "dim": dim,
+                        "controller": spec.controller.to_dict(),
                     },
                     checkpoint_path,
                 )
                 print(f"{line} | {time.perf_counter() - start:.1f} s", flush=True)
+    except WorkerError as err:
+        raise UserError(
+            f"{err} ({generation} generations are saved in {checkpoint_path}: "
+            f"rerun the same command to resume)"
+        ) from None
     finally:
         writer.close()
         if display is not None:
             display.close()
     if reached:
         print(f"target return {args.target_return} reached: best evaluated return {best_score:.1f}")
-    print(f"best controller: {best_path} (evaluated return {best_score:.1f} on {args.eval_episodes} tracks)")
+    print(
+        f"best controller: {best_path} (evaluated return {best_score:.1f} on {args.eval_episodes} episodes)"
+    )
     return {"generation": generation, "best_score": best_score, "history": history}
 
 

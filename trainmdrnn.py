@@ -3,10 +3,12 @@
 Usage:
     python trainmdrnn.py --logdir exp_dir
 
-Needs <logdir>/vae/best.tar (trainvae.py). Every rollout is encoded once by V's encoder into
-<logdir>/mdrnn/latents.npz (rebuilt when the rollouts or the VAE change); batches then draw
-z = mu + sigma * eps afresh. Writes <logdir>/mdrnn/checkpoint.tar every epoch and best.tar when the
-test loss improves, and resumes from checkpoint.tar unless --noreload.
+Needs <logdir>/vae/best.tar (trainvae.py), whose data record names the rollouts, their train/test
+split and their env. Every rollout is encoded once by V's encoder into <logdir>/mdrnn/latents.npz
+(rebuilt when the rollouts or the VAE change); batches then draw z = mu + sigma * eps afresh. Writes
+<logdir>/mdrnn/checkpoint.tar every epoch and best.tar when the test loss improves, and resumes from
+checkpoint.tar unless --noreload (experiment/training.py, the loop V and M share). The hidden size and
+mixture size of a new M are the env's (256 and 5 for CarRacing).
 """
 
 from __future__ import annotations
@@ -23,72 +25,64 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data.latents import (
-    cache_path_for,
-    file_digest,
-    load_or_build_latents,
-    make_batch,
-    sequence_windows,
-    split_indices,
+from data.latents import Latents, load_or_build_latents, make_batch, sequence_windows
+from data.rollouts import list_rollouts, split_names
+from envs import get_env_spec
+from experiment.logdir import Logdir, file_digest, load_data_record, load_vae
+from experiment.training import (
+    EarlyStopping,
+    add_training_flags,
+    plateau_scheduler,
+    resume_checkpoint,
+    train_epochs,
 )
-from data.rollouts import list_rollouts, split_rollouts
+from models.dream import DEFAULT_TEMPERATURE, Dream
 from models.mdrnn import MDRNN, MDRNNCell, gmm_loss, sample_latent
-from models.vae import load_vae, vae_dir
-from utils.checkpoint import load_checkpoint, save_checkpoint
-from utils.cli import UserError, make_parser, nonnegative_int, positive_float, positive_int, run
+from utils.cli import (
+    UserError,
+    make_parser,
+    nonnegative_float,
+    positive_int,
+    run,
+)
 from utils.device import resolve_device
-from utils.logging import make_writer, save_args
 from utils.seeding import derive_seed, seed_everything
-from utils.training import EarlyStopping, plateau_scheduler, restore, training_state
 from utils.visuals import image_grid, label_rows, save_animation, save_png, to_uint8
 
 
 def build_parser():
     parser = make_parser(__doc__)
-    parser.add_argument("--logdir", type=Path, default=Path("exp_dir"), help="experiment directory")
-    parser.add_argument("--noreload", action="store_true", help="start fresh instead of resuming")
+    add_training_flags(parser, epochs=30, batch_size=64, batch_unit="sequences", lr=1e-3)
     parser.add_argument(
         "--dataset",
         type=Path,
         default=None,
-        help="rollout directory (default: the one the VAE was trained on)",
+        help="rollout directory (default: the one the VAE was trained on, from its data record)",
     )
-    parser.add_argument(
-        "--epochs",
-        type=positive_int,
-        default=30,
-        help="epochs in total (a resumed run counts the epochs already done)",
-    )
-    parser.add_argument("--batch-size", type=positive_int, default=64, help="sequences per batch")
     parser.add_argument("--seq-len", type=positive_int, default=32, help="steps per training sequence")
-    parser.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate (paper: 1e-3)")
     parser.add_argument(
         "--grad-clip", type=float, default=1.0, help="gradient norm clip, 0 for none (paper: 1.0)"
     )
-    parser.add_argument("--hidden", type=positive_int, default=256, help="LSTM units (fresh runs only)")
-    parser.add_argument("--gaussians", type=positive_int, default=5, help="mixture components per latent dim")
+    parser.add_argument(
+        "--hidden", type=positive_int, default=None, help="LSTM units of a fresh model (default: the env's)"
+    )
+    parser.add_argument(
+        "--gaussians",
+        type=positive_int,
+        default=None,
+        help="mixture components per latent dim of a fresh model (default: the env's)",
+    )
     parser.add_argument(
         "--no-reward",
         action="store_true",
         help="do not train the reward head (dream training then cannot use this M)",
     )
-    parser.add_argument("--patience", type=positive_int, default=10, help="early-stopping patience (epochs)")
     parser.add_argument(
-        "--lr-patience",
-        type=positive_int,
-        default=5,
-        help="epochs without improvement before the learning rate is halved",
+        "--temperature",
+        type=nonnegative_float,
+        default=DEFAULT_TEMPERATURE,
+        help="tau of the dreams drawn each epoch (the controller stage's default)",
     )
-    parser.add_argument(
-        "--max-batches",
-        type=nonnegative_int,
-        default=0,
-        help="cap on training batches per epoch, 0 for all (smoke runs)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of batches, z draws and initialisation")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--nosamples", action="store_true", help="skip prediction and dream images")
-    parser.add_argument("--temperature", type=float, default=1.0, help="tau of the dreams drawn each epoch")
     return parser
 
 
@@ -119,20 +113,16 @@ def dream_under_actions(
     temperature: float,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """Feed real latents (C, L) with the first C actions, then roll M out on its own samples.
+    """Feed real latents (C, L) with the first C actions, then let M dream on its own samples.
 
-    actions: (T, 3) with T >= C. Returns (T, L): for step t the z M produced for frame t + 1.
+    actions: (T, A) with T >= C. Returns (T, L): for step t the z M produced for frame t + 1.
     """
-    hidden = cell.initial_hidden(1, z_context.device)
-    z = z_context[:1]
+    dream = Dream(cell, temperature, generator=generator)
+    dream.reset(z_context[:1])
     produced = []
     for t in range(actions.shape[0]):
-        if t < z_context.shape[0]:
-            z = z_context[t : t + 1]
-        out = cell(actions[t : t + 1], z, hidden)
-        hidden = out.hidden
-        z = sample_latent(out.mus, out.sigmas, out.logpi, temperature, generator)
-        produced.append(z[0])
+        context = z_context[t : t + 1] if t < z_context.shape[0] else None
+        produced.append(dream.step(actions[t : t + 1], context).z[0])
     return torch.stack(produced)
 
 
@@ -157,7 +147,7 @@ def write_visuals(mdrnn: MDRNN, vae, latents, test_ids: np.ndarray, epoch: int, 
         np.concatenate([real_frames[pick], pred_frames[pick], dream_frames[pick]]), ncols=len(pick), scale=2
     )
     strip = label_rows(strip, ["real (V)", "M prediction", f"dream, tau {args.temperature:g}"])
-    out_dir = args.logdir / "mdrnn" / "samples"
+    out_dir = Logdir(args.logdir).stage("mdrnn") / "samples"
     save_png(strip, out_dir / f"epoch_{epoch:03d}_predictions.png")
     side_by_side = [
         np.concatenate([a, b], axis=1).repeat(3, 0).repeat(3, 1)
@@ -167,59 +157,71 @@ def write_visuals(mdrnn: MDRNN, vae, latents, test_ids: np.ndarray, epoch: int, 
     writer.add_image("samples/real_prediction_dream", strip, epoch, dataformats="HWC")
 
 
+def evaluate(mdrnn: MDRNN, latents: Latents, ids: np.ndarray, args, device) -> dict[str, float]:
+    """Step-weighted mean losses over every window of rollouts ``ids``, with the same z draws each epoch."""
+    mdrnn.eval()
+    windows = sequence_windows(latents, ids, args.seq_len)
+    if args.max_batches:
+        windows = windows[: args.max_batches * args.batch_size]
+    totals, n_steps = dict.fromkeys(("loss", "gmm", "bce", "mse"), 0.0), 0.0
+    generator = torch.Generator().manual_seed(args.seed)  # the same z draws every epoch: comparable losses
+    with torch.no_grad():
+        for b in range(0, len(windows), args.batch_size):
+            batch = make_batch(latents, windows[b : b + args.batch_size], args.seq_len, device, generator)
+            terms = losses(mdrnn, batch, reward=not args.no_reward)
+            steps = batch["mask"].sum().item()
+            for k in totals:
+                totals[k] += terms[k].item() * steps
+            n_steps += steps
+    return {k: v / max(n_steps, 1) for k, v in totals.items()}
+
+
 def main(args) -> list[dict[str, float]]:
-    """Train M; returns one dict of losses per epoch run."""
+    """Train M, resuming from ``<logdir>/mdrnn/checkpoint.tar`` unless --noreload; returns the history."""
     device = resolve_device(args.device)
     seed_everything(args.seed)
-    vae, vae_ckpt = load_vae(args.logdir, device)
-    vae_args = vae_ckpt.get("args", {})
-    rootdir = args.dataset or Path(vae_args.get("dataset", "datasets/carracing"))
+    logdir = Logdir(args.logdir)
+    vae, _ = load_vae(logdir.root, device)
+    data = load_data_record(logdir.root)
+    env = get_env_spec(data.env)
+    rootdir = args.dataset or Path(data.rootdir)
     files = list_rollouts(rootdir)
-    test_fraction = float(vae_args.get("test_fraction", 0.1))
-    _, test_files = split_rollouts(files, test_fraction, rootdir)
-    vae_path = vae_dir(args.logdir) / "best.tar"
     latents, rebuilt = load_or_build_latents(
-        cache_path_for(args.logdir), files, rootdir, vae, vae_path, vae_ckpt["preprocessing"], device
+        logdir.latents, files, rootdir, vae, logdir.best("vae"), data.env, data.preprocessing, device
     )
     print(
-        f"latents: {len(latents.names)} rollouts, {len(latents.actions)} steps "
+        f"latents: {len(latents.names)} {data.env} rollouts, {len(latents.actions)} steps "
         f"({'encoded now' if rebuilt else 'from cache'})"
     )
-    train_ids, test_ids = split_indices(latents, {str(p.relative_to(rootdir)) for p in test_files})
+    _, test_names = split_names(list(latents.names), data.test_fraction)
+    is_test = np.isin(latents.names, test_names)
+    train_ids, test_ids = np.flatnonzero(~is_test), np.flatnonzero(is_test)
     if len(train_ids) == 0:
         raise UserError(f"{rootdir}: no training rollouts after the train/test split; generate more rollouts")
 
-    out_dir = args.logdir / "mdrnn"
-    checkpoint_path = out_dir / "checkpoint.tar"
-    vae_id = file_digest(vae_path)
-    config = {"latent": vae.latent, "action": 3, "hidden": args.hidden, "gaussians": args.gaussians}
-    existing = None
-    if checkpoint_path.is_file() and not args.noreload:
-        existing = load_checkpoint(checkpoint_path, hint="delete it or rerun with --noreload")
-        if existing.get("vae_id") != vae_id:
+    out = logdir.stage("mdrnn")
+    vae_id = file_digest(logdir.best("vae"))
+    sizes = env.model
+    config = {
+        "latent": vae.latent,
+        "action": env.action_size,
+        "hidden": args.hidden or sizes.hidden,
+        "gaussians": args.gaussians or sizes.gaussians,
+    }
+    state = resume_checkpoint(out, args.noreload)
+    if state is not None:
+        if state.get("vae_id") != vae_id:
             raise UserError(
-                f"{checkpoint_path} was trained on another VAE than {vae_path}; "
+                f"{logdir.checkpoint('mdrnn')} was trained on another VAE than {logdir.best('vae')}; "
                 f"rerun with --noreload to train M afresh on this VAE"
             )
-        config = existing["model_config"]
+        config = state["model_config"]
     mdrnn = MDRNN.from_config(config).to(device)
     optimizer = torch.optim.Adam(mdrnn.parameters(), lr=args.lr)
     scheduler = plateau_scheduler(optimizer, args.lr_patience)
     early = EarlyStopping(args.patience)
-    start_epoch = 1
-    if existing is not None:
-        start_epoch = restore(existing, mdrnn, optimizer, scheduler, early)
-        scheduler.patience = args.lr_patience
-        print(f"resuming {checkpoint_path} at epoch {start_epoch} (best test loss {early.best:.4f})")
-    save_args(args, out_dir)
-    writer = make_writer(out_dir)
-    history = []
-    if start_epoch > args.epochs:
-        print(f"{checkpoint_path} has done {start_epoch - 1} epochs already; raise --epochs to train more")
-    for epoch in range(start_epoch, args.epochs + 1):
-        if early.stop:
-            print(f"early stopping: no improvement in {early.patience} epochs")
-            break
+
+    def epoch_fn(epoch: int, step: int, writer) -> tuple[dict, dict, int]:
         mdrnn.train()
         # Streams seeded per epoch: a resumed run draws exactly what an uninterrupted one would.
         batch_rng = np.random.default_rng(derive_seed(args.seed, epoch))
@@ -229,7 +231,7 @@ def main(args) -> list[dict[str, float]]:
         n_batches = -(-len(windows) // args.batch_size)
         if args.max_batches:
             n_batches = min(n_batches, args.max_batches)
-        totals = {k: 0.0 for k in ("loss", "gmm", "bce", "mse")}
+        totals = dict.fromkeys(("loss", "gmm", "bce", "mse"), 0.0)
         start = time.perf_counter()
         bar = tqdm(range(n_batches), desc=f"epoch {epoch}", unit="batch", dynamic_ncols=True, leave=False)
         for b in bar:
@@ -242,6 +244,7 @@ def main(args) -> list[dict[str, float]]:
             if args.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(mdrnn.parameters(), args.grad_clip)
             optimizer.step()
+            step += 1
             for k in totals:
                 totals[k] += terms[k].item()
             bar.set_postfix(
@@ -250,62 +253,15 @@ def main(args) -> list[dict[str, float]]:
             )
         bar.close()
         train = {k: v / n_batches for k, v in totals.items()}
+        test = evaluate(mdrnn, latents, test_ids if len(test_ids) else train_ids, args, device)
+        return train, test, step
 
-        mdrnn.eval()
-        test_windows = sequence_windows(latents, test_ids if len(test_ids) else train_ids, args.seq_len)
-        test_totals, test_steps = {k: 0.0 for k in totals}, 0.0
-        eval_gen = torch.Generator().manual_seed(args.seed)  # the same z draws every epoch: comparable losses
-        with torch.no_grad():
-            for b in range(0, len(test_windows), args.batch_size):
-                batch = make_batch(
-                    latents, test_windows[b : b + args.batch_size], args.seq_len, device, eval_gen
-                )
-                terms = losses(mdrnn, batch, reward=not args.no_reward)
-                steps = batch["mask"].sum().item()
-                for k in test_totals:
-                    test_totals[k] += terms[k].item() * steps
-                test_steps += steps
-        test = {k: v / max(test_steps, 1) for k, v in test_totals.items()}
-        scheduler.step(test["loss"])
-        improved = early.step(test["loss"])
-        lr = optimizer.param_groups[0]["lr"]
-        state = training_state(
-            mdrnn,
-            optimizer,
-            scheduler,
-            early,
-            epoch,
-            vae_id=vae_id,
-            reward_head=not args.no_reward,
-            test_loss=test["loss"],
-            args=vars(args),
-        )
-        # best.tar first: a run killed between the two writes redoes this epoch and rewrites both.
-        if improved:
-            save_checkpoint(state, out_dir / "best.tar")
-        save_checkpoint(state, checkpoint_path)
-        for k in totals:
-            writer.add_scalar(f"train/{k}", train[k], epoch)
-            writer.add_scalar(f"test/{k}", test[k], epoch)
-        writer.add_scalar("train/lr", lr, epoch)
+    def pictures(epoch: int, writer) -> None:
         if not args.nosamples:
             write_visuals(mdrnn, vae, latents, test_ids, epoch, args, writer, device)
-        writer.flush()
-        elapsed = time.perf_counter() - start
-        print(
-            f"epoch {epoch:3d} | train {train['loss']:.4f} (gmm {train['gmm']:.2f} bce {train['bce']:.4f} "
-            f"mse {train['mse']:.4f}) | test {test['loss']:.4f} (gmm {test['gmm']:.2f} bce {test['bce']:.4f} "
-            f"mse {test['mse']:.4f}) | lr {lr:.1e} | {elapsed:.1f} s{' | best' if improved else ''}"
-        )
-        history.append(
-            {
-                "epoch": epoch,
-                **{f"train_{k}": v for k, v in train.items()},
-                **{f"test_{k}": v for k, v in test.items()},
-            }
-        )
-    writer.close()
-    return history
+
+    extra = {"vae_id": vae_id, "reward_head": not args.no_reward}
+    return train_epochs(out, args, mdrnn, optimizer, scheduler, early, state, epoch_fn, extra, pictures)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from gymnasium.envs.box2d.car_racing import CarRacing
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from envs.car_racing import FastCarRacing  # noqa: E402
+from envs.fast_car_racing import FastCarRacing  # noqa: E402
 
 
 def brownian_actions(rng: np.random.Generator, n: int) -> np.ndarray:

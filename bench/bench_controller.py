@@ -6,8 +6,8 @@ Usage:
 Rows, all measured in this run on the same env with the same step budget:
   * bare env: one CarRacing stepped with brownian actions, no models (the ceiling);
   * earlier ports' design: one env and batch-1 V/M/C inference per worker;
-  * this engine: --envs-per-worker envs per worker, V, M and C batched over them;
-  * the same with every worker process (the whole machine).
+  * an episode worker: --envs-per-worker envs per worker, V, M and C batched over them;
+  * the episode pool: the same in every worker process (the whole machine).
 Models are freshly initialised (weights do not change the cost); episodes are capped at --steps.
 """
 
@@ -23,17 +23,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from data.policies import brownian_actions  # noqa: E402
-from envs import RENDERERS, make_env  # noqa: E402
-from models.controller import controller_vector_size  # noqa: E402
+from driving.agent import Agent, AgentSpec, random_agent_spec  # noqa: E402
+from driving.episode import Episode, EpisodeSettings, drive_chunk  # noqa: E402
+from driving.pool import WorkerPool  # noqa: E402
+from envs import get_env_spec, make_env  # noqa: E402
+from envs.policies import brownian_actions  # noqa: E402
+from models.controller import ControllerConfig  # noqa: E402
 from utils.cli import make_parser, positive_int  # noqa: E402
-from utils.engine import WorkerPool  # noqa: E402
-from utils.rollout import BatchedAgent, Episode, EpisodeSettings, random_bundle, run_chunk  # noqa: E402
 
 
 def episodes(n: int, seed: int = 0) -> list[Episode]:
     rng = np.random.default_rng(seed)
-    dim = controller_vector_size()
+    dim = ControllerConfig(32, 256, 3).vector_size
     return [Episode(i, (rng.standard_normal(dim) * 0.1).astype(np.float32), 1000 + i) for i in range(n)]
 
 
@@ -54,21 +55,21 @@ def bare_env(renderer: str, steps: int, n: int) -> float:
     return total / elapsed
 
 
-def in_process(bundle: dict, settings: EpisodeSettings, n: int, per_chunk: int) -> float:
-    """One worker's loop, in this process on one thread (what each worker does)."""
-    agent = BatchedAgent(bundle)
+def in_process(spec: AgentSpec, settings: EpisodeSettings, n: int, per_chunk: int) -> float:
+    """One episode worker's loop, in this process on one thread (what each worker does)."""
+    agent = Agent(spec)
     envs = [
         make_env(renderer=settings.renderer, max_episode_steps=settings.max_steps) for _ in range(per_chunk)
     ]
     eps = episodes(n)
     total, start = 0, time.perf_counter()
     for i in range(0, n, per_chunk):
-        total += sum(s for _, s in run_chunk(agent, envs, eps[i : i + per_chunk], settings))
+        total += sum(s for _, s in drive_chunk(agent, envs, eps[i : i + per_chunk], settings))
     return total / (time.perf_counter() - start)
 
 
-def pooled(bundle: dict, settings: EpisodeSettings, n: int, per_chunk: int, workers: int) -> float:
-    with WorkerPool(bundle, settings, workers, per_chunk) as pool:
+def pooled(spec: AgentSpec, settings: EpisodeSettings, n: int, per_chunk: int, workers: int) -> float:
+    with WorkerPool(spec, settings, workers, per_chunk) as pool:
         pool.evaluate(episodes(workers * per_chunk, seed=1))  # warm-up: workers start, import, build envs
         start = time.perf_counter()
         results = pool.evaluate(episodes(n))
@@ -79,29 +80,31 @@ def main() -> None:
     parser = make_parser(__doc__)
     parser.add_argument("--steps", type=positive_int, default=300, help="steps per episode")
     parser.add_argument("--episodes", type=positive_int, default=8, help="episodes per row")
-    parser.add_argument("--envs-per-worker", type=positive_int, default=8, help="the engine's chunk size")
+    parser.add_argument(
+        "--envs-per-worker", type=positive_int, default=8, help="an episode worker's chunk size"
+    )
     parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, help="all-workers row")
     parser.add_argument(
         "--renderers",
         nargs="+",
-        choices=RENDERERS,
+        choices=get_env_spec("carracing").renderers,
         default=["fast", "stock"],
         help="CarRacing implementations to measure, each with its own bare-env row",
     )
     args = parser.parse_args()
     torch.set_num_threads(1)
-    bundle = random_bundle()
+    spec = random_agent_spec(seed=0, env="carracing")
     k = args.envs_per_worker
     for renderer in args.renderers:
-        settings = EpisodeSettings(max_steps=args.steps, renderer=renderer)
+        settings = EpisodeSettings(max_steps=args.steps, renderer=renderer, z_mode="mu")
         bare = bare_env(renderer, args.steps, 2)
         rows = [
             ("bare env, 1 core", bare),
-            ("earlier design: 1 env, batch-1 V+M+C, 1 core", in_process(bundle, settings, args.episodes, 1)),
-            (f"engine: {k} envs batched, 1 core", in_process(bundle, settings, args.episodes, k)),
+            ("earlier design: 1 env, batch-1 V+M+C, 1 core", in_process(spec, settings, args.episodes, 1)),
+            (f"episode worker: {k} envs batched, 1 core", in_process(spec, settings, args.episodes, k)),
             (
-                f"engine: {args.workers} workers x {k} envs",
-                pooled(bundle, settings, args.episodes * args.workers, k, args.workers),
+                f"episode pool: {args.workers} workers x {k} envs",
+                pooled(spec, settings, args.episodes * args.workers, k, args.workers),
             ),
         ]
         print(f"\nrenderer {renderer}, episodes of {args.steps} steps, torch threads per worker 1")

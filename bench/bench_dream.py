@@ -20,9 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from envs import make_env  # noqa: E402
-from models.controller import controller_vector_size  # noqa: E402
-from models.dream import dream_returns  # noqa: E402
+from envs import get_env_spec, make_env  # noqa: E402
+from models.controller import ControllerBatch, ControllerConfig  # noqa: E402
+from models.dream import Dream, dream_returns  # noqa: E402
 from models.mdrnn import MDRNNCell  # noqa: E402
 from utils.cli import make_parser, positive_int, run  # noqa: E402
 
@@ -47,13 +47,15 @@ def dream_rate(rows: int, steps: int) -> float:
     cell = MDRNNCell().eval()
     with torch.no_grad():
         cell.termination_linear.bias.fill_(-20.0)  # no row ends: every step counts all rows
-    params = (
-        np.random.default_rng(0).standard_normal((rows, controller_vector_size())).astype(np.float32) * 0.1
-    )
+    config = ControllerConfig(cell.latent, cell.hidden, 3)
+    squash = get_env_spec("carracing").squash
+    params = np.random.default_rng(0).standard_normal((rows, config.vector_size)).astype(np.float32) * 0.1
     start = torch.randn(rows, cell.latent)
-    dream_returns(cell, params, start, 5, 1.0, torch.Generator().manual_seed(0))  # warm-up
+    warm_up = Dream(cell, 1.0, "threshold", torch.Generator().manual_seed(0))
+    dream_returns(warm_up, ControllerBatch(config, params), squash, start, 5)
     t0 = time.perf_counter()
-    _, lengths = dream_returns(cell, params, start, steps, 1.0, torch.Generator().manual_seed(1))
+    dream = Dream(cell, 1.0, "threshold", torch.Generator().manual_seed(1))
+    _, lengths = dream_returns(dream, ControllerBatch(config, params), squash, start, steps)
     elapsed = time.perf_counter() - t0
     return float(lengths.sum()) / elapsed
 

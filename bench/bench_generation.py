@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 from data import generation_script  # noqa: E402
-from data.policies import brownian_actions  # noqa: E402
-from envs import RENDERERS, make_env  # noqa: E402
+from envs import get_env_spec, make_env  # noqa: E402
+from envs.policies import brownian_actions  # noqa: E402
 from utils.cli import make_parser, positive_int  # noqa: E402
 
 
@@ -67,11 +67,12 @@ def main() -> None:
     parser.add_argument("--steps", type=positive_int, default=500, help="env steps for the env row")
     parser.add_argument("--rollouts", type=positive_int, default=4, help="rollouts per generation row")
     parser.add_argument("--max-steps", type=positive_int, default=250, help="steps per rollout")
+    renderers = get_env_spec("carracing").renderers
     parser.add_argument(
         "--renderers",
         nargs="+",
-        choices=RENDERERS,
-        default=list(RENDERERS),
+        choices=renderers,
+        default=list(renderers),
         help="CarRacing implementations to measure",
     )
     args = parser.parse_args()

@@ -10,7 +10,7 @@ their environments; "pool start" includes one warm-up generation), then --genera
 same work, same returns (checked). Models are freshly initialised, as in bench_controller.py. Ray runs
 a local instance started here; its start-up is reported apart.
 
-Ray starts its workers with OMP_NUM_THREADS=1; the local engine's workers inherit the shell's, and
+Ray starts its workers with OMP_NUM_THREADS=1; the local pool's episode workers inherit the shell's, and
 numpy's OpenBLAS then runs several threads in each worker (measured here: 3-6x slower generations on
 a shared 2-core machine). Run with OMP_NUM_THREADS=1 for a like-for-like comparison.
 """
@@ -26,41 +26,39 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from models.controller import controller_vector_size  # noqa: E402
+from driving.agent import AgentSpec, random_agent_spec  # noqa: E402
+from driving.episode import Episode, EpisodeSettings  # noqa: E402
+from driving.pool import make_pool  # noqa: E402
+from envs import get_env_spec  # noqa: E402
 from utils.cli import make_parser, positive_int  # noqa: E402
-from utils.engine import make_pool  # noqa: E402
-from utils.rollout import (  # noqa: E402
-    Episode,
-    EpisodeSettings,
-    random_bundle,  # noqa: E402
-)
+from utils.ray_cluster import init_ray  # noqa: E402  (imports Ray itself only when called)
 
 
-def generation(g: int, pop: int, samples: int) -> list[Episode]:
+def generation(g: int, pop: int, samples: int, dim: int) -> list[Episode]:
     """A generation's episodes: ``pop`` random candidates, each on the same ``samples`` tracks."""
     rng = np.random.default_rng(g)
-    params = (rng.standard_normal((pop, controller_vector_size())) * 0.1).astype(np.float32)
+    params = (rng.standard_normal((pop, dim)) * 0.1).astype(np.float32)
     return [
         Episode(c * samples + s, params[c], 1000 + 10 * g + s) for c in range(pop) for s in range(samples)
     ]
 
 
-def measure(workers: int, args, bundle: dict, settings: EpisodeSettings) -> dict:
+def measure(workers: int, args, spec: AgentSpec, settings: EpisodeSettings) -> dict:
     """Both backends' pools side by side, their generations interleaved so that both see the same load."""
-    out = {}
+    out, dim = {}, spec.controller.vector_size
     with ExitStack() as stack:
         pools = {}
         for backend in ("local", "ray"):
             start = time.perf_counter()
             pools[backend] = stack.enter_context(
-                make_pool(backend, None, bundle, settings, workers, args.envs_per_worker)
+                make_pool(backend, None, spec, settings, workers, args.envs_per_worker)
             )
-            pools[backend].evaluate(generation(0, args.pop_size, args.n_samples))  # warm-up: all built
+            pools[backend].evaluate(generation(0, args.pop_size, args.n_samples, dim))  # warm-up: all built
             out[backend] = {"start": time.perf_counter() - start, "times": [], "returns": []}
         for g in range(1, args.generations + 1):
             for backend, pool in pools.items():
                 t = time.perf_counter()
-                results = pool.evaluate(generation(g, args.pop_size, args.n_samples))
+                results = pool.evaluate(generation(g, args.pop_size, args.n_samples, dim))
                 out[backend]["times"].append(time.perf_counter() - t)
                 out[backend]["returns"].append([results[k].episode_return for k in sorted(results)])
     for m in out.values():
@@ -77,10 +75,9 @@ def main() -> None:
     parser.add_argument("--envs-per-worker", type=positive_int, default=4, help="chunk size")
     parser.add_argument("--workers", type=positive_int, default=2, help="the largest worker count")
     args = parser.parse_args()
-    bundle = random_bundle()
-    settings = EpisodeSettings(max_steps=args.steps)
-
-    from utils.ray_backend import init_ray
+    spec = random_agent_spec(seed=0, env="carracing")
+    renderer = get_env_spec("carracing").default_renderer
+    settings = EpisodeSettings(max_steps=args.steps, renderer=renderer, z_mode="mu")
 
     t = time.perf_counter()
     ray = init_ray(None)
@@ -88,7 +85,7 @@ def main() -> None:
     episodes = args.pop_size * args.n_samples
     rows = []
     for workers in sorted({1, args.workers}):
-        m = measure(workers, args, bundle, settings)
+        m = measure(workers, args, spec, settings)
         local, on_ray = m["local"], m["ray"]
         assert on_ray["returns"] == local["returns"], "the backends disagree"
         rows.append((workers, local, on_ray))

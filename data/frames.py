@@ -3,7 +3,7 @@
 Decompressing ``.npz`` files is the slow part of reading rollouts, so it is done once: the frames of
 all files (each rollout's ``observations`` followed by its ``final_observation``, T + 1 frames) are
 written in sorted file order to ``<cache_dir>/frames-<key>.u8``, a raw (N, 64, 64, 3) uint8 array,
-with ``frames-<key>.json`` beside it (per-file offsets and lengths, preprocessing). ``<key>`` hashes
+with ``frames-<key>.json`` beside it (per-file offsets and lengths, env and preprocessing). ``<key>`` hashes
 the list of files with their sizes and modification times, so adding, removing or rewriting a
 rollout builds a new cache (and deletes the old one). Both files are written atomically and the
 index last, so a killed build leaves no cache that looks complete.
@@ -14,7 +14,7 @@ gather and one torch conversion per batch.
 Usage (what trainvae.py does)::
 
     cache = FrameCache.open(rootdir)                 # builds it on first use
-    train, test = cache.split(test_fraction)         # the same split as data.rollouts.split_rollouts
+    train, test = cache.split(test_fraction)         # data.rollouts.split_names, as every stage
     for frames in cache.batches(train, batch_size, rng=np.random.default_rng(seed)):
         x = frames_to_tensor(frames, device)         # (B, 3, 64, 64) float
 """
@@ -33,8 +33,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from data.rollouts import list_rollouts, load_rollout, split_rollouts
+from data.rollouts import list_rollouts, load_rollout, split_names
+from envs import DEFAULT_ENV
 from utils.checkpoint import atomic_write
 from utils.cli import UserError
 
@@ -52,10 +54,10 @@ def cache_key(files: list[Path], rootdir: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _read_frames(path: Path) -> tuple[np.ndarray, str]:
-    """(T + 1, 64, 64, 3) uint8 frames of one validated rollout file, and its preprocessing."""
+def _read_frames(path: Path) -> tuple[np.ndarray, tuple[str, str]]:
+    """(T + 1, 64, 64, 3) uint8 frames of one validated rollout file, and its (env, preprocessing)."""
     rollout = load_rollout(path, FRAME_SHAPE)
-    return rollout.frames, rollout.preprocessing
+    return rollout.frames, (rollout.env, rollout.preprocessing)
 
 
 @dataclass
@@ -71,6 +73,7 @@ class FrameCache:
     files: list[str]
     offsets: np.ndarray
     lengths: np.ndarray
+    env: str
     preprocessing: str
     skipped: list[str]
     path: Path
@@ -91,8 +94,8 @@ class FrameCache:
 
         Args:
             cache_dir: where the cache lives; default ``<rootdir>/.cache``.
-            skip_bad_files: warn about and leave out unreadable files and files whose preprocessing
-                differs from the first good file; otherwise each of these is a :class:`UserError`.
+            skip_bad_files: warn about and leave out unreadable files and files whose env or
+                preprocessing differs from the first good file; otherwise each is a :class:`UserError`.
             workers: threads decompressing files during a build.
         """
         rootdir = Path(rootdir)
@@ -118,6 +121,7 @@ class FrameCache:
             files=index["files"],
             offsets=np.asarray(index["offsets"], dtype=np.int64),
             lengths=np.asarray(index["lengths"], dtype=np.int64),
+            env=index.get("env", DEFAULT_ENV),  # caches built before envs had specs: CarRacing
             preprocessing=index["preprocessing"],
             skipped=index["skipped"],
             path=data_path,
@@ -146,8 +150,8 @@ class FrameCache:
         return self.frames[self.offsets[i] : self.offsets[i] + self.lengths[i]]
 
     def split(self, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-        """Frame indices of the train and test rollouts of :func:`data.rollouts.split_rollouts`."""
-        train, test = split_rollouts([self.rootdir / f for f in self.files], test_fraction, self.rootdir)
+        """Frame indices of the train and test rollouts of :func:`data.rollouts.split_names`."""
+        train, test = split_names(self.files, test_fraction)
         return self.frame_indices(train), self.frame_indices(test)
 
     def batches(
@@ -180,11 +184,9 @@ def _build(
     workers: int,
     verbose: bool,
 ) -> None:
-    from tqdm import tqdm
-
     cache_dir = data_path.parent
     offsets, lengths, kept, skipped = [], [], [], []
-    preprocessing: str | None = None
+    kind: tuple[str, str] | None = None  # (env, preprocessing) of the first good file
     first_file: Path | None = None
 
     def reject(path: Path, message: str) -> None:
@@ -194,7 +196,7 @@ def _build(
         skipped.append(str(path.relative_to(rootdir)))
 
     def write(f) -> None:
-        nonlocal preprocessing, first_file
+        nonlocal kind, first_file
         n = 0
         # Decompress up to 2 * workers files ahead, write them in order: bounded memory, sorted layout.
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -212,17 +214,19 @@ def _build(
                 path, fut = pending.popleft()
                 bar.update(1)
                 try:
-                    frames, prep = fut.result()
+                    frames, this = fut.result()
                 except UserError as err:
                     reject(path, str(err))
                     continue
-                if preprocessing is None:
-                    preprocessing, first_file = prep, path
-                elif prep != preprocessing:
+                if kind is None:
+                    kind, first_file = this, path
+                elif this != kind:
+                    what = "env" if this[0] != kind[0] else "preprocessing"
                     reject(
                         path,
-                        f"{path}: preprocessing {prep!r} differs from {preprocessing!r} of {first_file}; "
-                        f"one dataset must use one preprocessing (regenerate it or move it elsewhere)",
+                        f"{path}: {what} {this[what == 'preprocessing']!r} differs from "
+                        f"{kind[what == 'preprocessing']!r} of {first_file}; one dataset holds one env "
+                        f"and one preprocessing (move the other files elsewhere)",
                     )
                     continue
                 f.write(np.ascontiguousarray(frames).data)
@@ -252,7 +256,8 @@ def _build(
         "files": kept,
         "offsets": offsets,
         "lengths": lengths,
-        "preprocessing": preprocessing,
+        "env": kind[0],
+        "preprocessing": kind[1],
         "skipped": skipped,
     }
     atomic_write(index_path, lambda f: f.write(json.dumps(index).encode()))

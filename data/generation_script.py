@@ -1,14 +1,19 @@
-"""Generate CarRacing rollouts with a random policy, one compressed .npz per episode.
+"""Generate rollouts of an env with a random policy, one compressed .npz per episode.
 
 Usage:
     python data/generation_script.py --rollouts 1000 --rootdir datasets/carracing --threads 8
+    python data/generation_script.py --env carracing-discrete --rollouts 100 --rootdir datasets/discrete
+
+Every file records its env (``--env``, a spec of envs/) and preprocessing; later stages read them from
+the files and checkpoints, never from a flag. The random policies, renderers, preprocessings and the
+episode cap are the env's (see its spec).
 
 Rollout i's track and actions derive from (--seed, i) alone, so the same seed gives the same files
 whatever --threads is. Files appear atomically; rerunning into the same --rootdir skips finished
 rollouts. See data/rollouts.py for the file layout and its time alignment.
 
 Iterative training: --policy controller --logdir exp_dir drives <logdir>/ctrl/best.tar (with V and M
-from the logdir; see data/controller_policy.py), adding --noise to its actions, so V and M can be
+from the logdir; see driving/controller_policy.py), adding --noise to its actions, so V and M can be
 retrained on the states a good driver visits.
 """
 
@@ -17,9 +22,11 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import sys
+import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
@@ -28,19 +35,39 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np
 from tqdm import tqdm
 
-from data.policies import POLICIES, make_policy
 from data.rollouts import Rollout, rollout_name, save_rollout
-from envs import DEFAULT_RENDERER, ENV_ID, MAX_EPISODE_STEPS, RENDERERS, make_env
-from envs.preprocess import DEFAULT_PREPROCESSING, PREPROCESSINGS, preprocess
+from driving.agent import AgentSpec
+from driving.controller_policy import ControllerPolicy
+from envs import DEFAULT_ENV, EnvSpec, available_envs, get_env_spec
+from experiment.logdir import load_agent
 from utils.checkpoint import atomic_write, remove_stale_temporaries
 from utils.cli import UserError, make_parser, positive_int, run
 from utils.processes import exit_with_parent
-from utils.ray_backend import add_backend_flags
+from utils.ray_cluster import add_backend_flags, import_ray, init_ray
 from utils.seeding import derive_seed
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every generation worker needs (the same for all rollouts of a run)."""
+
+    rootdir: str
+    env: str
+    seed: int
+    policy: str
+    max_steps: int
+    preprocessing: str
+    renderer: str
+    agent: AgentSpec | None = None  # --policy controller: the agent that drives ...
+    params: np.ndarray | None = None  # ... with this controller
+    noise: float = 0.0
 
 
 def build_parser():
     parser = make_parser(__doc__)
+    parser.add_argument(
+        "--env", default=DEFAULT_ENV, help="the game (a spec of envs/): " + ", ".join(available_envs())
+    )
     parser.add_argument("--rollouts", type=positive_int, default=1000, help="number of rollouts in total")
     parser.add_argument(
         "--rootdir",
@@ -57,10 +84,9 @@ def build_parser():
     )
     parser.add_argument(
         "--policy",
-        choices=(*POLICIES, "controller"),
-        default="brown",
-        help="brown (correlated random, drivable), white (i.i.d. uniform) or controller "
-        "(<logdir>/ctrl/best.tar, for iterative training)",
+        default=None,
+        help="a random policy of the env (default: its first; CarRacing: brown, correlated and drivable, or "
+        "white, i.i.d. uniform) or controller (<logdir>/ctrl/best.tar, for iterative training)",
     )
     parser.add_argument(
         "--logdir", type=Path, default=None, help="experiment whose V, M and C drive --policy controller"
@@ -75,102 +101,83 @@ def build_parser():
     parser.add_argument(
         "--max-steps",
         type=positive_int,
-        default=MAX_EPISODE_STEPS,
-        help="episode length cap (time limit); small values make smoke runs",
+        default=None,
+        help="episode length cap (default: the env's, 1000 for CarRacing); small values make smoke runs",
     )
     parser.add_argument(
         "--preprocessing",
-        choices=PREPROCESSINGS,
-        default=DEFAULT_PREPROCESSING,
-        help="crop84: drop the dashboard, as the paper; full: keep it",
+        default=None,
+        help="frame transform, one of the env's (default: its first; CarRacing: crop84 drops the dashboard, "
+        "as the paper; full keeps it)",
     )
     parser.add_argument(
         "--renderer",
-        choices=RENDERERS,
-        default=DEFAULT_RENDERER,
-        help="CarRacing implementation used to render frames",
+        default=None,
+        help="implementation of the env rendering the frames (default: the env's first; CarRacing: fast)",
     )
     add_backend_flags(parser)
     return parser
 
 
-def generate_rollout(
-    index: int,
-    rootdir: str,
-    seed: int,
-    policy: str,
-    max_steps: int,
-    preprocessing: str,
-    renderer: str,
-    logdir: str | None = None,
-    noise: float = 0.0,
-) -> tuple[int, int]:
-    """Run rollout ``index`` and write it to ``rootdir``; returns (index, steps).
-
-    ``logdir`` and ``noise`` are for ``policy='controller'`` only.
-    """
-    env = make_env(renderer=renderer, max_episode_steps=max_steps)
+def generate_rollout(index: int, job: Job) -> tuple[int, int]:
+    """Run rollout ``index`` and write it to ``job.rootdir``; returns (index, steps)."""
+    env_spec = get_env_spec(job.env)
+    env = env_spec.make_env(job.renderer, None, job.max_steps)
     try:
-        track_seed = derive_seed(seed, index, 0)
-        rng = np.random.default_rng(derive_seed(seed, index, 1))
-        low, high = env.action_space.low, env.action_space.high
-        if policy == "controller":
-            from data.controller_policy import ControllerPolicy
-
-            drive = ControllerPolicy(logdir, rng, low, high, noise)
+        track_seed = derive_seed(job.seed, index, 0)
+        rng = np.random.default_rng(derive_seed(job.seed, index, 1))
+        if job.policy == "controller":
+            drive = ControllerPolicy(job.agent, job.params, rng, job.noise)
             act = lambda t: drive(frames[-1])  # noqa: E731  C sees the frame it is acting on
         else:
-            act = make_policy(policy, rng, low, high, max_steps)
+            actions = env_spec.policies[job.policy](rng, job.max_steps)
+            act = lambda t: actions[t]  # noqa: E731
         obs, _ = env.reset(seed=track_seed)
-        frames, actions, rewards, terminals = [preprocess(obs, preprocessing)], [], [], []
+        frames, actions_taken, rewards, terminals = [env_spec.preprocess(obs, job.preprocessing)], [], [], []
         truncated = False
-        for t in range(max_steps):
+        for t in range(job.max_steps):
             action = act(t)
-            obs, reward, terminated, truncated, _ = env.step(action)
-            actions.append(action)
+            obs, reward, terminated, truncated, _ = env.step(env_spec.to_env_action(action))
+            actions_taken.append(action)
             rewards.append(reward)
             terminals.append(terminated)
             if terminated or truncated:
                 break
-            frames.append(preprocess(obs, preprocessing))
+            frames.append(env_spec.preprocess(obs, job.preprocessing))
         rollout = Rollout(
             observations=np.stack(frames),
-            actions=np.stack(actions).astype(np.float32),
+            actions=np.stack(actions_taken).astype(np.float32),
             rewards=np.asarray(rewards, np.float32),
             terminals=np.asarray(terminals, bool),
-            final_observation=preprocess(obs, preprocessing),
+            final_observation=env_spec.preprocess(obs, job.preprocessing),
             truncated=bool(truncated),
-            preprocessing=preprocessing,
-            seed=seed,
+            preprocessing=job.preprocessing,
+            seed=job.seed,
             index=index,
             track_seed=track_seed,
-            policy=policy,
-            env=ENV_ID,
+            policy=job.policy,
+            env=env_spec.name,
         )
-        save_rollout(Path(rootdir) / rollout_name(index), rollout)
+        save_rollout(Path(job.rootdir) / rollout_name(index), rollout)
         return index, len(rollout)
     finally:
         env.close()
 
 
-def generate_rollout_bytes(index: int, **job) -> tuple[int, int, bytes]:
+def generate_rollout_bytes(index: int, job: Job) -> tuple[int, int, bytes]:
     """:func:`generate_rollout` into a scratch directory; returns (index, steps, the file's bytes).
 
     What a Ray task runs: the file travels back to the driver, which writes it, so the nodes of a
     cluster need no shared file system.
     """
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="rollout-") as scratch:
-        _, n = generate_rollout(index, **{**job, "rootdir": scratch})
+        _, n = generate_rollout(index, replace(job, rootdir=scratch))
         return index, n, (Path(scratch) / rollout_name(index)).read_bytes()
 
 
-def generate_on_ray(todo: list[int], job: dict, address: str | None, record) -> None:
+def generate_on_ray(todo: list[int], job: Job, address: str | None, record) -> None:
     """One Ray task per rollout index, a bounded number in flight; Ray re-runs the task of a lost
     worker or node (max_retries), and a rollout's file depends on its index alone."""
-    from utils.ray_backend import init_ray
-
     ray = init_ray(address)
     task = ray.remote(num_cpus=1, max_retries=3)(generate_rollout_bytes)
     window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
@@ -178,10 +185,10 @@ def generate_on_ray(todo: list[int], job: dict, address: str | None, record) -> 
     try:
         while queue or in_flight:
             while queue and len(in_flight) < window:
-                in_flight.append(task.remote(queue.pop(), **job))
+                in_flight.append(task.remote(queue.pop(), job))
             ready, in_flight = ray.wait(in_flight, num_returns=1)
             index, n, data = ray.get(ready[0])
-            atomic_write(Path(job["rootdir"]) / rollout_name(index), lambda f, data=data: f.write(data))
+            atomic_write(Path(job.rootdir) / rollout_name(index), lambda f, data=data: f.write(data))
             record(index, n)
     except BaseException:
         for ref in in_flight:
@@ -202,25 +209,46 @@ def check_rootdir(rootdir: Path) -> None:
         ) from None
 
 
+def make_job(args, env: EnvSpec) -> Job:
+    """The run's job from the flags, each checked against the env's spec (one line when it has no such
+    policy, renderer or preprocessing)."""
+    policy = args.policy or env.default_policy
+    if policy not in (*env.policies, "controller"):
+        raise UserError(f"--policy {policy}: {env.name} has {', '.join(env.policies)} or controller")
+    renderer = args.renderer or env.default_renderer
+    if renderer not in env.renderers:
+        raise UserError(f"--renderer {renderer}: {env.name} has {', '.join(env.renderers)}")
+    preprocessing = args.preprocessing or env.default_preprocessing
+    if preprocessing not in env.preprocessings:
+        raise UserError(f"--preprocessing {preprocessing}: {env.name} has {', '.join(env.preprocessings)}")
+    job = Job(
+        str(args.rootdir),
+        env.name,
+        args.seed,
+        policy,
+        args.max_steps or env.max_episode_steps,
+        preprocessing,
+        renderer,
+    )
+    if policy != "controller":
+        return job
+    if args.logdir is None:
+        raise UserError("--policy controller needs --logdir, the experiment whose controller drives")
+    if args.noise < 0:
+        raise UserError(f"--noise must be >= 0, got {args.noise}")
+    agent, params, _ = load_agent(args.logdir)  # fails here, in one line, when a stage is missing
+    if agent.env != env.name:
+        raise UserError(f"--logdir {args.logdir} drives {agent.env}, not --env {env.name}")
+    if agent.preprocessing != preprocessing:
+        print(f"--policy controller: frames preprocessed as V was trained ({agent.preprocessing})")
+    return replace(job, preprocessing=agent.preprocessing, agent=agent, params=params, noise=args.noise)
+
+
 def main(args) -> list[int]:
     """Generate the missing rollouts of ``range(args.rollouts)``; returns the indices written."""
     if args.backend == "ray":
-        from utils.ray_backend import import_ray
-
         import_ray()  # missing Ray is one line, before any work
-    extra = {}
-    if args.policy == "controller":
-        from data.controller_policy import load_controller_agent
-
-        if args.logdir is None:
-            raise UserError("--policy controller needs --logdir, the experiment whose controller drives")
-        if args.noise < 0:
-            raise UserError(f"--noise must be >= 0, got {args.noise}")
-        bundle, _ = load_controller_agent(args.logdir)  # fails here, in one line, when a stage is missing
-        if bundle["preprocessing"] != args.preprocessing:
-            print(f"--policy controller: frames preprocessed as V was trained ({bundle['preprocessing']})")
-            args.preprocessing = bundle["preprocessing"]
-        extra = dict(logdir=str(args.logdir), noise=args.noise)
+    job = make_job(args, get_env_spec(args.env))
     check_rootdir(args.rootdir)
     remove_stale_temporaries(args.rootdir)
     todo = [i for i in range(args.rollouts) if not (args.rootdir / rollout_name(i)).exists()]
@@ -229,15 +257,6 @@ def main(args) -> list[int]:
         print(f"{args.rootdir}: {done} of {args.rollouts} rollouts already there, generating {len(todo)}")
     if not todo:
         return []
-    job = dict(
-        rootdir=str(args.rootdir),
-        seed=args.seed,
-        policy=args.policy,
-        max_steps=args.max_steps,
-        preprocessing=args.preprocessing,
-        renderer=args.renderer,
-        **extra,
-    )
     written, steps, start = [], 0, time.perf_counter()
     bar = tqdm(total=len(todo), desc="rollouts", unit="rollout", dynamic_ncols=True)
 
@@ -253,7 +272,7 @@ def main(args) -> list[int]:
             generate_on_ray(todo, job, args.ray_address, record)
         elif args.threads == 1:
             for i in todo:
-                record(*generate_rollout(i, **job))
+                record(*generate_rollout(i, job))
         else:
             # spawn: each worker starts clean (no inherited pygame/Box2D state); a worker that dies makes
             # the pool broken, which surfaces here instead of hanging.
@@ -264,7 +283,7 @@ def main(args) -> list[int]:
                 initializer=exit_with_parent,
                 initargs=(os.getpid(),),
             ) as pool:
-                pending = {pool.submit(generate_rollout, i, **job) for i in todo}
+                pending = {pool.submit(generate_rollout, i, job) for i in todo}
                 try:
                     while pending:
                         finished, pending = wait(pending, return_when=FIRST_COMPLETED)

@@ -4,12 +4,15 @@ The cache (``<logdir>/mdrnn/latents.npz``) holds, per rollout, mu and log sigma 
 o_0 .. o_T and the T actions, rewards and terminals. It carries a key made of the rollout files
 (names, sizes, modification times) and the VAE checkpoint's contents: another dataset or a retrained
 VAE rebuilds it. Training draws z = mu + sigma * eps afresh for every batch, as the paper does.
+
+Dreams start from the latents of real first frames: :func:`load_start_pool` reads them from the cache,
+or from the much smaller ``start_latents.npz`` that :func:`save_start_pool` keeps for exported logdirs.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,25 +20,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from data.frames import cache_key as files_key
 from data.rollouts import load_rollout
-from utils.checkpoint import atomic_write
+from models.vae import frames_to_tensor
+from utils.checkpoint import atomic_write, file_digest
 from utils.cli import UserError
 
 CACHE_VERSION = 1
 
 
-def file_digest(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def cache_key(files: list[Path], rootdir: Path, vae_path: Path) -> str:
     """Changes when any rollout file (see :func:`data.frames.cache_key`) or the VAE checkpoint changes."""
-    from data.frames import cache_key as files_key
-
     text = f"latents v{CACHE_VERSION} {files_key(files, rootdir)} {file_digest(vae_path)}"
     return hashlib.sha1(text.encode()).hexdigest()
 
@@ -50,7 +45,7 @@ class Latents:
 
     mu: np.ndarray  # (F, L) float32
     logsigma: np.ndarray  # (F, L) float32
-    actions: np.ndarray  # (S, 3) float32
+    actions: np.ndarray  # (S, A) float32
     rewards: np.ndarray  # (S,) float32
     terminals: np.ndarray  # (S,) bool
     frame_offsets: np.ndarray  # (R + 1,) int64
@@ -89,17 +84,22 @@ def encode_rollouts(
     files: list[Path],
     rootdir: Path,
     vae: torch.nn.Module,
+    env: str,
     preprocessing: str,
     device: torch.device,
     batch_size: int = 256,
 ) -> Latents:
-    """Encode every frame of ``files`` with ``vae.encode`` (batched, no decoder)."""
-    from models.vae import frames_to_tensor
-
+    """Encode every frame of ``files`` with ``vae.encode`` (batched, no decoder); every file must hold
+    ``env`` frames made with ``preprocessing``, as V's."""
     mus, logsigmas, actions, rewards, terminals, names = [], [], [], [], [], []
     frame_offsets, step_offsets = [0], [0]
     for path in tqdm(files, desc="encoding rollouts", unit="rollout", dynamic_ncols=True):
         r = load_rollout(path)
+        if r.env != env:
+            raise UserError(
+                f"{path}: a {r.env} rollout, but the VAE was trained on {env}; "
+                f"use one dataset for both stages"
+            )
         if r.preprocessing != preprocessing:
             raise UserError(
                 f"{path}: frames made with preprocessing '{r.preprocessing}' but the VAE was "
@@ -134,6 +134,7 @@ def load_or_build_latents(
     rootdir: Path,
     vae: torch.nn.Module,
     vae_path: Path,
+    env: str,
     preprocessing: str,
     device: torch.device,
 ) -> tuple[Latents, bool]:
@@ -146,7 +147,7 @@ def load_or_build_latents(
                 return cached, False
         except (OSError, ValueError, KeyError, TypeError):
             pass  # unreadable cache: rebuild it
-    latents = encode_rollouts(files, rootdir, vae, preprocessing, device)
+    latents = encode_rollouts(files, rootdir, vae, env, preprocessing, device)
     latents.key = key
     latents.save(cache_path)
     return latents, True
@@ -206,11 +207,30 @@ def make_batch(
     }
 
 
-def split_indices(latents: Latents, test_names: set[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Rollout indices of the train and test sets, by file name."""
-    is_test = np.array([n in test_names for n in latents.names], dtype=bool)
-    return np.flatnonzero(~is_test), np.flatnonzero(is_test)
+def save_start_pool(mu: np.ndarray, frame_offsets: np.ndarray, path: Path) -> None:
+    """Keep only each rollout's first-frame latent (a few KB) in ``path``: enough to start dreams where
+    real episodes start, without the whole latent cache. mu: (F, L); frame_offsets: (R + 1,)."""
+    first = np.ascontiguousarray(mu[frame_offsets[:-1]], dtype=np.float32)
+    buffer = io.BytesIO()
+    np.savez(buffer, mu=first, frame_offsets=np.arange(len(first) + 1, dtype=np.int64))
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
-def cache_path_for(logdir: str | os.PathLike) -> Path:
-    return Path(logdir) / "mdrnn" / "latents.npz"
+def load_start_pool(cache_path: Path, small_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Encoder means (F, L) and frame offsets (R + 1,) of the latent cache at ``cache_path``, else of the
+    first frames kept by :func:`save_start_pool` at ``small_path`` (then every start is a first frame).
+    One clear line when neither exists."""
+    if not cache_path.is_file():
+        if small_path.is_file():
+            with np.load(small_path, allow_pickle=False) as npz:
+                return npz["mu"], npz["frame_offsets"]
+        raise UserError(
+            f"no latent cache at {cache_path}: run trainmdrnn.py --logdir {cache_path.parent.parent} first"
+        )
+    latents = Latents.load(cache_path)
+    if len(latents.frame_offsets) < 2:
+        raise UserError(
+            f"{cache_path} holds no rollouts: "
+            f"rebuild it with trainmdrnn.py --logdir {cache_path.parent.parent}"
+        )
+    return latents.mu, latents.frame_offsets

@@ -6,29 +6,36 @@ Layout of a file with T steps (time alignment: action t is taken on observation 
 key                    shape, dtype        meaning
 =====================  ==================  ============================================================
 ``observations``       (T, 64, 64, 3) u8   o_0 .. o_{T-1}; o_0 is the frame returned by ``reset``
-``actions``            (T, 3) float32      a_t, taken on o_t
+``actions``            (T, A) float32      a_t, the agent action taken on o_t (A: the env's action_size)
 ``rewards``            (T,) float32        r_t, received for a_t
-``terminals``          (T,) bool           True only at a real termination caused by a_t (off the
-                                           playfield, or lap finished); never at a time-limit cut
+``terminals``          (T,) bool           True only at a real termination caused by a_t (CarRacing:
+                                           off the playfield, or lap finished); never at a time limit
 ``final_observation``  (64, 64, 3) u8      o_T, the frame after the last action (the next frame of
                                            step T-1), so every step has its successor
 ``truncated``          () bool             the episode ended on the time limit
-``preprocessing``      () str              how frames were made (see envs/preprocess.py)
+``preprocessing``      () str              how frames were made (a mode of the env's spec)
 ``seed``, ``index``    () int64            the run's ``--seed`` and this rollout's index
 ``track_seed``         () int64            the seed passed to ``env.reset``
-``policy``, ``env``    () str              the policy that acted, the Gymnasium env id
+``policy``, ``env``    () str              the policy that acted, the env's spec name (see envs/)
 =====================  ==================  ============================================================
+
+Files written before envs had specs record ``env`` as the Gymnasium id ``CarRacing-v3``: they load as
+``carracing``. A rollout directory holds one env and one preprocessing; :class:`DataRecord` is what V's
+checkpoint keeps of it, so that later stages find the same rollouts, split and frames.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from envs import DEFAULT_ENV, get_env_spec
 from utils.checkpoint import atomic_write
 from utils.cli import UserError
 
@@ -58,7 +65,7 @@ class Rollout:
     index: int = 0
     track_seed: int = 0
     policy: str = ""
-    env: str = "CarRacing-v3"
+    env: str = DEFAULT_ENV
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])
@@ -100,10 +107,14 @@ def load_rollout(path: str | os.PathLike, frame_shape: tuple[int, int, int] = (6
             f"{path}: corrupt or truncated rollout file ({err}); delete it and rerun "
             f"data/generation_script.py to regenerate it"
         ) from None
+    try:
+        env = get_env_spec(str(d["env"])).name
+    except UserError as err:
+        raise UserError(f"{path}: {err}") from None
     t = d["actions"].shape[0] if d["actions"].ndim == 2 else -1
     expected = {
         "observations": ((t, *frame_shape), np.uint8),
-        "actions": ((t, 3), np.float32),
+        "actions": ((t, get_env_spec(env).action_size), np.float32),
         "rewards": ((t,), np.float32),
         "terminals": ((t,), np.bool_),
         "final_observation": (frame_shape, np.uint8),
@@ -128,7 +139,7 @@ def load_rollout(path: str | os.PathLike, frame_shape: tuple[int, int, int] = (6
         index=int(d["index"]),
         track_seed=int(d["track_seed"]),
         policy=str(d["policy"]),
-        env=str(d["env"]),
+        env=env,
     )
 
 
@@ -151,30 +162,61 @@ def list_rollouts(rootdir: str | os.PathLike) -> list[Path]:
 
 def _stable_unit(name: str) -> float:
     """A number in [0, 1) that depends only on ``name`` (not on Python's hash seed)."""
-    import hashlib
-
     return int.from_bytes(hashlib.sha1(name.encode()).digest()[:8], "big") / 2.0**64
 
 
-def split_rollouts(
-    files: list[Path], test_fraction: float, rootdir: str | os.PathLike | None = None
-) -> tuple[list[Path], list[Path]]:
-    """Deterministic train/test split by rollout, the same for every stage.
+def split_names(names: list[str], test_fraction: float) -> tuple[list[str], list[str]]:
+    """Deterministic train/test split of rollouts by name (path relative to the dataset root): the one
+    split of every stage.
 
-    A file is in the test set when a hash of its path (relative to ``rootdir``) falls below
-    ``test_fraction``, so the split does not depend on listing order and adding rollouts never moves
-    an existing one across. With two or more files and ``test_fraction > 0`` both sets are non-empty.
-    Returns (train, test), each in sorted order.
+    A rollout is in the test set when a hash of its name falls below ``test_fraction``, so the split does
+    not depend on listing order and adding rollouts never moves an existing one across. With two or more
+    rollouts and ``test_fraction > 0`` both sets are non-empty. Returns (train, test), in the given order.
     """
-    keys = [str(p.relative_to(rootdir)) if rootdir is not None else p.name for p in files]
-    units = [_stable_unit(k) for k in keys]
+    units = [_stable_unit(n) for n in names]
     test_idx = {i for i, u in enumerate(units) if u < test_fraction}
-    if test_fraction > 0 and len(files) >= 2:
-        order = sorted(range(len(files)), key=units.__getitem__)
+    if test_fraction > 0 and len(names) >= 2:
+        order = sorted(range(len(names)), key=units.__getitem__)
         if not test_idx:
             test_idx = {order[0]}
-        elif len(test_idx) == len(files):
+        elif len(test_idx) == len(names):
             test_idx.discard(order[-1])
-    train = [p for i, p in enumerate(files) if i not in test_idx]
-    test = [p for i, p in enumerate(files) if i in test_idx]
+    train = [n for i, n in enumerate(names) if i not in test_idx]
+    test = [n for i, n in enumerate(names) if i in test_idx]
     return train, test
+
+
+@dataclass(frozen=True)
+class DataRecord:
+    """The rollouts a run was trained on, stored in V's checkpoint (``data``) for the stages after it.
+
+    Attributes:
+        rootdir: the rollout directory, absolute.
+        test_fraction: share of rollouts held out (:func:`split_names`).
+        env: the env spec's name.
+        preprocessing: the frame transform of every file.
+    """
+
+    rootdir: str
+    test_fraction: float
+    env: str
+    preprocessing: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict[str, Any], path: str | os.PathLike) -> DataRecord:
+        """The record of a V checkpoint; one written before records existed gives its dataset flag, test
+        fraction and preprocessing, and CarRacing."""
+        if "data" in checkpoint:
+            return cls(**checkpoint["data"])
+        args = checkpoint.get("args", {})
+        if "preprocessing" not in checkpoint:
+            raise UserError(f"{path}: not a VAE checkpoint of this project (no data record); retrain V")
+        return cls(
+            rootdir=str(Path(args.get("dataset", "datasets/carracing")).resolve()),
+            test_fraction=float(args.get("test_fraction", 0.1)),
+            env=DEFAULT_ENV,
+            preprocessing=str(checkpoint["preprocessing"]),
+        )

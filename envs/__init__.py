@@ -1,43 +1,58 @@
-"""Environment construction: every stage builds CarRacing through :func:`make_env`."""
+"""Environments, one spec each (:class:`envs.spec.EnvSpec`), looked up by name.
+
+The spec of ``--env NAME`` is the ``SPEC`` of the module ``envs/<NAME with - as _>.py``: adding a game is
+adding one file here. :func:`available_envs` lists every module of this package that defines a SPEC.
+"""
 
 from __future__ import annotations
 
-import gymnasium as gym
-from gymnasium.wrappers import TimeLimit
+import importlib
+import importlib.util
+import pkgutil
+from functools import cache
 
-ENV_ID = "CarRacing-v3"
-MAX_EPISODE_STEPS = 1000
-# fast: FastCarRacing, pixel-identical to stock and ~3x faster; stock: Gymnasium's class as shipped;
-# approx: FastCarRacing on a 4x smaller canvas, ~8x faster, not identical (generation and training only).
-RENDERERS: tuple[str, ...] = ("fast", "stock", "approx")
-DEFAULT_RENDERER = "fast"
+import gymnasium as gym
+
+from envs.spec import EnvSpec, ModelSizes  # noqa: F401  (the types a spec is made of)
+from utils.cli import UserError
+
+DEFAULT_ENV = "carracing"
+
+
+@cache
+def available_envs() -> tuple[str, ...]:
+    """Names of every env spec in this package."""
+    names = []
+    for module in pkgutil.iter_modules(__path__):
+        spec = getattr(importlib.import_module(f"{__name__}.{module.name}"), "SPEC", None)
+        if isinstance(spec, EnvSpec):
+            names.append(spec.name)
+    return tuple(sorted(names))
+
+
+@cache
+def get_env_spec(name: str = DEFAULT_ENV) -> EnvSpec:
+    """The spec of env ``name`` (or of a name older files recorded, e.g. ``CarRacing-v3``).
+
+    Raises :class:`UserError` listing the known envs when there is none.
+    """
+    module_name = name.replace("-", "_")
+    if module_name.isidentifier() and importlib.util.find_spec(f"{__name__}.{module_name}") is not None:
+        spec = getattr(importlib.import_module(f"{__name__}.{module_name}"), "SPEC", None)
+        if isinstance(spec, EnvSpec) and spec.name == name:
+            return spec
+    for known in available_envs():
+        spec = get_env_spec(known)
+        if name in spec.aliases:
+            return spec
+    raise UserError(f"unknown env {name!r}; known envs: {', '.join(available_envs())}")
 
 
 def make_env(
-    renderer: str = DEFAULT_RENDERER,
+    env: str = DEFAULT_ENV,
+    renderer: str | None = None,
     render_mode: str | None = None,
-    max_episode_steps: int = MAX_EPISODE_STEPS,
-    continuous: bool = True,
-    domain_randomize: bool = False,
+    max_episode_steps: int | None = None,
 ) -> gym.Env:
-    """CarRacing-v3 under a TimeLimit.
-
-    Args:
-        renderer: ``fast`` (default) renders every pixel exactly as ``stock``, Gymnasium's class as
-            shipped, about 3x faster; ``approx`` trades exactness for ~8x (see envs/car_racing.py).
-        render_mode: None (state pixels only, no display needed), ``rgb_array``, or ``human``
-            (a pygame window; on a headless server run under ``xvfb-run``).
-        max_episode_steps: the time limit; reaching it sets ``truncated``, never ``terminated``.
-    """
-    from gymnasium.envs.box2d.car_racing import CarRacing
-
-    if renderer not in RENDERERS:
-        raise ValueError(f"unknown renderer {renderer!r}; expected one of {RENDERERS}")
-    kwargs = dict(render_mode=render_mode, continuous=continuous, domain_randomize=domain_randomize)
-    if renderer == "stock":
-        env = CarRacing(**kwargs)
-    else:
-        from envs.car_racing import FastCarRacing
-
-        env = FastCarRacing(**kwargs, approx=renderer == "approx")
-    return TimeLimit(env, max_episode_steps=max_episode_steps)
+    """Env ``env`` built by its spec, with the spec's defaults for whatever is None."""
+    return get_env_spec(env).make_env(renderer, render_mode, max_episode_steps)

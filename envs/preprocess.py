@@ -1,13 +1,8 @@
-"""Frame preprocessing, in one place for generation, training and control: 96x96 RGB -> 64x64 uint8.
+"""Frame resizing shared by every env's preprocessing: exact area averaging to 64x64 uint8.
 
-Two modes:
-
-* ``crop84`` (default, the paper's): drop the 12-row dashboard (rows 84..95), then area-average the
-  84x96 playfield to 64x64.
-* ``full``: area-average the whole 96x96 frame, dashboard included (what the earlier PyTorch port fed
-  its VAE).
-
-Every rollout file records the mode it was made with, and later stages read it from there.
+An env spec's ``preprocess`` crops what V should not see (CarRacing's dashboard, Doom's status bar), then
+calls :func:`area_resize`. The result is bit-identical for a frame alone or in any batch, so generation
+(one frame at a time) and control (a batch of episodes) see the same pixels.
 """
 
 from __future__ import annotations
@@ -16,10 +11,7 @@ from functools import lru_cache
 
 import numpy as np
 
-PREPROCESSINGS: tuple[str, ...] = ("crop84", "full")
-DEFAULT_PREPROCESSING = "crop84"
 FRAME_SIZE = 64
-DASHBOARD_ROW = 84  # first dashboard row of the 96x96 CarRacing frame
 
 
 @lru_cache(maxsize=8)
@@ -56,22 +48,15 @@ def area_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
     return index, weight
 
 
-def preprocess(frames: np.ndarray, mode: str = DEFAULT_PREPROCESSING) -> np.ndarray:
-    """Crop and area-resize CarRacing frames.
+def area_resize(frames: np.ndarray) -> np.ndarray:
+    """Area-average RGB frames to 64x64.
 
     Args:
-        frames: (96, 96, 3) or (N, 96, 96, 3) uint8.
-        mode: one of :data:`PREPROCESSINGS`.
+        frames: (H, W, 3) or (N, H, W, 3), any numeric dtype.
     Returns:
         (64, 64, 3) or (N, 64, 64, 3) uint8, rounded to nearest.
     """
-    if mode not in PREPROCESSINGS:
-        raise ValueError(f"unknown preprocessing {mode!r}; expected one of {PREPROCESSINGS}")
     frames = np.asarray(frames)
-    if frames.shape[-3:] != (96, 96, 3):
-        raise ValueError(f"expected (..., 96, 96, 3) frames, got {frames.shape}")
-    if mode == "crop84":
-        frames = frames[..., :DASHBOARD_ROW, :, :]
     x = frames.reshape(-1, *frames.shape[-3:]).astype(np.float32)  # (N, h, w, 3)
     # Area averaging as a weighted sum of at most 3 neighbouring rows, then columns: the same maths as
     # multiplying by area_matrix, with ~30x fewer operations. Taps are added one after the other,

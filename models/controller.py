@@ -1,113 +1,146 @@
-"""C, the controller: one linear layer from [z, h] to CarRacing's three actions, squashed as in the paper.
+"""C, the controller: one linear layer from what it reads of V and M ([z, h] for CarRacing, [z, c, h] for
+the paper's Doom agent) to the env's actions. Its raw outputs become actions through the env spec's
+``squash`` (CarRacing: the paper's tanh squashing), applied by whoever drives it.
 
-a = squash(W [z, h] + b) with W (3, L + H) and b (3,): 867 parameters for L = 32, H = 256.
+raw = W [inputs] (+ b), W (action, in_features): 3 x (32 + 256) + 3 = 867 parameters for CarRacing.
 
-CMA-ES searches over flat vectors. The flat order, used by :meth:`Controller.parameters_to_vector`,
-:meth:`Controller.load_vector` and :func:`unflatten_controller_vectors`, is W row-major (row 0 steer,
-row 1 gas, row 2 brake; within a row the L latent columns, then the H hidden columns), then b:
-``vec = [W[0, :], W[1, :], W[2, :], b[0], b[1], b[2]]`` (the same as
-``torch.nn.utils.parameters_to_vector(controller.parameters())``).
+CMA-ES searches over flat vectors. The flat order, used by :class:`Controller` and
+:class:`ControllerBatch` alike, is W row-major (one row per action; within a row the inputs in their
+order, e.g. the L latent columns, then the H hidden columns), then b if there is one:
+``vec = [W[0, :], W[1, :], ..., b]`` (the same as ``parameters_to_vector(controller.parameters())``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-ACTIONS = 3  # CarRacing: steer in [-1, 1], gas in [0, 1], brake in [0, 1]
 
+@dataclass(frozen=True)
+class ControllerConfig:
+    """C's shape: ``latent`` z, ``hidden`` h and c sizes, ``action`` outputs, what it reads, its bias."""
 
-def squash_actions(raw: torch.Tensor) -> torch.Tensor:
-    """Map raw outputs (..., 3) into CarRacing's action box (..., 3), as the paper's controller did.
-
-    Steering tanh, gas (tanh + 1) / 2, brake clip(tanh, 0, 1). CarRacing does not clip continuous actions
-    itself, so raw values would drive it outside its intended range.
-    """
-    if raw.shape[-1] != ACTIONS:
-        raise ValueError(f"squash_actions expects (..., {ACTIONS}) raw actions, got {tuple(raw.shape)}")
-    t = torch.tanh(raw)
-    steer, gas, brake = t.unbind(-1)
-    return torch.stack([steer, (gas + 1.0) / 2.0, brake.clamp(0.0, 1.0)], dim=-1)
-
-
-def controller_vector_size(latent: int = 32, hidden: int = 256, action: int = ACTIONS) -> int:
-    """Length of a flat controller vector: action * (latent + hidden) + action (867 by default)."""
-    return action * (latent + hidden) + action
-
-
-def unflatten_controller_vectors(
-    vectors: np.ndarray | torch.Tensor,
-    latent: int = 32,
-    hidden: int = 256,
-    action: int = ACTIONS,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | str | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split N flat vectors (N, P) into weights (N, action, latent + hidden) and biases (N, action).
-
-    Same order as :meth:`Controller.load_vector` (see the module docstring).
-    """
-    vectors = torch.as_tensor(vectors).to(device=device, dtype=dtype)
-    size = controller_vector_size(latent, hidden, action)
-    if vectors.dim() != 2 or vectors.shape[1] != size:
-        raise ValueError(f"expected controller vectors of shape (N, {size}), got {tuple(vectors.shape)}")
-    n_weights = action * (latent + hidden)
-    weights = vectors[:, :n_weights].reshape(-1, action, latent + hidden)
-    biases = vectors[:, n_weights:]
-    return weights, biases
-
-
-def batched_controller_actions(
-    weights: torch.Tensor, biases: torch.Tensor, z: torch.Tensor, h: torch.Tensor
-) -> torch.Tensor:
-    """Actions of N controllers at once, each on its own batch of B states.
-
-    weights: (N, 3, L + H); biases: (N, 3); z: (N, B, L); h: (N, B, H). Returns squashed (N, B, 3).
-    Equal to looping :class:`Controller` over the N candidates, in one batched matmul.
-    """
-    inputs = torch.cat([z, h], dim=-1)
-    raw = torch.baddbmm(biases.unsqueeze(1), inputs, weights.transpose(1, 2))
-    return squash_actions(raw)
-
-
-class Controller(nn.Module):
-    """C: a = squash(W [z, h] + b). 867 parameters for latent 32, hidden 256, 3 actions."""
-
-    def __init__(self, latent: int = 32, hidden: int = 256, action: int = ACTIONS) -> None:
-        super().__init__()
-        if action != ACTIONS:
-            raise ValueError(f"the controller squashes CarRacing's {ACTIONS} actions; got action={action}")
-        self.latent = latent
-        self.hidden = hidden
-        self.action = action
-        self.fc = nn.Linear(latent + hidden, action)
+    latent: int = 32
+    hidden: int = 256
+    action: int = 3
+    inputs: tuple[str, ...] = ("z", "h")
+    bias: bool = True
 
     @property
-    def config(self) -> dict[str, int]:
-        """Constructor arguments, stored in checkpoints."""
-        return {"latent": self.latent, "hidden": self.hidden, "action": self.action}
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Controller:
-        """Build a controller from :attr:`config`."""
-        return cls(**{k: int(config[k]) for k in ("latent", "hidden", "action")})
+    def in_features(self) -> int:
+        return sum(self.latent if name == "z" else self.hidden for name in self.inputs)
 
     @property
     def vector_size(self) -> int:
-        """Length of the flat parameter vector (867 by default)."""
-        return controller_vector_size(self.latent, self.hidden, self.action)
+        """Length of a flat controller vector (867 for CarRacing, 1,088 for the paper's Doom C)."""
+        return self.action * self.in_features + (self.action if self.bias else 0)
 
-    def forward(self, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """z: (B, L); h: (B, H) -> squashed actions (B, 3): steer, gas, brake."""
-        return squash_actions(self.fc(torch.cat([z, h], dim=-1)))
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["inputs"] = list(self.inputs)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ControllerConfig:
+        """From :meth:`to_dict`; checkpoints written before inputs and bias were recorded read [z, h] + b."""
+        return cls(
+            latent=int(d["latent"]),
+            hidden=int(d["hidden"]),
+            action=int(d["action"]),
+            inputs=tuple(d.get("inputs", ("z", "h"))),
+            bias=bool(d.get("bias", True)),
+        )
+
+    def gather(self, z: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """C's input: the tensors named in :attr:`inputs`, concatenated along the last dimension."""
+        parts = {"z": z, "h": h, "c": c}
+        return torch.cat([parts[name] for name in self.inputs], dim=-1)
+
+
+class ControllerBatch:
+    """N controllers as batched tensors, one row per flat vector: what CMA-ES candidates become.
+
+    weights: (N, action, in_features); biases: (N, action) or None.
+    """
+
+    def __init__(
+        self,
+        config: ControllerConfig,
+        vectors: np.ndarray | torch.Tensor,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        vectors = torch.as_tensor(vectors).to(device=device, dtype=dtype)
+        if vectors.dim() != 2 or vectors.shape[1] != config.vector_size:
+            raise ValueError(
+                f"expected controller vectors of shape (N, {config.vector_size}), got {tuple(vectors.shape)}"
+            )
+        n_weights = config.action * config.in_features
+        self.config = config
+        self.weights = vectors[:, :n_weights].reshape(-1, config.action, config.in_features)
+        self.biases = vectors[:, n_weights:] if config.bias else None
+
+    def __len__(self) -> int:
+        return self.weights.shape[0]
+
+    def rows(self, index: torch.Tensor) -> ControllerBatch:
+        """The controllers of rows ``index`` (no copy of the config)."""
+        out = object.__new__(ControllerBatch)
+        out.config, out.weights = self.config, self.weights[index]
+        out.biases = None if self.biases is None else self.biases[index]
+        return out
+
+    def raw(self, z: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Raw outputs of each controller on its own batch of B states.
+
+        z: (N, B, L); h, c: (N, B, H). Returns (N, B, action), before the env's squash.
+        """
+        inputs = self.config.gather(z, h, c)
+        if self.biases is None:
+            return torch.bmm(inputs, self.weights.transpose(1, 2))
+        return torch.baddbmm(self.biases.unsqueeze(1), inputs, self.weights.transpose(1, 2))
+
+    def raw_rows(self, z: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Row i's controller on row i's state: z (N, L), h and c (N, H) -> (N, action) raw outputs."""
+        return self.raw(z[:, None], h[:, None], c[:, None])[:, 0]
+
+
+class Controller(nn.Module):
+    """One controller as a module, for checkpoints: ``raw = fc([inputs])``."""
+
+    def __init__(self, config: ControllerConfig) -> None:
+        super().__init__()
+        self.layout = config
+        self.fc = nn.Linear(config.in_features, config.action, bias=config.bias)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Stored in checkpoints as ``model_config``."""
+        return self.layout.to_dict()
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Controller:
+        return cls(ControllerConfig.from_dict(config))
+
+    @property
+    def vector_size(self) -> int:
+        return self.layout.vector_size
+
+    def forward(self, z: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        """z: (B, L); h, c: (B, H) -> raw outputs (B, action)."""
+        return self.fc(self.layout.gather(z, h, c if c is not None else torch.zeros_like(h)))
 
     def parameters_to_vector(self) -> np.ndarray:
         """Flat float64 copy of the parameters (length :attr:`vector_size`, the module docstring's order)."""
-        flat = torch.cat([self.fc.weight.detach().reshape(-1), self.fc.bias.detach()])
-        return flat.cpu().double().numpy()
+        parts = [self.fc.weight.detach().reshape(-1)]
+        if self.fc.bias is not None:
+            parts.append(self.fc.bias.detach())
+        return torch.cat(parts).cpu().double().numpy()
 
     @torch.no_grad()
     def load_vector(self, vec: np.ndarray | torch.Tensor) -> None:
@@ -117,13 +150,7 @@ class Controller(nn.Module):
             raise ValueError(
                 f"expected a flat controller vector of {self.vector_size}, got {tuple(vec.shape)}"
             )
-        weights, biases = unflatten_controller_vectors(
-            vec.unsqueeze(0),
-            self.latent,
-            self.hidden,
-            self.action,
-            self.fc.weight.dtype,
-            self.fc.weight.device,
-        )
-        self.fc.weight.copy_(weights[0])
-        self.fc.bias.copy_(biases[0])
+        batch = ControllerBatch(self.layout, vec.unsqueeze(0), self.fc.weight.device, self.fc.weight.dtype)
+        self.fc.weight.copy_(batch.weights[0])
+        if batch.biases is not None:
+            self.fc.bias.copy_(batch.biases[0])

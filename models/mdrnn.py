@@ -18,8 +18,6 @@ has two bias vectors (+1024), and we add the reward and termination heads (+2 * 
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 import torch
@@ -88,6 +86,11 @@ class _MDRNNBase(nn.Module):
     def from_config(cls: type[_M], config: dict[str, Any]) -> _M:
         """Build a module from :attr:`config` (of either class)."""
         return cls(**{k: int(config[k]) for k in ("latent", "action", "hidden", "gaussians")})
+
+    def acting_state_dict(self) -> dict[str, torch.Tensor]:
+        """The LSTM's weights: all an agent acting in a real env needs of M (no mixture, reward or
+        termination head)."""
+        return {k: v for k, v in self.state_dict().items() if k.startswith("rnn.")}
 
     def initial_hidden(
         self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None
@@ -230,15 +233,3 @@ def sample_latent(
     sigma = sigmas.gather(-1, index).squeeze(-1)
     eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
     return mu + sigma * math.sqrt(temperature) * eps
-
-
-def load_mdrnn(logdir: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[MDRNN, dict[str, Any]]:
-    """Rebuild the best M from ``<logdir>/mdrnn/best.tar``, in eval mode on ``device``.
-
-    Returns (mdrnn, checkpoint). The checkpoint's ``vae_id`` names the VAE checkpoint it was trained on.
-    """
-    from utils.checkpoint import load_model
-
-    path = Path(logdir) / "mdrnn" / "best.tar"
-    missing = f"no MDN-RNN checkpoint at {path}: run trainmdrnn.py --logdir {logdir} first"
-    return load_model(MDRNN, path, device, missing)

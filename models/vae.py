@@ -4,24 +4,18 @@ Encoder: conv 32, 64, 128, 256 (kernel 4, stride 2, ReLU) -> 2x2x256 = 1024 -> m
 Decoder: dense latent -> 1024 (linear), seen as 1024x1x1, deconv 128, 64, 32, 3 (kernels 5, 5, 6, 6,
 stride 2, ReLU; sigmoid out). 4,348,547 parameters at latent 32.
 
-Later stages rebuild V from its checkpoint with :func:`load_vae`; the latent size comes from the
+Later stages rebuild V from its checkpoint (experiment/logdir.py); the latent size comes from the
 checkpoint's ``model_config``, never from a flag.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from utils.checkpoint import load_model
-
-FRAME_SHAPE = (64, 64, 3)  # H, W, C of the uint8 frames in rollout files
 
 
 class VAE(nn.Module):
@@ -50,6 +44,10 @@ class VAE(nn.Module):
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> VAE:
         return cls(**config)
+
+    def acting_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights :meth:`encode` uses, the only part of V an agent acting in an env needs."""
+        return {k: v for k, v in self.state_dict().items() if k.startswith(("enc", "fc_mu.", "fc_logsigma."))}
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, 64, 64) float in [0, 1] -> mu, logsigma, each (B, latent) float32. Runs no decoder."""
@@ -117,19 +115,3 @@ def frames_to_tensor(frames: np.ndarray | torch.Tensor, device: torch.device | s
     if device.type == "cuda":
         frames = frames.pin_memory().to(device, non_blocking=True)
     return frames.to(device).permute(0, 3, 1, 2).float().div_(255).contiguous()
-
-
-def vae_dir(logdir: str | os.PathLike) -> Path:
-    """Where trainvae.py writes: ``<logdir>/vae``."""
-    return Path(logdir) / "vae"
-
-
-def load_vae(logdir: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[VAE, dict[str, Any]]:
-    """Rebuild the best VAE from ``<logdir>/vae/best.tar``, in eval mode on ``device``.
-
-    Returns (vae, checkpoint); ``checkpoint["preprocessing"]`` is the frame transform V was trained on.
-    """
-    path = vae_dir(logdir) / "best.tar"
-    return load_model(
-        VAE, path, device, f"no VAE checkpoint at {path}: run trainvae.py --logdir {logdir} first"
-    )

@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from experiment.logdir import TEST_RESULTS, Logdir  # noqa: E402
 from utils.checkpoint import atomic_write  # noqa: E402
 from utils.cli import UserError, make_parser, nonnegative_int, positive_float, positive_int, run  # noqa: E402
 
@@ -174,7 +175,7 @@ def main(args) -> list[tuple[str, float]]:
         if subprocess.run(cmd, cwd=ROOT).returncode != 0:
             raise UserError(f"stage '{name}' failed (see above); fix it and rerun, finished stages resume")
         timings.append((name, time.perf_counter() - start))
-    stats = json.loads((args.logdir / "ctrl" / "test_returns.json").read_text())
+    stats = json.loads(Logdir(args.logdir).test_results.read_text())
     summary = {
         "preset": args.preset,
         "knobs": {key: getattr(args, key) for key in PRESETS[args.preset]},
@@ -193,7 +194,7 @@ def main(args) -> list[tuple[str, float]]:
         f"{stats['max_steps']} steps (min {stats['min']:.1f}, max {stats['max']:.1f})"
     )
     if args.pretrained_episodes:
-        shipped = json.loads((args.logdir / "pretrained" / "test_returns.json").read_text())
+        shipped = json.loads((args.logdir / "pretrained" / TEST_RESULTS).read_text())
         print(
             f"the shipped agent (pretrained/carracing): {shipped['mean']:.1f} over {shipped['episodes']} "
             f"full tracks here; {PRETRAINED / 'run'} has its 100-track test"

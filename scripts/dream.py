@@ -4,15 +4,17 @@ Usage:
     python scripts/dream.py --logdir exp_dir --out dream.gif [--controller] [--temperature 1.0]
     python scripts/dream.py --logdir exp_dir --keyboard          # a pygame window: needs a display
 
-A dream starts from the first frame of a random training rollout (the latent cache), then M samples each
-next z at --temperature under the actions of: the brownian random policy of data generation (default),
-the trained controller <logdir>/ctrl/best.tar (--controller), or the keyboard (--keyboard: arrow keys
-steer, accelerate and brake, as in CarRacing's own play mode; Esc quits, R restarts). V decodes every
-dreamed z into the frame shown. The return is the sum of M's predicted rewards.
+A dream (models/dream.py) starts from the first frame of a random training rollout (the latent cache),
+then M samples each next z at --temperature under the actions of: the env's default random policy of
+data generation (default), the trained controller <logdir>/ctrl/best.tar (--controller), or the
+keyboard (--keyboard, CarRacing: arrow keys steer, accelerate and brake, as in its own play mode; Esc
+quits, R restarts). V decodes every dreamed z into the frame shown. The return is the sum of M's
+predicted rewards.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -21,16 +23,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from models.dream import (  # noqa: E402
-    DEFAULT_TEMPERATURE,
-    DREAM_EPISODES,
+from envs import get_env_spec  # noqa: E402
+from experiment.logdir import (  # noqa: E402
+    load_agent,
+    load_data_record,
     load_dream_cell,
-    load_start_pool,
-    start_latents,  # noqa: E402
+    load_start_latents,
+    load_vae,
 )
-from models.mdrnn import sample_latent  # noqa: E402
+from models.controller import ControllerBatch  # noqa: E402
+from models.dream import DEFAULT_TEMPERATURE, Dream, decode_latents, start_latents  # noqa: E402
 from utils.cli import UserError, make_parser, positive_float, positive_int, run  # noqa: E402
-from utils.seeding import derive_seed  # noqa: E402
+from utils.seeding import DREAM_EPISODES, derive_seed  # noqa: E402
+from utils.visuals import save_animation  # noqa: E402
 
 
 def build_parser():
@@ -51,65 +56,65 @@ def build_parser():
     return parser
 
 
-class DreamEnv:
-    """M as an environment of latents: reset() -> z (1, L); step(action (3,)) -> z, reward, done."""
+class OneDream:
+    """A single dream (a :class:`models.dream.Dream` of one row) that restarts from a random first frame."""
 
     def __init__(self, logdir: Path, temperature: float, seed: int) -> None:
-        self.cell, _ = load_dream_cell(logdir)
-        self.mu, self.offsets = load_start_pool(logdir)
+        cell, _ = load_dream_cell(logdir)
+        self.mu, self.offsets = load_start_latents(logdir)
         self.temperature = temperature
         self.rng = np.random.default_rng(derive_seed(seed, DREAM_EPISODES, 0xD8))
-        self.generator = torch.Generator().manual_seed(derive_seed(seed, DREAM_EPISODES, 0xD9))
+        self.dream = Dream(
+            cell,
+            temperature,
+            generator=torch.Generator().manual_seed(derive_seed(seed, DREAM_EPISODES, 0xD9)),
+        )
 
     def reset(self) -> torch.Tensor:
-        self.z = start_latents(self.mu, self.offsets, 1, self.rng, "first")
-        self.hidden = self.cell.initial_hidden(1)
-        return self.z
+        """z_0 (1, L)."""
+        return self.dream.reset(start_latents(self.mu, self.offsets, 1, self.rng, "first"))
 
-    @torch.no_grad()
     def step(self, action: np.ndarray) -> tuple[torch.Tensor, float, bool]:
-        out = self.cell(torch.as_tensor(action, dtype=torch.float32)[None], self.z, self.hidden)
-        self.hidden = out.hidden
-        self.z = sample_latent(out.mus, out.sigmas, out.logpi, self.temperature, self.generator)
-        return self.z, float(out.rewards[0]), bool(torch.sigmoid(out.terminations[0]) > 0.5)
+        """z_{t+1} (1, L), reward, done under one agent action (A,)."""
+        z, reward, done = self.dream.step(torch.as_tensor(action, dtype=torch.float32)[None])
+        return z, float(reward[0]), bool(done[0])
 
 
-def controller_actor(logdir: Path, env: DreamEnv):
-    """a_t = C(z_t, h_t), on the dream's own LSTM state."""
-    from data.controller_policy import load_controller_agent
-    from models.controller import batched_controller_actions, unflatten_controller_vectors
+def controller_actor(logdir: Path, dream: OneDream):
+    """a_t = squash(C(z_t, h_t[, c_t])), on the dream's own LSTM state."""
+    spec, params, _ = load_agent(logdir)
+    controller, squash = ControllerBatch(spec.controller, params[None]), get_env_spec(spec.env).squash
 
-    _, params = load_controller_agent(logdir)
-    w, b = unflatten_controller_vectors(params[None], latent=env.cell.latent, hidden=env.cell.hidden)
-    return lambda t, z: batched_controller_actions(w, b, z[:, None], env.hidden[0][:, None])[0, 0].numpy()
+    def act(t: int, z: torch.Tensor) -> np.ndarray:
+        h, c = dream.dream.hidden
+        return squash(controller.raw_rows(z, h, c))[0].numpy()
+
+    return act
 
 
-def record(args, env: DreamEnv, vae) -> None:
-    from data.policies import brownian_actions
-    from utils.visuals import save_animation, to_uint8
-
+def record(args, dream: OneDream, vae) -> None:
     if args.controller:
-        act = controller_actor(args.logdir, env)
+        act = controller_actor(args.logdir, dream)
     else:
-        actions = brownian_actions(env.rng, np.array([-1.0, 0.0, 0.0]), np.ones(3), args.steps)
+        env = get_env_spec(load_data_record(args.logdir).env)
+        actions = env.policies[env.default_policy](dream.rng, args.steps)
         act = lambda t, z: actions[t]  # noqa: E731
-    z, zs, total = env.reset(), [], 0.0
+    z, zs, total = dream.reset(), [], 0.0
     for t in range(args.steps):
         zs.append(z)
-        z, reward, done = env.step(act(t, z))
+        z, reward, done = dream.step(act(t, z))
         total += reward
         if done:
             break
-    with torch.no_grad():
-        frames = to_uint8(vae.decode(torch.cat(zs)))
+    frames = decode_latents(vae, torch.cat(zs))
     save_animation(list(frames.repeat(args.scale, 1).repeat(args.scale, 2)), args.out, fps=args.fps)
     print(f"wrote {args.out}: {len(zs)} dreamed frames, dream return {total:.1f}")
 
 
-def keyboard(args, env: DreamEnv, vae) -> None:
-    """Drive in the dream; the window shows V's decoding of each dreamed z."""
-    import os
-
+def keyboard(args, env: OneDream, vae) -> None:
+    """Drive in the dream (CarRacing's three actions); the window shows V's decoding of each dreamed z."""
+    if get_env_spec(load_data_record(args.logdir).env).action_size != 3:
+        raise UserError("--keyboard drives CarRacing's three continuous actions; use --out for this env")
     try:
         import pygame
 
@@ -162,10 +167,8 @@ def keyboard(args, env: DreamEnv, vae) -> None:
 
 
 def main(args) -> None:
-    from models.vae import load_vae
-
     torch.manual_seed(args.seed)
-    env = DreamEnv(args.logdir, args.temperature, args.seed)
+    env = OneDream(args.logdir, args.temperature, args.seed)
     vae, _ = load_vae(args.logdir)
     if args.keyboard:
         keyboard(args, env, vae)

@@ -20,12 +20,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import imageio.v3 as iio  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from data.latents import save_start_pool  # noqa: E402
+from data.rollouts import DataRecord  # noqa: E402
+from experiment.logdir import Logdir, load_agent, load_mdrnn, load_start_latents, load_vae  # noqa: E402
+from utils.checkpoint import atomic_write, file_digest, save_checkpoint  # noqa: E402
 from utils.cli import UserError, make_parser, run  # noqa: E402
+from utils.visuals import save_animation  # noqa: E402
 
 # What the stages read from each checkpoint besides the weights.
 KEEP = {
-    "vae": ("model_config", "epoch", "test_loss", "preprocessing", "args", "history"),
-    "mdrnn": ("model_config", "epoch", "test_loss", "reward_head", "args"),
+    "vae": ("model_config", "epoch", "test_loss", "args", "history"),
+    "mdrnn": ("model_config", "epoch", "test_loss", "reward_head", "args", "history"),
 }
 # The run's record, copied when present: <logdir>/<source> -> <out>/run/<name>.
 RECORD = {
@@ -47,10 +56,6 @@ def build_parser():
 def half_size_gif(source: Path, target: Path, fps: float = 25) -> None:
     """Copy an animation at half its width, height and frame rate (2 x 2 pixel means, every other
     frame), at the same speed: a README-sized copy."""
-    import imageio.v3 as iio
-    import numpy as np
-
-    from utils.visuals import save_animation
 
     frames = iio.imread(source, index=None)[::2, ..., :3].astype(np.float32)
     n, h, w, c = frames.shape
@@ -58,46 +63,41 @@ def half_size_gif(source: Path, target: Path, fps: float = 25) -> None:
     save_animation(list(np.round(small).astype(np.uint8)), target, fps=fps / 2)
 
 
-def compact_state(state: dict, exact_prefixes: tuple[str, ...]) -> dict:
-    """Float tensors to float16, except those whose names start with ``exact_prefixes``."""
-    import torch
-
+def compact_state(state: dict, exact: set[str]) -> dict:
+    """Float tensors to float16, except those named in ``exact`` (the weights the agent acts with)."""
     return {
-        k: v if k.startswith(exact_prefixes) or not v.is_floating_point() else v.to(torch.float16)
-        for k, v in state.items()
+        k: v if k in exact or not v.is_floating_point() else v.to(torch.float16) for k, v in state.items()
     }
 
 
 def main(args) -> dict[str, int]:
-    from data.latents import file_digest
-    from models.dream import load_start_pool, save_start_pool
-    from utils.checkpoint import atomic_write, load_checkpoint, save_checkpoint
-    from utils.rollout import ENCODER_KEYS, load_controller_vector, load_world_model
-
+    source, target = Logdir(args.logdir), Logdir(args.out)
     # One clear line, before anything is written, if the run is incomplete or inconsistent.
-    load_world_model(args.logdir)
-    load_controller_vector(args.logdir)
-    mu, offsets = load_start_pool(args.logdir)
-    if args.out.resolve() == args.logdir.resolve():
+    load_agent(source.root)
+    mu, offsets = load_start_latents(source.root)
+    if target.root.resolve() == source.root.resolve():
         raise UserError("--out must differ from --logdir: the export would overwrite the run")
 
-    def copy(source: Path, target: Path) -> None:
-        atomic_write(target, lambda f: f.write(source.read_bytes()))
+    def copy(path: Path, to: Path) -> None:
+        atomic_write(to, lambda f: f.write(path.read_bytes()))
 
-    exact = {"vae": ENCODER_KEYS, "mdrnn": ("rnn.",)}
-    for stage in ("vae", "mdrnn"):
-        ckpt = load_checkpoint(args.logdir / stage / "best.tar")
+    vae, vae_ckpt = load_vae(source.root)
+    mdrnn, mdrnn_ckpt = load_mdrnn(source.root)
+    for stage, model, ckpt in (("vae", vae, vae_ckpt), ("mdrnn", mdrnn, mdrnn_ckpt)):
         small = {k: ckpt[k] for k in KEEP[stage] if k in ckpt}
-        small["model"] = compact_state(ckpt["model"], exact[stage])
-        if stage == "mdrnn":
-            small["vae_id"] = file_digest(args.out / "vae" / "best.tar")
-        save_checkpoint(small, args.out / stage / "best.tar")
-    save_start_pool(mu, offsets, args.out)  # dreams start from real first frames (scripts/dream.py)
-    copy(args.logdir / "ctrl" / "best.tar", args.out / "ctrl" / "best.tar")
-    for source, name in RECORD.items():
-        if (args.logdir / source).is_file():
-            (half_size_gif if name.endswith(".gif") else copy)(args.logdir / source, args.out / "run" / name)
-    load_world_model(args.out)  # the export loads as a logdir
+        small["model"] = compact_state(ckpt["model"], set(model.acting_state_dict()))
+        if stage == "vae":
+            small["data"] = DataRecord.from_checkpoint(ckpt, source.best("vae")).to_dict()
+        else:
+            small["vae_id"] = file_digest(target.best("vae"))
+        save_checkpoint(small, target.best(stage))
+    # Dreams start from real first frames (scripts/dream.py): keep those latents only.
+    save_start_pool(mu, offsets, target.start_latents)
+    copy(source.best("ctrl"), target.best("ctrl"))
+    for path, name in RECORD.items():
+        if (source.root / path).is_file():
+            (half_size_gif if name.endswith(".gif") else copy)(source.root / path, target.root / "run" / name)
+    load_agent(target.root)  # the export loads as a logdir
     sizes = {
         str(p.relative_to(args.out)): p.stat().st_size for p in sorted(args.out.rglob("*")) if p.is_file()
     }

@@ -22,8 +22,8 @@ from gymnasium.utils.env_checker import check_env
 from gymnasium.wrappers import TimeLimit
 from pygame import gfxdraw
 
-from envs import car_racing
-from envs.car_racing import FIELD_CORNERS, FastCarRacing, _covers_canvas
+from envs import fast_car_racing as car_racing
+from envs.fast_car_racing import FIELD_CORNERS, FastCarRacing, _covers_canvas
 
 EPISODE = 1000
 Policy = Callable[[np.random.Generator, object], Iterator]

@@ -1,61 +1,41 @@
-"""C: parameter count, squashing, flat-vector round trip, batched evaluation equal to a loop."""
+"""C: parameter counts (the paper's two controllers), flat-vector round trip and order, batches equal
+to a loop, configs of old checkpoints."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
 import torch
 
-from models.controller import (
-    Controller,
-    batched_controller_actions,
-    squash_actions,
-    unflatten_controller_vectors,
-)
+from models.controller import Controller, ControllerBatch, ControllerConfig
 
 L, H = 32, 256
+CARRACING = ControllerConfig(L, H, 3)
 
 
-def test_parameter_count_is_the_papers() -> None:
-    c = Controller()
-    # (32 + 256) * 3 weights + 3 biases, as reported in the paper.
+def test_parameter_counts_are_the_papers() -> None:
+    # CarRacing: (32 + 256) * 3 weights + 3 biases. Doom: [z, c, h] = 64 + 512 + 512 inputs, 1 output.
+    c = Controller(CARRACING)
     assert sum(p.numel() for p in c.parameters()) == c.vector_size == 867
+    doom = Controller(ControllerConfig(64, 512, 1, ("z", "c", "h"), bias=False))
+    assert sum(p.numel() for p in doom.parameters()) == doom.vector_size == 1088
+    assert doom.fc.bias is None
 
 
-def test_forward_shape_and_squashing_applied() -> None:
+def test_forward_reads_its_inputs_in_order() -> None:
     torch.manual_seed(0)
-    c = Controller()
-    z, h = torch.randn(5, L), torch.randn(5, H)
-    a = c(z, h)
-    assert a.shape == (5, 3)
-    raw = z @ c.fc.weight[:, :L].T + h @ c.fc.weight[:, L:].T + c.fc.bias
-    torch.testing.assert_close(a, squash_actions(raw))
-
-
-def test_squash_ranges_over_extreme_inputs() -> None:
-    values = torch.tensor([-math.inf, -1e30, -1e4, -3.0, -1e-3, 0.0, 1e-3, 3.0, 1e4, 1e30, math.inf])
-    raw = torch.cartesian_prod(values, values, values)
-    a = squash_actions(raw)
-    assert a.shape == raw.shape
-    assert torch.isfinite(a).all()
-    steer, gas, brake = a.unbind(-1)
-    assert steer.min() >= -1 and steer.max() <= 1
-    assert gas.min() >= 0 and gas.max() <= 1
-    assert brake.min() >= 0 and brake.max() <= 1
-    # The extremes are reached, and each channel follows its own formula.
-    assert steer.min() == -1 and steer.max() == 1 and gas.min() == 0 and gas.max() == 1
-    for x in (-3.0, -1e-3, 0.0, 1e-3, 3.0):
-        s, g, b = squash_actions(torch.tensor([x, x, x])).tolist()
-        assert s == pytest.approx(math.tanh(x), abs=1e-6)
-        assert g == pytest.approx((math.tanh(x) + 1) / 2, abs=1e-6)
-        assert b == pytest.approx(min(max(math.tanh(x), 0.0), 1.0), abs=1e-6)
+    z, h, c = torch.randn(5, L), torch.randn(5, H), torch.randn(5, H)
+    zh = Controller(CARRACING)
+    raw = z @ zh.fc.weight[:, :L].T + h @ zh.fc.weight[:, L:].T + zh.fc.bias
+    torch.testing.assert_close(zh(z, h, c), raw)
+    zch = Controller(ControllerConfig(L, H, 1, ("z", "c", "h"), bias=False))
+    w = zch.fc.weight
+    torch.testing.assert_close(zch(z, h, c), z @ w[:, :L].T + c @ w[:, L : L + H].T + h @ w[:, L + H :].T)
 
 
 def test_vector_round_trip_and_documented_order() -> None:
     torch.manual_seed(1)
-    c = Controller()
+    c = Controller(CARRACING)
     vec = c.parameters_to_vector()
     assert isinstance(vec, np.ndarray) and vec.shape == (867,) and vec.dtype == np.float64
     # Order: weight row-major (steer, gas, brake rows; z then h columns), then bias.
@@ -65,38 +45,46 @@ def test_vector_round_trip_and_documented_order() -> None:
     assert vec[-3] == c.fc.bias[0].item()
 
     new = np.random.default_rng(0).standard_normal(867)
-    other = Controller()
+    other = Controller(CARRACING)
     other.load_vector(new)
     np.testing.assert_allclose(other.parameters_to_vector(), new.astype(np.float32), rtol=0, atol=0)
     other.load_vector(torch.from_numpy(vec))
     for p, q in zip(c.parameters(), other.parameters(), strict=True):
         torch.testing.assert_close(p, q, atol=0, rtol=0)
-
     with pytest.raises(ValueError, match="867"):
         other.load_vector(np.zeros(866))
 
 
-def test_config_round_trip() -> None:
-    c = Controller(latent=4, hidden=6)
-    assert c.config == {"latent": 4, "hidden": 6, "action": 3}
-    assert Controller.from_config(c.config).vector_size == 3 * 10 + 3
-    with pytest.raises(ValueError, match="action"):
-        Controller(action=2)
+def test_config_round_trip_and_old_checkpoints() -> None:
+    config = ControllerConfig(4, 6, 1, ("z", "c", "h"), bias=False)
+    c = Controller(config)
+    assert Controller.from_config(c.config).layout == config
+    assert config.vector_size == 1 * (4 + 6 + 6)
+    # Checkpoints written before inputs and bias were recorded: [z, h] with a bias.
+    old = Controller.from_config({"latent": 4, "hidden": 6, "action": 3})
+    assert old.layout == ControllerConfig(4, 6, 3, ("z", "h"), True) and old.vector_size == 3 * 10 + 3
 
 
-def test_batched_actions_equal_looped_controllers() -> None:
+@pytest.mark.parametrize("config", [CARRACING, ControllerConfig(L, H, 2, ("z", "c", "h"), bias=False)])
+def test_batch_equals_looped_controllers(config: ControllerConfig) -> None:
     n, b = 6, 4
-    rng = np.random.default_rng(2)
-    vectors = rng.standard_normal((n, 867)) * 0.1
+    vectors = np.random.default_rng(2).standard_normal((n, config.vector_size)) * 0.1
     g = torch.Generator().manual_seed(2)
-    z, h = torch.randn(n, b, L, generator=g), torch.randn(n, b, H, generator=g)
-
-    weights, biases = unflatten_controller_vectors(vectors)
-    assert weights.shape == (n, 3, L + H) and biases.shape == (n, 3)
-    batched = batched_controller_actions(weights, biases, z, h)
-    assert batched.shape == (n, b, 3)
-
-    c = Controller()
+    z, h, c = (
+        torch.randn(n, b, L, generator=g),
+        torch.randn(n, b, H, generator=g),
+        torch.randn(n, b, H, generator=g),
+    )
+    batch = ControllerBatch(config, vectors)
+    assert len(batch) == n and batch.weights.shape == (n, config.action, config.in_features)
+    raw = batch.raw(z, h, c)
+    assert raw.shape == (n, b, config.action)
+    single = Controller(config)
     for i in range(n):
-        c.load_vector(vectors[i])
-        torch.testing.assert_close(batched[i], c(z[i], h[i]), atol=1e-6, rtol=0)
+        single.load_vector(vectors[i])
+        torch.testing.assert_close(raw[i], single(z[i], h[i], c[i]), atol=1e-6, rtol=0)
+    # One state per row, and a subset of rows.
+    rows = batch.rows(torch.tensor([4, 1]))
+    torch.testing.assert_close(rows.raw_rows(z[[4, 1], 0], h[[4, 1], 0], c[[4, 1], 0]), raw[[4, 1], 0])
+    with pytest.raises(ValueError, match=str(config.vector_size)):
+        ControllerBatch(config, vectors[:, :-1])

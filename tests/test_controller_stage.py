@@ -1,4 +1,4 @@
-"""The rollout engine and the controller stage run for real: CMA-ES resume, failures, test_controller."""
+"""Driving episodes and the controller stage run for real: CMA-ES resume, failures, test_controller."""
 
 import json
 import os
@@ -15,136 +15,117 @@ import torch
 
 import test_controller
 import traincontroller
-from models.controller import controller_vector_size
-from models.vae import VAE
+from driving.agent import Agent, random_agent_spec
+from driving.episode import Episode, EpisodeSettings, WorkerError, drive_chunk
+from driving.pool import WorkerPool
+from envs import get_env_spec, make_env
+from models.controller import Controller
+from models.mdrnn import MDRNNCell
+from models.vae import VAE, frames_to_tensor
 from tests.conftest import copy_logdir
-from utils.engine import WorkerError, WorkerPool
-from utils.rollout import BatchedAgent, Episode, EpisodeSettings, random_bundle, run_chunk
 
 ROOT = Path(__file__).resolve().parent.parent
-SHORT = EpisodeSettings(max_steps=30)
+SHORT = EpisodeSettings(max_steps=30, renderer="fast")
 
 
 @pytest.fixture(scope="module")
-def bundle():
-    return random_bundle(seed=0)
+def spec():
+    return random_agent_spec(seed=0)
 
 
-def episodes(n, steps_seed=0, cutoff=0):
+def episodes(n, steps_seed=0, cutoff=0, size=867):
     rng = np.random.default_rng(steps_seed)
-    return [
-        Episode(i, rng.standard_normal(controller_vector_size()).astype(np.float32), 100 + i, cutoff)
-        for i in range(n)
-    ]
+    return [Episode(i, rng.standard_normal(size).astype(np.float32), 100 + i, cutoff) for i in range(n)]
 
 
-def test_bundle_leaves_out_decoder_and_heads(bundle):
-    assert bundle["vae_state"] and all(not k.startswith(("fc_dec", "dec")) for k in bundle["vae_state"])
-    assert set(bundle["mdrnn_state"]) == {
-        "rnn.weight_ih_l0",
-        "rnn.weight_hh_l0",
-        "rnn.bias_ih_l0",
-        "rnn.bias_hh_l0",
-    }
+def test_agent_spec_leaves_out_decoder_and_heads(spec):
+    assert spec.encoder_state and all(not k.startswith(("fc_dec", "dec")) for k in spec.encoder_state)
+    assert set(spec.rnn_state) == {"rnn.weight_ih_l0", "rnn.weight_hh_l0", "rnn.bias_ih_l0", "rnn.bias_hh_l0"}
 
 
-def test_batched_agent_matches_the_models_step_by_step(bundle):
-    """The engine's batched step equals V.encode -> Controller -> MDRNNCell run one episode at a time."""
-    from models.controller import Controller
-    from models.mdrnn import MDRNNCell
-    from models.vae import frames_to_tensor
-
-    agent = BatchedAgent(bundle)
-    vae = VAE.from_config(bundle["vae_config"])
-    vae.load_state_dict(bundle["vae_state"], strict=False)
-    cell = MDRNNCell.from_config(bundle["mdrnn_config"])
-    cell.load_state_dict(bundle["mdrnn_state"], strict=False)
+def test_agent_matches_the_models_step_by_step(spec):
+    """The batched step equals V.encode -> Controller -> squash -> MDRNNCell, one episode at a time."""
+    agent = Agent(spec)
+    vae = VAE.from_config(spec.vae_config)
+    vae.load_state_dict(spec.encoder_state, strict=False)
+    cell = MDRNNCell.from_config(spec.mdrnn_config)
+    cell.load_state_dict(spec.rnn_state, strict=False)
+    squash = get_env_spec("carracing").squash
     eps = episodes(3)
-    rng = np.random.default_rng(1)
-    frames = rng.integers(0, 256, size=(3, 64, 64, 3), dtype=np.uint8)
-    from models.controller import unflatten_controller_vectors
-
-    w, b = unflatten_controller_vectors(np.stack([e.params for e in eps]))
-    h = torch.randn(3, 256)
-    c = torch.randn(3, 256)
-    actions, (h2, c2) = agent.step(frames, w, b, (h, c))
+    frames = np.random.default_rng(1).integers(0, 256, size=(3, 64, 64, 3), dtype=np.uint8)
+    h, c = torch.randn(3, 256), torch.randn(3, 256)
+    actions, (h2, c2) = agent.step(frames, agent.controllers(np.stack([e.params for e in eps])), (h, c))
     for i, e in enumerate(eps):
-        ctrl = Controller()
+        ctrl = Controller(spec.controller)
         ctrl.load_vector(e.params)
         with torch.no_grad():
             mu, _ = vae.encode(frames_to_tensor(frames[i : i + 1]))
-            a = ctrl(mu, h[i : i + 1])
+            a = squash(ctrl(mu, h[i : i + 1]))
             out = cell(a, mu, (h[i : i + 1], c[i : i + 1]))
         np.testing.assert_allclose(actions[i], a[0].numpy(), atol=1e-5)
         np.testing.assert_allclose(h2[i].numpy(), out.hidden[0][0].numpy(), atol=1e-5)
     assert actions[:, 0].min() >= -1 and actions[:, 1:].min() >= 0 and actions.max() <= 1
 
 
-def test_chunk_returns_do_not_depend_on_workers(bundle):
+def test_chunk_returns_do_not_depend_on_workers(spec):
     eps = episodes(6)
-    with WorkerPool(bundle, SHORT, n_workers=2, n_envs=3) as pool:
+    with WorkerPool(spec, SHORT, n_workers=2, n_envs=3) as pool:
         two = pool.evaluate(eps)
-    with WorkerPool(bundle, SHORT, n_workers=1, n_envs=3) as pool:
+    with WorkerPool(spec, SHORT, n_workers=1, n_envs=3) as pool:
         one = pool.evaluate(eps)
     assert {k: (r.episode_return, r.steps) for k, r in two.items()} == {
         k: (r.episode_return, r.steps) for k, r in one.items()
     }
     # In this process too: the same chunk gives the same returns.
-    from envs import make_env
-
-    agent = BatchedAgent(bundle)
-    local = run_chunk(agent, [make_env(max_episode_steps=30) for _ in range(3)], eps[:3], SHORT)
+    agent = Agent(spec)
+    local = drive_chunk(agent, [make_env(max_episode_steps=30) for _ in range(3)], eps[:3], SHORT)
     assert [r for r, _ in local] == [two[i].episode_return for i in range(3)]
     assert all(r.steps == 30 for r in two.values())
 
 
-def test_negative_cutoff_ends_episodes_early(bundle):
-    from envs import make_env
-
-    agent = BatchedAgent(bundle)
+def test_negative_cutoff_ends_episodes_early(spec):
+    agent = Agent(spec)
     # The first ~50 frames of CarRacing are a zoom-in where every step costs -0.1.
-    ((ret, steps),) = run_chunk(
-        agent, [make_env(max_episode_steps=100)], episodes(1, cutoff=10), EpisodeSettings(max_steps=100)
+    ((ret, steps),) = drive_chunk(
+        agent, [make_env(max_episode_steps=100)], episodes(1, cutoff=10), EpisodeSettings(100, "fast")
     )
     assert steps < 100
 
 
-def test_episode_length_cap_below_the_settings(bundle):
-    from envs import make_env
-
-    agent = BatchedAgent(bundle)
+def test_episode_length_cap_below_the_settings(spec):
+    agent = Agent(spec)
     capped = [Episode(e.task_id, e.params, e.seed, 0, 12) for e in episodes(2)]
-    results = run_chunk(agent, [make_env(max_episode_steps=30) for _ in range(2)], capped, SHORT)
+    results = drive_chunk(agent, [make_env(max_episode_steps=30) for _ in range(2)], capped, SHORT)
     assert [steps for _, steps in results] == [12, 12]
     # A cap above the settings' limit does not lengthen the episode.
     long = [Episode(e.task_id, e.params, e.seed, 0, 500) for e in episodes(1)]
-    ((_, steps),) = run_chunk(agent, [make_env(max_episode_steps=30)], long, SHORT)
+    ((_, steps),) = drive_chunk(agent, [make_env(max_episode_steps=30)], long, SHORT)
     assert steps == 30
 
 
-def test_worker_killed_fails_fast_with_clear_message(bundle):
-    long = EpisodeSettings(max_steps=1000)
-    with WorkerPool(bundle, long, n_workers=2, n_envs=1, timeout=60) as pool:
+def test_worker_killed_fails_fast_with_clear_message(spec):
+    long = EpisodeSettings(1000, "fast")
+    with WorkerPool(spec, long, n_workers=2, n_envs=1, timeout=60) as pool:
         time.sleep(0.5)
         victim = pool.processes[1].pid
         start = time.monotonic()
         threading_kill = __import__("threading").Timer(3.0, os.kill, (victim, signal.SIGKILL))
         threading_kill.start()
-        with pytest.raises(WorkerError, match=r"rollout worker 1 .* died with exit code -9"):
+        with pytest.raises(WorkerError, match=r"episode worker 1 .* died with exit code -9"):
             pool.evaluate(episodes(4))
         assert time.monotonic() - start < 20
     assert not any(p.is_alive() for p in pool.processes)
 
 
-def test_worker_exception_carries_its_traceback(bundle):
+def test_worker_exception_carries_its_traceback(spec):
     bad = [Episode(0, np.zeros(5, np.float32), 1)]  # wrong controller size
-    with WorkerPool(bundle, SHORT, n_workers=1, n_envs=1) as pool:
-        with pytest.raises(WorkerError, match=r"(?s)rollout worker 0 failed:.*Traceback"):
+    with WorkerPool(spec, SHORT, n_workers=1, n_envs=1) as pool:
+        with pytest.raises(WorkerError, match=r"(?s)episode worker 0 failed:.*Traceback"):
             pool.evaluate(bad)
 
 
-def test_hung_worker_times_out(bundle):
-    with WorkerPool(bundle, EpisodeSettings(max_steps=1000), n_workers=1, n_envs=1, timeout=4) as pool:
+def test_hung_worker_times_out(spec):
+    with WorkerPool(spec, EpisodeSettings(1000, "fast"), n_workers=1, n_envs=1, timeout=4) as pool:
         time.sleep(0.5)
         os.kill(pool.processes[0].pid, signal.SIGSTOP)
         try:
@@ -279,3 +260,38 @@ def test_display_under_xvfb(pipeline_logdir, tmp_path):
     )
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "shown.gif").stat().st_size > 0
+
+
+def test_a_killed_worker_ends_the_run_with_one_line_and_how_to_resume(pipeline_logdir, tmp_path):
+    """SIGKILL of an episode worker mid-generation: the script ends at once, its last stderr line names
+    the worker and how to resume, and no traceback (chained or not) is printed."""
+    logdir = copy_logdir(pipeline_logdir, tmp_path / "exp")
+    cmd = [
+        sys.executable,
+        "traincontroller.py",
+        "--logdir",
+        str(logdir),
+        "--pop-size",
+        "8",
+        "--n-samples",
+        "2",
+    ]
+    cmd += ["--max-workers", "2", "--envs-per-worker", "2", "--generations", "50"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        workers = []
+        deadline = time.monotonic() + 60
+        while (
+            len(workers) < 2 and time.monotonic() < deadline
+        ):  # spawned workers: children running spawn_main
+            time.sleep(0.5)
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            workers = [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        time.sleep(3)  # well into the first generation
+        os.kill(workers[0], signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    last = stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and "Traceback" not in stderr, stderr[-2000:]
+    assert "died with exit code -9" in last and "rerun the same command to resume" in last

@@ -1,4 +1,4 @@
-"""Learning inside the dream: batched dream rollouts, traincontroller --dream, --policy controller."""
+"""Learning inside the dream: batched dreams, traincontroller --dream, --policy controller, the script."""
 
 from pathlib import Path
 
@@ -9,8 +9,9 @@ import torch
 import traincontroller
 from data import generation_script
 from data.rollouts import list_rollouts, load_rollout
-from models.controller import controller_vector_size
-from models.dream import dream_returns, start_latents
+from envs import get_env_spec
+from models.controller import ControllerBatch, ControllerConfig
+from models.dream import Dream, dream_returns, start_latents
 from models.mdrnn import MDRNNCell
 from tests.conftest import copy_logdir
 from utils.checkpoint import load_checkpoint, save_checkpoint
@@ -32,15 +33,19 @@ def make_cell(seed=0, reward=None, termination=-20.0):
     return cell
 
 
+CONFIG = ControllerConfig(L, H, 3)
+SQUASH = get_env_spec("carracing").squash
+
+
 def controllers(n, seed=0):
-    return np.random.default_rng(seed).standard_normal((n, controller_vector_size(L, H))).astype(np.float32)
+    return np.random.default_rng(seed).standard_normal((n, CONFIG.vector_size)).astype(np.float32)
 
 
-def run(cell, n=6, steps=7, tau=1.0, seed=0, start=None, params=None, **kw):
+def run(cell, n=6, steps=7, tau=1.0, seed=0, start=None, params=None, done_mode="threshold", record=None):
     start = torch.randn(n, L, generator=torch.Generator().manual_seed(99)) if start is None else start
     params = controllers(n) if params is None else params
-    gen = torch.Generator().manual_seed(seed)
-    return dream_returns(cell, params, start, steps, tau, gen, **kw)
+    dream = Dream(cell, tau, done_mode, torch.Generator().manual_seed(seed))
+    return dream_returns(dream, ControllerBatch(CONFIG, params), SQUASH, start, steps, record)
 
 
 def test_shapes_and_determinism():
@@ -77,6 +82,25 @@ def test_rewards_and_terminations_come_from_m():
         returns, lengths = run(make_cell(reward=-2.0, termination=20.0), steps=9, done_mode=mode)
         assert lengths.tolist() == [1] * 6
         torch.testing.assert_close(returns, torch.full((6,), -2.0))
+
+
+def test_one_step_under_given_actions_is_m_sampled():
+    """Dream.step is M's cell followed by a draw of the mixture: the same generator state gives the same z."""
+    cell = make_cell(reward=0.25)
+    start, action = torch.randn(3, L, generator=torch.Generator().manual_seed(1)), torch.rand(3, 3)
+    dream = Dream(cell, 0.7, generator=torch.Generator().manual_seed(4))
+    dream.reset(start)
+    z, reward, done = dream.step(action)
+    out = cell(action, start, cell.initial_hidden(3))
+    from models.mdrnn import sample_latent
+
+    expected = sample_latent(out.mus, out.sigmas, out.logpi, 0.7, torch.Generator().manual_seed(4))
+    torch.testing.assert_close(z, expected, rtol=0, atol=0)
+    torch.testing.assert_close(reward, torch.full((3,), 0.25))
+    assert not done.any()
+    # A latent given to step replaces the dream's own (real frames fed as context).
+    z2, _, _ = dream.step(action, z=start)
+    assert z2.shape == (3, L)
 
 
 def test_start_latents_first_frames_of_rollouts():
@@ -128,15 +152,14 @@ def test_dream_training_resumes_exactly(dream_logdir, pipeline_logdir, tmp_path)
 
 
 def test_dream_fitness_is_deterministic(dream_logdir):
-    from models.dream import Dream
-
     logdir, _ = dream_logdir
-    dream = Dream(logdir, steps=8, temperature=1.15, seed=3)
-    cands = np.random.default_rng(0).standard_normal((3, controller_vector_size(32, 256))) * 0.1
-    a, la = dream.fitness(cands, 2, generation=5)
-    b, lb = dream.fitness(cands, 2, generation=5)
-    assert a.shape == (3, 2) and np.array_equal(a, b) and np.array_equal(la, lb)
-    assert not np.array_equal(a, dream.fitness(cands, 2, generation=6)[0])
+    args = dream_args(logdir, "--dream-steps", "8", "--seed", "3")
+    dream = traincontroller.DreamFitness(args, ControllerConfig(32, 256, 3), get_env_spec("carracing"))
+    cands = np.random.default_rng(0).standard_normal((3, 867)) * 0.1
+    a = dream.fitness(cands, generation=5)
+    b = dream.fitness(cands, generation=5)
+    assert a.shape == (3, 2) and np.array_equal(a, b)
+    assert not np.array_equal(a, dream.fitness(cands, generation=6))
 
 
 def test_m_without_reward_head_is_one_clear_error(pipeline_logdir, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 import data.frames
 from data.frames import FrameCache
-from data.rollouts import Rollout, list_rollouts, load_rollout, save_rollout, split_rollouts
+from data.rollouts import Rollout, list_rollouts, load_rollout, save_rollout, split_names
 from tests.conftest import write_synthetic_rollouts
 from utils.cli import UserError
 
@@ -84,10 +84,11 @@ def test_batches_equal_source_frames_and_cover_an_epoch(rollouts):
     np.testing.assert_array_equal(first.numpy(), expected[np.sort(test[:5])])
 
 
-def test_split_matches_split_rollouts(rollouts):
+def test_split_matches_split_names(rollouts):
     cache = FrameCache.open(rollouts, verbose=False)
     train, test = cache.split(0.3)
-    train_files, test_files = split_rollouts(list_rollouts(rollouts), 0.3, rollouts)
+    names = [str(p.relative_to(rollouts)) for p in list_rollouts(rollouts)]
+    train_files, test_files = split_names(names, 0.3)
     assert len(test_files) >= 1 and len(train) + len(test) == len(cache)
     assert not set(train.tolist()) & set(test.tolist())
     np.testing.assert_array_equal(test, cache.frame_indices(test_files))

@@ -13,7 +13,7 @@ import pytest
 from data import generation_script
 from data.rollouts import ARRAY_KEYS, load_rollout, rollout_name
 from envs import make_env
-from envs.preprocess import preprocess
+from envs.carracing import preprocess
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "data" / "generation_script.py"
@@ -180,7 +180,7 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path):
     [
         (["--rollouts", "0"], "--rollouts: expected a positive integer"),
         (["--threads", "-2"], "--threads: expected a positive integer"),
-        (["--policy", "pink"], "--policy: invalid choice"),
+        (["--policy", "pink"], "--policy pink: carracing has brown, white or controller"),
         (["--max-steps", "ten"], "--max-steps: expected a positive integer"),
     ],
 )

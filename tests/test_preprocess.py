@@ -1,10 +1,11 @@
-"""Frame preprocessing against an exact area-average reference, and the two policies."""
+"""Frame preprocessing against an exact area-average reference, and the random action processes."""
 
 import numpy as np
 import pytest
 
-from data.policies import BROWNIAN_DT, brownian_actions, make_policy, white_actions
-from envs.preprocess import area_matrix, preprocess
+from envs.carracing import preprocess
+from envs.policies import BROWNIAN_DT, brownian_actions, discrete_held_actions, held_actions, white_actions
+from envs.preprocess import area_matrix, area_resize
 
 
 def reference_area_resize(img: np.ndarray, out: int = 64) -> np.ndarray:
@@ -84,6 +85,26 @@ def test_white_is_uniform_and_uncorrelated():
     assert abs(np.corrcoef(a[:-1, 0], a[1:, 0])[0, 1]) < 0.05
 
 
-def test_make_policy_rejects_unknown():
-    with pytest.raises(ValueError, match="unknown policy"):
-        make_policy("pink", np.random.default_rng(0), LOW, HIGH, 10)
+def test_held_actions_are_runs_of_1_to_max_hold():
+    a = held_actions(np.random.default_rng(0), np.array([-1.0]), np.array([1.0]), 5000, max_hold=10)
+    assert a.shape == (5000, 1) and a.dtype == np.float32 and (np.abs(a) <= 1).all()
+    change = np.flatnonzero(np.diff(a[:, 0]) != 0)
+    runs = np.diff(np.concatenate([[-1], change]))
+    assert runs.min() >= 1 and runs.max() <= 10 and 4.5 < runs.mean() < 6.5  # uniform 1..10: mean 5.5
+    np.testing.assert_allclose(a[:, 0].mean(), 0.0, atol=0.05)
+
+
+def test_discrete_held_actions_are_one_hot_runs():
+    a = discrete_held_actions(np.random.default_rng(0), 5, 3000, max_hold=4)
+    assert a.shape == (3000, 5) and set(np.unique(a)) == {0.0, 1.0} and (a.sum(axis=1) == 1).all()
+    counts = a.sum(axis=0)
+    assert counts.min() > 0.15 * 3000  # every action is used, about equally
+    labels = a.argmax(axis=1)
+    assert (np.diff(labels) == 0).mean() > 0.5  # held, not redrawn every step
+
+
+def test_area_resize_of_a_non_carracing_frame():
+    frame = np.random.default_rng(3).integers(0, 256, size=(120, 160, 3), dtype=np.uint8)
+    out = area_resize(frame)
+    diff = np.abs(out.astype(np.int64) - np.rint(reference_area_resize(frame)).astype(np.int64))
+    assert out.shape == (64, 64, 3) and diff.max() <= 1

@@ -14,15 +14,15 @@ import test_controller
 import traincontroller
 from data import generation_script
 from data.rollouts import ARRAY_KEYS, load_rollout, rollout_name
-from models.controller import controller_vector_size
+from driving.agent import random_agent_spec
+from driving.episode import Episode, EpisodeSettings, WorkerError
 from tests.conftest import copy_logdir
-from utils.engine import WorkerError
-from utils.rollout import Episode, EpisodeSettings, random_bundle
 
 ray = pytest.importorskip("ray")
+from driving.ray_pool import RayPool  # noqa: E402  (needs Ray)
 
 ROOT = Path(__file__).resolve().parent.parent
-SHORT = EpisodeSettings(max_steps=30)
+SHORT = EpisodeSettings(max_steps=30, renderer="fast")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -39,16 +39,13 @@ def ray_instance():
 
 
 @pytest.fixture(scope="module")
-def bundle():
-    return random_bundle(seed=0)
+def spec():
+    return random_agent_spec(seed=0)
 
 
 def episodes(n):
     rng = np.random.default_rng(0)
-    return [
-        Episode(i, rng.standard_normal(controller_vector_size()).astype(np.float32), 100 + i)
-        for i in range(n)
-    ]
+    return [Episode(i, rng.standard_normal(867).astype(np.float32), 100 + i) for i in range(n)]
 
 
 def generate(rootdir, *flags):
@@ -71,11 +68,9 @@ def test_generation_on_ray_writes_the_local_files(tmp_path):
     assert not list((tmp_path / "ray").glob(".*.tmp"))
 
 
-def test_killed_actor_chunks_are_retried_and_counted_once(bundle):
-    from utils.ray_backend import RayPool
-
+def test_killed_actor_chunks_are_retried_and_counted_once(spec):
     eps = episodes(12)  # 6 chunks of 2: each actor has chunks queued when the first result comes
-    with RayPool(bundle, SHORT, n_workers=2, n_envs=2, timeout=120) as pool:
+    with RayPool(spec, SHORT, n_workers=2, n_envs=2, timeout=120) as pool:
         expected = {k: (r.episode_return, r.steps) for k, r in pool.evaluate(eps).items()}
         pids = ray.get([a.pid.remote() for a in pool.actors])
         seen = []
@@ -96,11 +91,9 @@ def test_killed_actor_chunks_are_retried_and_counted_once(bundle):
         }
 
 
-def test_rollout_code_error_fails_at_once_with_its_traceback(bundle):
-    from utils.ray_backend import RayPool
-
-    with RayPool(bundle, SHORT, n_workers=1, n_envs=1, timeout=120) as pool:
-        with pytest.raises(WorkerError, match=r"(?s)rollout actor 0 failed:.*run_chunk.*ValueError"):
+def test_episode_code_error_fails_at_once_with_its_traceback(spec):
+    with RayPool(spec, SHORT, n_workers=1, n_envs=1, timeout=120) as pool:
+        with pytest.raises(WorkerError, match=r"(?s)episode actor 0 failed:.*drive_chunk.*ValueError"):
             pool.evaluate([Episode(0, np.zeros(5, np.float32), 1)])  # wrong controller size
         assert pool.retries == 0
 

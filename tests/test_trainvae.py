@@ -13,14 +13,14 @@ import pytest
 import torch
 
 import trainvae
-from models.vae import load_vae
+from experiment.logdir import load_data_record, load_vae
 from utils.checkpoint import load_checkpoint
 from utils.cli import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 CHECKPOINT_KEYS = {
     "model", "optimizer", "scheduler", "early_stopping", "epoch", "step", "best_loss", "test_loss",
-    "model_config", "preprocessing", "args", "history", "rng",
+    "model_config", "data", "args", "history", "rng",
 }  # fmt: skip
 
 
@@ -48,7 +48,10 @@ def test_one_epoch_run(vae_rollouts, tmp_path):
     assert any(p.name.startswith("events.out.tfevents") for p in out.iterdir())
     checkpoint = load_checkpoint(out / "checkpoint.tar")
     assert set(checkpoint) == CHECKPOINT_KEYS
-    assert checkpoint["preprocessing"] == "crop84" and checkpoint["model_config"] == {"latent": 8}
+    assert checkpoint["model_config"] == {"latent": 8}
+    record = load_data_record(tmp_path)
+    assert (record.env, record.preprocessing, record.test_fraction) == ("carracing", "crop84", 0.3)
+    assert record.rootdir == str(vae_rollouts.resolve())
     vae, best = load_vae(tmp_path, "cpu")
     assert vae.latent == 8 and not vae.training and best["epoch"] == 1
     mu, _ = vae.encode(torch.rand(2, 3, 64, 64))

@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from models.vae import VAE, frames_to_tensor, load_vae, vae_loss
+from experiment.logdir import load_vae
+from models.vae import VAE, frames_to_tensor, vae_loss
 from utils.cli import UserError
 
 

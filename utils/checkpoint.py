@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+import torch
+
 from utils.cli import UserError
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+
+def _umask() -> int:
+    """The process umask (reading it means setting it: put it straight back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
@@ -28,7 +35,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -52,8 +59,6 @@ def remove_stale_temporaries(directory: str | os.PathLike) -> int:
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
     """``torch.save`` ``state`` to ``path`` atomically."""
-    import torch
-
     atomic_write(path, lambda f: torch.save(state, f))
 
 
@@ -63,8 +68,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", hint: st
     Raises :class:`UserError` naming the file (and ``hint``, e.g. which script makes it) when it is
     missing or unreadable.
     """
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no checkpoint at {path}" + (f": {hint}" if hint else ""))
@@ -76,18 +79,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", hint: st
         ) from None
 
 
-def load_model(
-    model_cls: Any, path: str | os.PathLike, device: Any = "cpu", missing: str = ""
-) -> tuple[Any, dict]:
-    """Rebuild ``model_cls`` from a checkpoint's ``model_config`` and ``model`` weights, in eval mode.
-
-    ``missing`` is the one-line error when there is no file (it should name the script that makes it).
-    Returns (model on ``device``, checkpoint).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(missing or f"no checkpoint at {path}")
-    checkpoint = load_checkpoint(path, map_location="cpu")
-    model = model_cls.from_config(checkpoint["model_config"])
-    model.load_state_dict(checkpoint["model"])
-    return model.to(device).eval(), checkpoint
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-1 of a file's bytes (e.g. how M records which V checkpoint it was trained on)."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

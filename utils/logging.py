@@ -5,24 +5,25 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
+
+from tensorboardX import SummaryWriter
 
 from utils.checkpoint import atomic_write
 
 
+def args_record(args: argparse.Namespace) -> dict[str, Any]:
+    """The parsed flags as plain values (paths as strings), for args.json and checkpoints."""
+    return json.loads(json.dumps(vars(args), default=str))
+
+
 def save_args(args: argparse.Namespace, directory: str | Path) -> None:
     """Write the parsed flags as ``<directory>/args.json`` (atomically)."""
-    text = json.dumps(
-        {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        indent=2,
-        sort_keys=True,
-        default=str,
-    )
+    text = json.dumps(args_record(args), indent=2, sort_keys=True)
     atomic_write(Path(directory) / "args.json", lambda f: f.write(text.encode() + b"\n"))
 
 
 def make_writer(directory: str | Path):
     """A tensorboardX SummaryWriter logging under ``directory``."""
-    from tensorboardX import SummaryWriter
-
     Path(directory).mkdir(parents=True, exist_ok=True)
     return SummaryWriter(str(directory))

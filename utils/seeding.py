@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import torch
 
 
 def derive_seed(*keys: int) -> int:
@@ -17,18 +18,15 @@ def derive_seed(*keys: int) -> int:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy's global generator and torch (when it is imported)."""
+    """Seed Python, NumPy's global generator and torch."""
     random.seed(seed)
     np.random.seed(derive_seed(seed))
-    try:
-        import torch
-    except ImportError:  # generation does not need torch
-        return
     torch.manual_seed(seed)
 
 
-# Namespaces of episode seeds, so training, evaluation and testing never drive the same tracks.
-TRAIN_EPISODES, EVAL_EPISODES, TEST_EPISODES = 1, 2, 3
+# Namespaces of episode seeds, so training, evaluation and testing never drive the same tracks; dreams
+# (start latents and M's draws) have their own.
+TRAIN_EPISODES, EVAL_EPISODES, TEST_EPISODES, DREAM_EPISODES = 1, 2, 3, 4
 
 
 def episode_seed(seed: int, namespace: int, *keys: int) -> int:

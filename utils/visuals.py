@@ -6,8 +6,10 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 import torch
+from PIL import Image, ImageDraw
 
 from utils.checkpoint import atomic_write
 
@@ -35,8 +37,6 @@ def image_grid(images: np.ndarray, ncols: int, pad: int = 2, scale: int = 1, fil
 
 def save_png(image: np.ndarray, path: str | Path) -> None:
     """Write an (H, W, 3) uint8 image as PNG, atomically."""
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
     atomic_write(path, lambda f: f.write(buf.getvalue()))
@@ -47,8 +47,6 @@ def save_animation(frames: Sequence[np.ndarray], path: str | Path, fps: int = 20
 
     MP4 needs the ``imageio-ffmpeg`` package (in requirements.txt).
     """
-    import imageio.v3 as iio
-
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".gif":
@@ -64,8 +62,6 @@ def save_animation(frames: Sequence[np.ndarray], path: str | Path, fps: int = 20
 
 def label_rows(grid: np.ndarray, labels: Sequence[str], width: int = 90) -> np.ndarray:
     """Prefix an image grid of ``len(labels)`` equal rows with a white margin naming each row."""
-    from PIL import Image, ImageDraw
-
     margin = Image.new("RGB", (width, grid.shape[0]), "white")
     draw = ImageDraw.Draw(margin)
     row_height = grid.shape[0] / len(labels)

@@ -9,30 +9,23 @@ from __future__ import annotations
 import multiprocessing as mp
 import queue
 import signal
-from typing import Any
 
 import numpy as np
 
-from utils.rollout import Episode, EpisodeSettings
+from driving.agent import AgentSpec
+from driving.episode import Episode, EpisodeSettings, drive_chunk, make_worker
+from utils.seeding import derive_seed
 
 
 def _display_main(
-    bundle: dict[str, Any], settings: EpisodeSettings, params_queue: mp.Queue, errors: mp.Queue, seed: int
+    spec: AgentSpec, settings: EpisodeSettings, params_queue: mp.Queue, errors: mp.Queue, seed: int
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        import torch
-
-        from envs import make_env
-        from utils.rollout import BatchedAgent, run_chunk
-        from utils.seeding import derive_seed
-
-        torch.set_num_threads(1)
-        agent = BatchedAgent(bundle, "cpu")
-        env = make_env(renderer=settings.renderer, render_mode="human", max_episode_steps=settings.max_steps)
+        agent, (env,) = make_worker(spec, settings, 1, "cpu", render_mode="human")
         params, episode = params_queue.get(), 0
         while params is not None:
-            run_chunk(agent, [env], [Episode(0, params, derive_seed(seed, episode))], settings)
+            drive_chunk(agent, [env], [Episode(0, params, derive_seed(seed, episode))], settings)
             episode += 1
             try:  # take the newest controller sent meanwhile, if any
                 while True:
@@ -46,7 +39,7 @@ def _display_main(
 class Display:
     """Shows the newest controller sent with :meth:`show` driving, episode after episode."""
 
-    def __init__(self, bundle: dict[str, Any], settings: EpisodeSettings, seed: int = 0) -> None:
+    def __init__(self, spec: AgentSpec, settings: EpisodeSettings, seed: int = 0) -> None:
         ctx = mp.get_context("spawn")
         self.params: mp.Queue = ctx.Queue()
         self.errors: mp.Queue = ctx.Queue()
@@ -55,7 +48,7 @@ class Display:
             target=_display_main,
             name="display",
             daemon=True,
-            args=(bundle, settings, self.params, self.errors, seed),
+            args=(spec, settings, self.params, self.errors, seed),
         )
         self.process.start()
 

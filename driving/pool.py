@@ -1,8 +1,8 @@
-"""The rollout engine: worker processes that each drive several CarRacing episodes at once.
+"""Pools of episode workers: the interface, and its local implementation (worker processes).
 
-Every step, a worker preprocesses the frames of all its running episodes, encodes them with V, feeds
-M's recurrent cell and the controller, all as one batch, then steps each environment. Episodes are
-tasks ``(task_id, params, track_seed)``: a flat controller vector and the seed of the track to drive.
+Every worker keeps an agent and a few envs, and drives chunks of episodes (driving/episode.py) handed
+out by the pool. Two implementations: :class:`WorkerPool` here, and :class:`driving.ray_pool.RayPool`
+on a Ray cluster; both drive the same chunks, so one seed gives the same results on either.
 
 Failure handling (what the earlier port lacked): a worker that raises sends its traceback and the
 evaluation fails with it; a worker that dies without a word (killed, segfault, out of memory) is
@@ -20,33 +20,35 @@ import signal
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import Protocol
 
+from driving.agent import AgentSpec
+from driving.episode import Episode, EpisodeSettings, Result, WorkerError, chunked, drive_chunk, make_worker
 from utils.processes import exit_with_parent
-from utils.rollout import Episode, EpisodeSettings
+from utils.ray_cluster import import_ray
 
 
-class WorkerError(RuntimeError):
-    """A rollout worker crashed, died or hung; the message says which and why."""
+class EpisodePool(Protocol):
+    """What the controller stage needs of a pool of episode workers, on any backend."""
 
+    def evaluate(
+        self, episodes: Sequence[Episode], on_result: Callable[[Result], None] | None = None
+    ) -> dict[int, Result]:
+        """Drive every episode; ``{task_id: Result}``. Raises :class:`WorkerError` on any failure."""
+        ...
 
-@dataclass(frozen=True)
-class Result:
-    """What came back for one episode."""
+    def close(self) -> None:
+        """Stop every worker; never leaves a process behind."""
+        ...
 
-    task_id: int
-    episode_return: float
-    steps: int
+    def __enter__(self) -> EpisodePool: ...
 
-
-def chunked(episodes: Sequence[Episode], size: int) -> list[list[Episode]]:
-    """Consecutive chunks of ``size`` episodes: the unit a worker drives in lock-step."""
-    return [list(episodes[i : i + size]) for i in range(0, len(episodes), size)]
+    def __exit__(self, *exc) -> None: ...
 
 
 def _worker_main(
     rank: int,
-    bundle: dict,
+    spec: AgentSpec,
     settings: EpisodeSettings,
     n_envs: int,
     device: str,
@@ -57,14 +59,12 @@ def _worker_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     exit_with_parent(parent_pid)
     try:
-        from utils.rollout import make_worker, run_chunk
-
-        agent, envs = make_worker(bundle, settings, n_envs, device)
+        agent, envs = make_worker(spec, settings, n_envs, device)
         while True:
             chunk = chunks.get()
             if chunk is None:  # shutdown
                 return
-            run_chunk(
+            drive_chunk(
                 agent,
                 envs,
                 chunk,
@@ -80,15 +80,15 @@ class WorkerPool:
     """``n_workers`` processes, each driving chunks of up to ``n_envs`` episodes in lock-step.
 
     Args:
-        bundle: V and M weights and configs from :func:`utils.rollout.make_bundle` (sent once).
-        settings: episode length, renderer, preprocessing, cut-off.
+        spec: the agent's V, M and C shape (sent once per worker).
+        settings: episode length, renderer, z mode.
         devices: torch devices assigned round-robin to workers (e.g. every visible CUDA device).
         timeout: seconds without any finished episode before the run is declared hung.
     """
 
     def __init__(
         self,
-        bundle: dict,
+        spec: AgentSpec,
         settings: EpisodeSettings,
         n_workers: int,
         n_envs: int = 4,
@@ -103,11 +103,11 @@ class WorkerPool:
         self.processes = [
             ctx.Process(
                 target=_worker_main,
-                name=f"rollout-worker-{rank}",
+                name=f"episode-worker-{rank}",
                 daemon=True,
                 args=(
                     rank,
-                    bundle,
+                    spec,
                     settings,
                     n_envs,
                     devices[rank % len(devices)],
@@ -125,17 +125,23 @@ class WorkerPool:
         for rank, p in enumerate(self.processes):
             if p.exitcode is not None:
                 # A worker that raised put its traceback on the queue before exiting: prefer that.
-                try:
-                    while True:
-                        kind, r, payload = self.results.get(timeout=0.2)
-                        if kind == "error":
-                            raise WorkerError(f"rollout worker {r} failed:\n{payload.rstrip()}")
-                except queue.Empty:
-                    pass
+                error = self._queued_error()
+                if error is not None:
+                    raise error
                 raise WorkerError(
-                    f"rollout worker {rank} (pid {p.pid}) died with exit code {p.exitcode} "
+                    f"episode worker {rank} (pid {p.pid}) died with exit code {p.exitcode} "
                     f"(killed, out of memory, or crashed in native code)"
                 )
+
+    def _queued_error(self) -> WorkerError | None:
+        """The traceback a failed worker left on the result queue, if any."""
+        try:
+            while True:
+                kind, rank, payload = self.results.get(timeout=0.2)
+                if kind == "error":
+                    return WorkerError(f"episode worker {rank} failed:\n{payload.rstrip()}")
+        except queue.Empty:
+            return None
 
     def evaluate(
         self, episodes: Sequence[Episode], on_result: Callable[[Result], None] | None = None
@@ -150,15 +156,17 @@ class WorkerPool:
             try:
                 kind, rank, payload = self.results.get(timeout=0.5)
             except queue.Empty:
+                kind = None
+            if kind is None:  # checked outside the except block: a failure is not "during handling of Empty"
                 self._check_alive()
                 if time.monotonic() - last_progress > self.timeout:
                     raise WorkerError(
-                        f"no episode finished for {self.timeout:.0f} s: a rollout worker hangs "
+                        f"no episode finished for {self.timeout:.0f} s: an episode worker hangs "
                         f"({len(pending)} episodes outstanding)"
-                    ) from None
+                    )
                 continue
             if kind == "error":
-                raise WorkerError(f"rollout worker {rank} failed:\n{payload.rstrip()}")
+                raise WorkerError(f"episode worker {rank} failed:\n{payload.rstrip()}")
             if payload.task_id in pending:
                 pending.discard(payload.task_id)
                 done[payload.task_id] = payload
@@ -195,19 +203,17 @@ class WorkerPool:
 def make_pool(
     backend: str,
     ray_address: str | None,
-    bundle: dict,
+    spec: AgentSpec,
     settings: EpisodeSettings,
     n_workers: int,
     n_envs: int = 4,
     devices: Sequence[str] = ("cpu",),
     timeout: float = 600.0,
-):
-    """The rollout pool of ``--backend``: :class:`WorkerPool` here, or a Ray pool on a cluster.
-
-    Both drive the same chunks, so one seed gives the same results on either.
-    """
+) -> EpisodePool:
+    """The episode pool of ``--backend``: :class:`WorkerPool` here, or a Ray pool on a cluster."""
     if backend == "ray":
-        from utils.ray_backend import RayPool
+        import_ray()  # one clear line when Ray is missing
+        from driving.ray_pool import RayPool  # Ray is optional: imported only when asked for
 
-        return RayPool(bundle, settings, n_workers, n_envs, devices, timeout, address=ray_address)
-    return WorkerPool(bundle, settings, n_workers, n_envs, devices, timeout)
+        return RayPool(spec, settings, n_workers, n_envs, devices, timeout, address=ray_address)
+    return WorkerPool(spec, settings, n_workers, n_envs, devices, timeout)

@@ -1,18 +1,18 @@
-"""Rollouts on a Ray cluster: the same chunks as :mod:`utils.engine`, driven by Ray actors.
+"""Episodes on a Ray cluster: the same chunks as :class:`driving.pool.WorkerPool`, driven by Ray actors.
 
 Ray is optional (``requirements-ray.txt``) and imported only when ``--backend ray`` is asked for.
 
-Controller evaluation: :class:`RayPool` has :class:`utils.engine.WorkerPool`'s interface. V and M go
-to the object store once per pool (once per run: they do not change while C is trained) and every
-actor keeps its models and environments between chunks. A chunk's results depend only on its own
-episodes (see :mod:`utils.rollout`), so the pool hands out the very chunks the local backend would and
-the same seed gives the same returns on either backend.
+:class:`RayPool` implements :class:`driving.pool.EpisodePool`. The agent's V and M go to the object
+store once per pool (once per run: they do not change while C is trained) and every actor keeps its
+models and environments between chunks. A chunk's results depend only on its own episodes (see
+driving/episode.py), so the pool hands out the very chunks the local backend would and the same seed
+gives the same returns on either backend.
 
 Failures: unlike the local backend, which fails fast, a lost actor (worker process killed, node gone)
 is replaced by a new actor, which Ray places wherever there is room, and the chunks it held are run
 again there. Results are keyed by task id, so a chunk retried after its first attempt was lost cannot
 be counted twice. A chunk whose attempts keep killing their actor fails the run after ``max_retries``
-retries; an exception raised by the rollout code itself (a bug, not a lost machine) fails it at once,
+retries; an exception raised by the episode code itself (a bug, not a lost machine) fails it at once,
 with the worker's traceback.
 """
 
@@ -22,91 +22,42 @@ import os
 import re
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
+from ray.exceptions import RayActorError, RayTaskError
+
+from driving.agent import AgentSpec
+from driving.episode import Episode, EpisodeSettings, Result, WorkerError, chunked, drive_chunk, make_worker
 from utils.cli import UserError
-from utils.engine import Result, WorkerError, chunked
-from utils.rollout import Episode, EpisodeSettings
-
-BACKENDS = ("local", "ray")
-ROOT = Path(__file__).resolve().parent.parent
-MISSING_RAY = "--backend ray needs Ray: pip install -r requirements-ray.txt"
+from utils.ray_cluster import init_ray
 
 
-def add_backend_flags(parser) -> None:
-    """``--backend`` and ``--ray-address``, shared by the generation and controller scripts."""
-    parser.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        default="local",
-        help="local: worker processes on this machine; ray: Ray actors/tasks on a Ray cluster "
-        "(pip install -r requirements-ray.txt)",
-    )
-    parser.add_argument(
-        "--ray-address",
-        default=None,
-        help="with --backend ray: the cluster to join (auto: the one `ray start` runs here, or "
-        "HOST:6379); unset starts a local Ray instance for this run",
-    )
+class _EpisodeActor:
+    """One Ray worker: the agent and ``n_envs`` environments, kept between chunks."""
 
-
-def import_ray():
-    """The ``ray`` module, or one clear line when it is not installed."""
-    try:
-        import ray
-    except ImportError:
-        raise UserError(MISSING_RAY) from None
-    return ray
-
-
-def init_ray(address: str | None):
-    """Connect to ``address`` (None: start a local instance) unless this process is connected already.
-
-    Workers import this repository by path: on a cluster every node needs it at the same path.
-    """
-    ray = import_ray()
-    if not ray.is_initialized():
-        env = {"PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
-        ray.init(
-            address=address,
-            include_dashboard=False,
-            runtime_env={"env_vars": env},
-            log_to_driver=True,
-        )
-    return ray
-
-
-class _RolloutActor:
-    """One Ray worker: V's encoder, M's LSTM and ``n_envs`` environments, kept between chunks."""
-
-    def __init__(self, bundle: dict, settings: EpisodeSettings, n_envs: int, device: str) -> None:
-        from utils.rollout import make_worker
-
+    def __init__(self, spec: AgentSpec, settings: EpisodeSettings, n_envs: int, device: str) -> None:
         self.settings = settings
-        self.agent, self.envs = make_worker(bundle, settings, n_envs, device)
+        self.agent, self.envs = make_worker(spec, settings, n_envs, device)
 
     def pid(self) -> int:
         return os.getpid()
 
     def run(self, chunk: list[Episode]) -> list[Result]:
-        from utils.rollout import run_chunk
-
-        out = run_chunk(self.agent, self.envs, chunk, self.settings)
+        out = drive_chunk(self.agent, self.envs, chunk, self.settings)
         return [Result(e.task_id, ret, n) for e, (ret, n) in zip(chunk, out, strict=True)]
 
 
 class RayPool:
     """``n_workers`` Ray actors, each driving chunks of up to ``n_envs`` episodes in lock-step.
 
-    Args: as :class:`utils.engine.WorkerPool`, plus the Ray ``address`` (None: a local instance) and
+    Args: as :class:`driving.pool.WorkerPool`, plus the Ray ``address`` (None: a local instance) and
     ``max_retries``, how often one chunk may be re-run after losing its actor. With CUDA ``devices``
     each actor asks for a fraction of a GPU so that the actors spread over the cluster's GPUs.
     """
 
     def __init__(
         self,
-        bundle: dict,
+        spec: AgentSpec,
         settings: EpisodeSettings,
         n_workers: int,
         n_envs: int = 4,
@@ -120,7 +71,7 @@ class RayPool:
         self.retries = 0  # chunks re-run after losing their actor, over the pool's life
         cpus = int(ray.cluster_resources().get("CPU", n_workers))
         if n_workers > cpus:  # actors beyond the cluster's CPUs would never be placed
-            print(f"Ray cluster has {cpus} CPUs: {cpus} rollout actors instead of {n_workers}", flush=True)
+            print(f"Ray cluster has {cpus} CPUs: {cpus} episode actors instead of {n_workers}", flush=True)
             n_workers = max(1, cpus)
         options: dict[str, Any] = {"num_cpus": 1, "max_restarts": 0}
         device = "cpu"
@@ -132,22 +83,20 @@ class RayPool:
                 )
             options["num_gpus"] = min(1.0, gpus / n_workers)
             device = "cuda"  # Ray sets CUDA_VISIBLE_DEVICES to the actor's GPU
-        self._actor_class = ray.remote(**options)(_RolloutActor)
-        self._bundle_ref = ray.put(bundle)  # V and M reach the cluster once
+        self._actor_class = ray.remote(**options)(_EpisodeActor)
+        self._spec_ref = ray.put(spec)  # V and M reach the cluster once
         self._args = (settings, n_envs, device)
         self.actors = [self._new_actor() for _ in range(n_workers)]
 
     def _new_actor(self):
-        return self._actor_class.remote(self._bundle_ref, *self._args)
+        return self._actor_class.remote(self._spec_ref, *self._args)
 
     def evaluate(
         self, episodes: Sequence[Episode], on_result: Callable[[Result], None] | None = None
     ) -> dict[int, Result]:
         """Drive every episode; returns ``{task_id: Result}``. Lost chunks are re-run on a new actor;
-        raises :class:`utils.engine.WorkerError` when the rollout code fails or nothing finishes
-        for ``timeout`` seconds."""
-        from ray.exceptions import RayActorError, RayTaskError
-
+        raises :class:`WorkerError` when the episode code fails or nothing finishes for ``timeout``
+        seconds."""
         ray = self.ray
         todo = list(chunked(episodes, self.n_envs))[::-1]  # pop() hands them out in order
         attempts: dict[int, int] = {}  # chunk's first task id -> times it was lost
@@ -180,9 +129,9 @@ class RayPool:
             load[slot] -= 1
             try:
                 results = ray.get(ref)
-            except RayTaskError as err:  # the rollout code raised: a bug, retrying cannot help
+            except RayTaskError as err:  # the episode code raised: a bug, retrying cannot help
                 text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # Ray colours its traceback
-                raise WorkerError(f"rollout actor {slot} failed:\n{text}") from None
+                raise WorkerError(f"episode actor {slot} failed:\n{text}") from None
             except RayActorError as err:  # process or node lost: re-run its chunks elsewhere
                 key = chunk[0].task_id
                 attempts[key] = attempts.get(key, 0) + 1

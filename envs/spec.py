@@ -1,0 +1,124 @@
+"""What the pipeline needs to know about a game: one :class:`EnvSpec` per environment.
+
+Every stage asks the spec instead of knowing the game: generation builds the env, preprocesses its frames
+and draws random actions from it; V and M take their default sizes from it; the controller stage maps
+C's outputs to actions with it. The rest of the code never names a game.
+
+Actions exist in two forms. The *agent action* is a float32 vector of ``action_size`` numbers: what C's
+squashed outputs are, what rollout files store and what M reads. The *env action* is what ``env.step``
+takes, made from an agent action by :attr:`EnvSpec.to_env_action` (CarRacing: the same three numbers;
+a discrete game: the index of the largest entry).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+CONTROLLER_INPUTS = ("z", "c", "h")  # what C may read: V's latent, M's LSTM cell state, M's hidden state
+
+
+@dataclass(frozen=True)
+class ModelSizes:
+    """The sizes a new run of this env starts from; later stages read them from checkpoints.
+
+    Attributes:
+        latent: z, V's latent size.
+        hidden: h, M's LSTM size.
+        gaussians: mixture components per latent dimension of M.
+        controller_inputs: what C reads, in order (a subset of ``z``, ``c``, ``h``).
+        controller_bias: whether C's linear layer has a bias.
+    """
+
+    latent: int = 32
+    hidden: int = 256
+    gaussians: int = 5
+    controller_inputs: tuple[str, ...] = ("z", "h")
+    controller_bias: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.controller_inputs or any(i not in CONTROLLER_INPUTS for i in self.controller_inputs):
+            raise ValueError(
+                f"controller_inputs must be drawn from {CONTROLLER_INPUTS}: {self.controller_inputs}"
+            )
+
+
+# A random policy: (rng, horizon) -> (horizon, action_size) float32 agent actions, all drawn up front,
+# so a rollout's actions depend on its seed alone.
+RandomPolicy = Callable[[np.random.Generator, int], np.ndarray]
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """One environment, as every stage of the pipeline sees it.
+
+    Attributes:
+        name: what ``--env`` takes and what rollout files and checkpoints record.
+        make: ``make(renderer, render_mode, max_episode_steps) -> gym.Env``; ``render_mode`` is None
+            (frames from observations only), ``rgb_array`` or ``human``; reaching ``max_episode_steps``
+            truncates.
+        preprocess: ``preprocess(observations, mode)``: (..., H, W, C) observations -> (..., 64, 64, 3)
+            uint8 frames for V, bit-identical for a frame alone or in any batch.
+        preprocessings: the modes ``preprocess`` knows; the first is the default.
+        action_size: length of the agent action (C's outputs, M's action input, rollout files).
+        action_low, action_high: bounds of the agent action.
+        squash: C's raw outputs (..., action_size) -> agent actions (..., action_size), torch.
+        to_env_action: one agent action (action_size,) float32 -> what ``env.step`` takes.
+        policies: random policies of data generation by name; the first is the default.
+        max_episode_steps: the episode cap (time limit) of generation, training and testing.
+        model: default model sizes of a new run.
+        renderers: implementations ``make`` can build; the first is the default.
+        inexact_renderers: those whose pixels differ from the game's own (training only, never a test).
+        aliases: other names older files recorded for this env.
+        reference_returns: published scores drawn as lines on learning curves and test histograms.
+    """
+
+    name: str
+    make: Callable[..., gym.Env]
+    preprocess: Callable[[np.ndarray, str], np.ndarray]
+    preprocessings: tuple[str, ...]
+    action_size: int
+    action_low: np.ndarray
+    action_high: np.ndarray
+    squash: Callable[[torch.Tensor], torch.Tensor]
+    to_env_action: Callable[[np.ndarray], Any]
+    policies: Mapping[str, RandomPolicy]
+    max_episode_steps: int
+    model: ModelSizes = field(default_factory=ModelSizes)
+    renderers: tuple[str, ...] = ("default",)
+    inexact_renderers: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+    reference_returns: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def default_preprocessing(self) -> str:
+        return self.preprocessings[0]
+
+    @property
+    def default_renderer(self) -> str:
+        return self.renderers[0]
+
+    @property
+    def default_policy(self) -> str:
+        return next(iter(self.policies))
+
+    def make_env(
+        self,
+        renderer: str | None = None,
+        render_mode: str | None = None,
+        max_episode_steps: int | None = None,
+    ) -> gym.Env:
+        """The env with this spec's defaults for whatever is None."""
+        renderer = renderer or self.default_renderer
+        if renderer not in self.renderers:
+            raise ValueError(f"{self.name} has no renderer {renderer!r}; expected one of {self.renderers}")
+        return self.make(
+            renderer=renderer,
+            render_mode=render_mode,
+            max_episode_steps=max_episode_steps or self.max_episode_steps,
+        )
