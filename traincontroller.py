@@ -38,7 +38,14 @@ from driving.episode import Episode, WorkerError
 from driving.flags import add_driving_flags, episode_settings, worker_devices
 from driving.pool import EpisodePool, make_pool
 from envs import EnvSpec, get_env_spec
-from experiment.logdir import Logdir, load_agent_spec, load_dream_cell, load_start_latents, load_vae
+from experiment.logdir import (
+    Logdir,
+    check_stage,
+    load_agent_spec,
+    load_dream_cell,
+    load_start_latents,
+    load_vae,
+)
 from models.controller import Controller, ControllerBatch, ControllerConfig
 from models.dream import (
     DEFAULT_TEMPERATURE,
@@ -52,6 +59,7 @@ from models.dream import (
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.cli import UserError, make_parser, nonnegative_int, positive_float, positive_int, run
 from utils.device import resolve_device
+from utils.locking import exclusive
 from utils.logging import args_record, make_writer, save_args
 from utils.plots import curves_png
 from utils.seeding import (
@@ -252,6 +260,7 @@ def save_best(
     controller.load_vector(params)
     save_checkpoint(
         {
+            "stage": "ctrl",
             "model": controller.state_dict(),
             "model_config": controller.config,
             "score": score,
@@ -264,7 +273,13 @@ def save_best(
 
 
 def main(args) -> dict:
-    """Run the search; returns a summary (generations done, best score, history)."""
+    """Run the search; returns a summary (generations done, best score, history). One run at a time per
+    logdir (a second one stops at once, naming the first)."""
+    with exclusive(Logdir(args.logdir).stage("ctrl"), f"the controller stage of {args.logdir}"):
+        return search(args)
+
+
+def search(args) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # cma warns that matplotlib is missing: plotting is not used
         import cma  # noqa: F401
@@ -273,7 +288,9 @@ def main(args) -> dict:
     logdir = Logdir(args.logdir)
     out_dir = logdir.stage("ctrl")
     checkpoint_path, best_path = logdir.checkpoint("ctrl"), logdir.best("ctrl")
-    state = load_checkpoint(checkpoint_path) if checkpoint_path.is_file() and not args.noreload else None
+    state = None
+    if checkpoint_path.is_file() and not args.noreload:
+        state = check_stage(load_checkpoint(checkpoint_path), "ctrl", checkpoint_path)
     # C's shape: a resumed search keeps its own; a new one reads the env's spec.
     controller = ControllerConfig.from_dict(state["controller"]) if state and "controller" in state else None
     spec = load_agent_spec(args.logdir, controller)
@@ -289,6 +306,8 @@ def main(args) -> dict:
                 f"{checkpoint_path} searches {state['dim']} parameters, this V and M need {dim}; "
                 f"use --noreload"
             )
+        # The one unpickling of the project: CMA-ES's state has no plain form. The checkpoint itself was
+        # loaded weights-only; these bytes are read only to resume a search, from the run's own logdir.
         es = pickle.loads(state["cma"])
         generation, best_score, history = state["generation"], state["best_score"], state["history"]
         print(f"resuming the search after generation {generation} (best evaluated return {best_score:.1f})")
@@ -384,6 +403,7 @@ def main(args) -> dict:
                 writer.flush()
                 save_checkpoint(
                     {
+                        "stage": "ctrl",
                         "cma": pickle.dumps(es),
                         "generation": generation,
                         "best_score": best_score,

@@ -46,6 +46,7 @@ from utils.cli import (
     run,
 )
 from utils.device import resolve_device
+from utils.locking import exclusive
 from utils.seeding import derive_seed, seed_everything
 from utils.visuals import image_grid, label_rows, save_animation, save_png, to_uint8
 
@@ -177,7 +178,13 @@ def evaluate(mdrnn: MDRNN, latents: Latents, ids: np.ndarray, args, device) -> d
 
 
 def main(args) -> list[dict[str, float]]:
-    """Train M, resuming from ``<logdir>/mdrnn/checkpoint.tar`` unless --noreload; returns the history."""
+    """Train M, resuming from ``<logdir>/mdrnn/checkpoint.tar`` unless --noreload; returns the history.
+    One run at a time per logdir (a second one stops at once, naming the first)."""
+    with exclusive(Logdir(args.logdir).stage("mdrnn"), f"the MDN-RNN stage of {args.logdir}"):
+        return train(args)
+
+
+def train(args) -> list[dict[str, float]]:
     device = resolve_device(args.device)
     seed_everything(args.seed)
     logdir = Logdir(args.logdir)

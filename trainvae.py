@@ -50,6 +50,7 @@ from utils.cli import (
     run,
 )
 from utils.device import resolve_device
+from utils.locking import exclusive
 from utils.precision import MEMORY_FORMATS, PRECISIONS, resolve_numerics
 from utils.seeding import derive_seed, seed_everything
 from utils.visuals import image_grid, save_png, to_uint8
@@ -162,7 +163,13 @@ def write_samples(vae, cache, test_idx, args, device, epoch, writer, out):
 
 
 def main(args) -> list[dict]:
-    """Train, resuming from ``<logdir>/vae/checkpoint.tar`` unless --noreload; returns the history."""
+    """Train, resuming from ``<logdir>/vae/checkpoint.tar`` unless --noreload; returns the history.
+    One run at a time per logdir (a second one stops at once, naming the first)."""
+    with exclusive(Logdir(args.logdir).stage("vae"), f"the VAE stage of {args.logdir}"):
+        return train(args)
+
+
+def train(args) -> list[dict]:
     device = resolve_device(args.device)
     numerics = resolve_numerics(args.precision, args.memory_format, device)
     logdir = Logdir(args.logdir)

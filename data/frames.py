@@ -105,7 +105,11 @@ class FrameCache:
         data_path, index_path = cache_dir / f"frames-{key}.u8", cache_dir / f"frames-{key}.json"
         if not (index_path.is_file() and data_path.is_file()):
             _build(rootdir, files, data_path, index_path, skip_bad_files, workers, verbose)
-        index = json.loads(index_path.read_text())
+        try:
+            index = json.loads(index_path.read_text())
+        except (ValueError, UnicodeDecodeError):  # damaged (it is written atomically, so not by us)
+            _build(rootdir, files, data_path, index_path, skip_bad_files, workers, verbose)
+            index = json.loads(index_path.read_text())
         if index["skipped"] and not skip_bad_files:
             raise UserError(
                 f"{rootdir}: unreadable or mismatched rollout files {index['skipped'][:3]} "

@@ -42,7 +42,8 @@ from envs import DEFAULT_ENV, EnvSpec, available_envs, get_env_spec
 from experiment.logdir import load_agent
 from utils.checkpoint import atomic_write, remove_stale_temporaries
 from utils.cli import UserError, make_parser, positive_int, run
-from utils.processes import exit_with_parent
+from utils.locking import exclusive
+from utils.processes import worker_init
 from utils.ray_cluster import add_backend_flags, import_ray, init_ray
 from utils.seeding import derive_seed
 
@@ -250,6 +251,12 @@ def main(args) -> list[int]:
         import_ray()  # missing Ray is one line, before any work
     job = make_job(args, get_env_spec(args.env))
     check_rootdir(args.rootdir)
+    with exclusive(args.rootdir, f"rollout directory {args.rootdir}"):  # one generation run per directory
+        return generate(args, job)
+
+
+def generate(args, job: Job) -> list[int]:
+    """Write the missing rollouts of ``job`` (see :func:`main`)."""
     remove_stale_temporaries(args.rootdir)
     todo = [i for i in range(args.rollouts) if not (args.rootdir / rollout_name(i)).exists()]
     done = args.rollouts - len(todo)
@@ -277,22 +284,27 @@ def main(args) -> list[int]:
             # spawn: each worker starts clean (no inherited pygame/Box2D state); a worker that dies makes
             # the pool broken, which surfaces here instead of hanging.
             ctx = mp.get_context("spawn")
-            with ProcessPoolExecutor(
+            pool = ProcessPoolExecutor(
                 max_workers=min(args.threads, len(todo)),
                 mp_context=ctx,
-                initializer=exit_with_parent,
+                initializer=worker_init,
                 initargs=(os.getpid(),),
-            ) as pool:
+            )
+            try:
                 pending = {pool.submit(generate_rollout, i, job) for i in todo}
-                try:
-                    while pending:
-                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                        for fut in finished:
-                            record(*fut.result())
-                except BaseException:
-                    for fut in pending:
-                        fut.cancel()
-                    raise
+                while pending:
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        record(*fut.result())
+                pool.shutdown()
+            except BaseException:
+                # Ctrl-C, SIGTERM or a failure: stop now, without waiting for the rollouts in progress
+                # (their files were never renamed into place; a rerun makes them).
+                workers = list((getattr(pool, "_processes", None) or {}).values())  # the executor's own
+                pool.shutdown(wait=False, cancel_futures=True)
+                for process in workers:
+                    process.kill()
+                raise
     except BrokenProcessPool as err:
         raise UserError(
             f"a generation worker died ({err}); {len(written)} rollouts were written, "

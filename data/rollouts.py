@@ -127,6 +127,11 @@ def load_rollout(path: str | os.PathLike, frame_shape: tuple[int, int, int] = (6
             )
     if t < 1:
         raise UserError(f"{path}: empty rollout; delete it and rerun data/generation_script.py")
+    for key in ("actions", "rewards"):
+        if not np.isfinite(d[key]).all():
+            raise UserError(
+                f"{path}: '{key}' holds NaN or infinite values; delete it and rerun data/generation_script.py"
+            )
     return Rollout(
         observations=d["observations"],
         actions=d["actions"],

@@ -7,20 +7,26 @@ reports why once and training goes on (run under ``xvfb-run`` to get a virtual s
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
-import signal
 
 import numpy as np
 
 from driving.agent import AgentSpec
 from driving.episode import Episode, EpisodeSettings, drive_chunk, make_worker
+from utils.processes import worker_init
 from utils.seeding import derive_seed
 
 
 def _display_main(
-    spec: AgentSpec, settings: EpisodeSettings, params_queue: mp.Queue, errors: mp.Queue, seed: int
+    spec: AgentSpec,
+    settings: EpisodeSettings,
+    params_queue: mp.Queue,
+    errors: mp.Queue,
+    seed: int,
+    parent_pid: int,
 ) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    worker_init(parent_pid)
     try:
         agent, (env,) = make_worker(spec, settings, 1, "cpu", render_mode="human")
         params, episode = params_queue.get(), 0
@@ -48,7 +54,7 @@ class Display:
             target=_display_main,
             name="display",
             daemon=True,
-            args=(spec, settings, self.params, self.errors, seed),
+            args=(spec, settings, self.params, self.errors, seed, os.getpid()),
         )
         self.process.start()
 

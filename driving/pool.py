@@ -16,7 +16,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
-import signal
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -24,7 +23,7 @@ from typing import Protocol
 
 from driving.agent import AgentSpec
 from driving.episode import Episode, EpisodeSettings, Result, WorkerError, chunked, drive_chunk, make_worker
-from utils.processes import exit_with_parent
+from utils.processes import worker_init
 from utils.ray_cluster import import_ray
 
 
@@ -56,8 +55,7 @@ def _worker_main(
     results: mp.Queue,
     parent_pid: int,
 ) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
-    exit_with_parent(parent_pid)
+    worker_init(parent_pid)
     try:
         agent, envs = make_worker(spec, settings, n_envs, device)
         while True:

@@ -9,8 +9,10 @@ driving/episode.py), so the pool hands out the very chunks the local backend wou
 gives the same returns on either backend.
 
 Failures: unlike the local backend, which fails fast, a lost actor (worker process killed, node gone)
-is replaced by a new actor, which Ray places wherever there is room, and the chunks it held are run
-again there. Results are keyed by task id, so a chunk retried after its first attempt was lost cannot
+is replaced by a new actor, which Ray places wherever there is room, and the chunks it held go back to
+the queue. Chunks go only to actors that have started, so when a node is gone for good and its actors
+cannot be placed again, the surviving ones drive everything (the new actors start if the node or
+another one joins). Results are keyed by task id, so a chunk retried after its first attempt was lost cannot
 be counted twice. A chunk whose attempts keep killing their actor fails the run after ``max_retries``
 retries; an exception raised by the episode code itself (a bug, not a lost machine) fails it at once,
 with the worker's traceback.
@@ -86,10 +88,18 @@ class RayPool:
         self._actor_class = ray.remote(**options)(_EpisodeActor)
         self._spec_ref = ray.put(spec)  # V and M reach the cluster once
         self._args = (settings, n_envs, device)
-        self.actors = [self._new_actor() for _ in range(n_workers)]
+        self.actors: list[Any] = [None] * n_workers
+        self._started = [False] * n_workers  # has the slot's actor answered (been placed and built)?
+        self._starting: dict[Any, int] = {}  # ObjectRef of a new actor's first call -> its slot
+        self._failed_starts = 0  # consecutive actors that died before they started
+        for slot in range(n_workers):
+            self._start(slot)
 
-    def _new_actor(self):
-        return self._actor_class.remote(self._spec_ref, *self._args)
+    def _start(self, slot: int) -> None:
+        """A new actor in ``slot``; it gets work once it answers."""
+        self.actors[slot] = self._actor_class.remote(self._spec_ref, *self._args)
+        self._started[slot] = False
+        self._starting[self.actors[slot].pid.remote()] = slot
 
     def evaluate(
         self, episodes: Sequence[Episode], on_result: Callable[[Result], None] | None = None
@@ -106,9 +116,12 @@ class RayPool:
         done: dict[int, Result] = {}
 
         def submit() -> None:
-            # Two chunks per actor: the next one is queued there while the current one runs.
-            while todo and min(load) < 2:
-                slot = load.index(min(load))
+            # Two chunks per started actor: the next one is queued there while the current one runs.
+            while todo:
+                free = [s for s, started in enumerate(self._started) if started and load[s] < 2]
+                if not free:
+                    return
+                slot = min(free, key=load.__getitem__)
                 chunk = todo.pop()
                 in_flight[self.actors[slot].run.remote(chunk)] = (slot, chunk)
                 load[slot] += 1
@@ -116,7 +129,7 @@ class RayPool:
         submit()
         last_progress = time.monotonic()
         while pending:
-            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
+            ready, _ = ray.wait([*in_flight, *self._starting], num_returns=1, timeout=0.5)
             if not ready:
                 if time.monotonic() - last_progress > self.timeout:
                     raise WorkerError(
@@ -125,6 +138,10 @@ class RayPool:
                     )
                 continue
             ref = ready[0]
+            if ref in self._starting:
+                self._started_or_replaced(ref, in_flight, todo, load)
+                submit()
+                continue
             slot, chunk = in_flight.pop(ref)
             load[slot] -= 1
             try:
@@ -155,6 +172,21 @@ class RayPool:
             submit()
         return done
 
+    def _started_or_replaced(self, ref: Any, in_flight: dict, todo: list, load: list[int]) -> None:
+        """A new actor answered its first call: it takes work from now on; or it died first (its node
+        went, or building it failed): another one takes its slot."""
+        slot = self._starting.pop(ref)
+        try:
+            self.ray.get(ref)
+        except RayActorError as err:
+            self._failed_starts += 1
+            if self._failed_starts > self.max_retries * len(self.actors):
+                raise WorkerError(f"episode actors keep dying before they start; last error: {err}") from None
+            self._replace(slot, in_flight, todo, load)
+            return
+        self._started[slot] = True
+        self._failed_starts = 0
+
     def _replace(self, slot: int, in_flight: dict, todo: list, load: list[int]) -> None:
         """A new actor in ``slot``; the dead one's other queued chunks go back to ``todo``."""
         for ref, (s, chunk) in list(in_flight.items()):
@@ -164,7 +196,7 @@ class RayPool:
                 self.retries += 1
         load[slot] = 0
         self.ray.kill(self.actors[slot], no_restart=True)
-        self.actors[slot] = self._new_actor()
+        self._start(slot)
 
     def close(self) -> None:
         """Kill every actor (the Ray instance itself stays up for whoever started it)."""
@@ -173,7 +205,7 @@ class RayPool:
                 self.ray.kill(actor, no_restart=True)
             except Exception:  # noqa: BLE001 - already gone
                 pass
-        self.actors = []
+        self.actors, self._started, self._starting = [], [], {}
 
     def __enter__(self) -> RayPool:
         return self

@@ -81,11 +81,36 @@ class Logdir:
         return f"no {NAMES[stage]} checkpoint at {self.best(stage)}: run {script} --logdir {self.root} first"
 
 
+def checkpoint_stage(checkpoint: dict[str, Any]) -> str | None:
+    """Which stage wrote a checkpoint: its ``stage`` field, or for files from before that field, what its
+    contents say (None when they say nothing)."""
+    if "stage" in checkpoint:
+        return checkpoint["stage"]
+    config = checkpoint.get("model_config", {})
+    if "cma" in checkpoint or ("action" in config and "gaussians" not in config):
+        return "ctrl"
+    if "gaussians" in config:
+        return "mdrnn"
+    return "vae" if set(config) == {"latent"} else None
+
+
+def check_stage(checkpoint: dict[str, Any], stage: str, path: Path) -> dict[str, Any]:
+    """``checkpoint``, or one clear line when another stage (or nothing of this project) wrote it."""
+    found = checkpoint_stage(checkpoint)
+    if found != stage:
+        what = f"a {NAMES[found]} checkpoint" if found in NAMES else "not a checkpoint of this project"
+        raise UserError(
+            f"{path} is {what}, not a {NAMES[stage]} one: put back the file {SCRIPTS[stage]} wrote there "
+            f"or rerun {SCRIPTS[stage]}"
+        )
+    return checkpoint
+
+
 def _load_best(logdir: Logdir, stage: str) -> dict[str, Any]:
     path = logdir.best(stage)
     if not path.is_file():
         raise UserError(logdir.missing(stage))
-    return load_checkpoint(path)
+    return check_stage(load_checkpoint(path), stage, path)
 
 
 def _build(model_cls: Any, checkpoint: dict[str, Any], device: torch.device | str) -> Any:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from experiment.logdir import BEST, CHECKPOINT
+from experiment.logdir import BEST, CHECKPOINT, check_stage
 from utils.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from utils.cli import nonnegative_int, positive_float, positive_int
 from utils.logging import args_record, make_writer, save_args
@@ -63,13 +63,17 @@ def plateau_scheduler(
 
 
 def rng_state() -> dict[str, Any]:
-    """Python, NumPy and torch random states, saved so a resumed run continues the same streams."""
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Python, NumPy and torch random states, saved so a resumed run continues the same streams; as
+    plain values and tensors, so that checkpoints load weights-only."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = {"kind": kind, "keys": keys.tolist(), "pos": pos, "has_gauss": has_gauss, "cached": cached}
+    return {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], np.asarray(n["keys"], np.uint32), n["pos"], n["has_gauss"], n["cached"]))
     torch.set_rng_state(state["torch"])
 
 
@@ -148,11 +152,12 @@ def add_training_flags(
 
 
 def resume_checkpoint(directory: Path, noreload: bool) -> dict[str, Any] | None:
-    """The ``checkpoint.tar`` of a stage directory to resume from, or None (none there, or --noreload)."""
+    """The ``checkpoint.tar`` of a stage directory (named after its stage) to resume from, or None (none
+    there, or --noreload)."""
     path = directory / CHECKPOINT
     if noreload or not path.is_file():
         return None
-    return load_checkpoint(path, hint="delete it or rerun with --noreload")
+    return check_stage(load_checkpoint(path, hint="delete it or rerun with --noreload"), directory.name, path)
 
 
 # (epoch, optimizer steps so far, writer) -> (train means, test means, optimizer steps after the epoch);
@@ -209,8 +214,8 @@ def train_epochs(
             record.update({f"test_{k}": v for k, v in test.items()})
             history.append(record)
             state = training_state(
-                model, optimizer, scheduler, early, epoch, step=step, test_loss=test["loss"],
-                history=history, args=args_record(args), **extra,
+                model, optimizer, scheduler, early, epoch, stage=directory.name, step=step,
+                test_loss=test["loss"], history=history, args=args_record(args), **extra,
             )  # fmt: skip
             # best.tar first: a run killed between the two writes redoes this epoch and rewrites both.
             if improved:

@@ -33,8 +33,8 @@ from utils.visuals import save_animation  # noqa: E402
 
 # What the stages read from each checkpoint besides the weights.
 KEEP = {
-    "vae": ("model_config", "epoch", "test_loss", "args", "history"),
-    "mdrnn": ("model_config", "epoch", "test_loss", "reward_head", "args", "history"),
+    "vae": ("stage", "model_config", "epoch", "test_loss", "args", "history"),
+    "mdrnn": ("stage", "model_config", "epoch", "test_loss", "reward_head", "args", "history"),
 }
 # The run's record, copied when present: <logdir>/<source> -> <out>/run/<name>.
 RECORD = {
@@ -85,6 +85,7 @@ def main(args) -> dict[str, int]:
     mdrnn, mdrnn_ckpt = load_mdrnn(source.root)
     for stage, model, ckpt in (("vae", vae, vae_ckpt), ("mdrnn", mdrnn, mdrnn_ckpt)):
         small = {k: ckpt[k] for k in KEEP[stage] if k in ckpt}
+        small["stage"] = stage
         small["model"] = compact_state(ckpt["model"], set(model.acting_state_dict()))
         if stage == "vae":
             small["data"] = DataRecord.from_checkpoint(ckpt, source.best("vae")).to_dict()

@@ -137,7 +137,9 @@ def test_killed_run_leaves_no_partial_file_and_resumes(tmp_path):
     for f in finished:
         assert len(load_rollout(f)) == 150
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [rollout_name(i) for i in range(4)]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != ".lock") == [
+        rollout_name(i) for i in range(4)
+    ]
     for i in range(4):
         assert len(load_rollout(tmp_path / rollout_name(i))) == 150
 

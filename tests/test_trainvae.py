@@ -20,7 +20,7 @@ from utils.cli import UserError
 REPO = Path(__file__).resolve().parent.parent
 CHECKPOINT_KEYS = {
     "model", "optimizer", "scheduler", "early_stopping", "epoch", "step", "best_loss", "test_loss",
-    "model_config", "data", "args", "history", "rng",
+    "model_config", "data", "args", "history", "rng", "stage",
 }  # fmt: skip
 
 

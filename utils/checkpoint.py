@@ -1,9 +1,21 @@
-"""Atomic checkpoint and file writes, and loading with clear errors."""
+"""Atomic checkpoint and file writes, and loading that never runs code from a file.
+
+Checkpoints hold tensors and plain values only (numbers, strings, lists, dicts, bytes) and are read with
+``torch.load(weights_only=True)``: a file that would need anything else to unpickle (a crafted file,
+or one written by an older version of this project with Path objects inside) is refused with one line
+instead of being executed. ``scripts/upgrade_checkpoint.py`` converts a file you trust.
+
+Writes go to a temporary file that is renamed over the target: a killed run, a full disk or a
+read-only directory leaves the previous file intact and no temporary behind.
+"""
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import os
+import pickle
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -28,21 +40,44 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     ``path``; a run killed at any moment leaves no truncated file under the final name.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
+    except OSError as err:
+        _discard(tmp)
+        if err.errno in DISK_ERRORS:
+            raise UserError(
+                f"cannot write {path} ({os.strerror(err.errno)}): {DISK_ERRORS[err.errno]}, then rerun "
+                f"the same command to resume; {path.name} is as it was before"
+            ) from None
+        raise
     except BaseException:
+        _discard(tmp)
+        raise
+
+
+# What to do about the write errors a user can fix.
+DISK_ERRORS = {
+    errno.ENOSPC: "free some space on that disk",
+    errno.EDQUOT: "free some of your disk quota",
+    errno.EROFS: "the file system is read-only: use a writable directory",
+    errno.EACCES: "make the directory writable or use another one",
+}
+
+
+def _discard(tmp: str | None) -> None:
+    if tmp is not None:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
-        raise
 
 
 def remove_stale_temporaries(directory: str | os.PathLike) -> int:
@@ -58,25 +93,40 @@ def remove_stale_temporaries(directory: str | os.PathLike) -> int:
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
-    """``torch.save`` ``state`` to ``path`` atomically."""
-    atomic_write(path, lambda f: torch.save(state, f))
+    """``torch.save`` ``state`` to ``path`` atomically.
+
+    Serialised in memory first: torch's zip writer reports a full disk as a RuntimeError from C++, while
+    a plain write of the bytes gives the OSError (ENOSPC) that :func:`atomic_write` turns into one line.
+    """
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", hint: str = "") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint`.
+    """Load a checkpoint written by :func:`save_checkpoint`, weights only: nothing in the file is run.
 
     Raises :class:`UserError` naming the file (and ``hint``, e.g. which script makes it) when it is
-    missing or unreadable.
+    missing, unreadable, or holds more than tensors and plain values.
     """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no checkpoint at {path}" + (f": {hint}" if hint else ""))
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:  # what weights-only loading raises for anything beyond plain data
+        raise UserError(
+            f"refused to load {path}: it holds Python objects, not only tensors and plain values (a crafted "
+            f"file, or one written by an older version); if you made it, convert it with "
+            f"python scripts/upgrade_checkpoint.py {path}"
+        ) from None
     except Exception as err:  # truncated or foreign file
         raise UserError(
             f"cannot read checkpoint {path} ({type(err).__name__}: {err}); delete it or rerun with --noreload"
         ) from None
+    if not isinstance(checkpoint, dict):
+        raise UserError(f"{path} is not a checkpoint of this project; delete it or rerun with --noreload")
+    return checkpoint
 
 
 def file_digest(path: str | os.PathLike) -> str:

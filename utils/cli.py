@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable
 
@@ -46,18 +47,38 @@ def make_parser(doc: str | None) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(description=doc, formatter_class=_HelpFormatter)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a cluster scheduler, ``kill``), raised in the main thread like Ctrl-C, so that every
+    ``finally`` runs: worker pools stop, writers close, and what was saved stays saved."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def run(
     main: Callable[[argparse.Namespace], object],
     parser: argparse.ArgumentParser,
     argv: list[str] | None = None,
 ) -> None:
-    """Parse ``argv`` and call ``main``; a :class:`UserError` becomes one line on stderr and exit 2."""
+    """Parse ``argv`` and call ``main``; a :class:`UserError` becomes one line on stderr and exit 2.
+
+    Ctrl-C and SIGTERM stop the run within seconds with one line: every stage writes its state
+    atomically after each unit of work (rollout, epoch, generation), so rerunning the same command
+    resumes from the last one completed.
+    """
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         main(args)
     except UserError as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as stop:
+        terminated = isinstance(stop, Terminated)
+        print(
+            f"{parser.prog}: stopped by {'SIGTERM' if terminated else 'Ctrl-C'}; everything completed is "
+            f"saved: rerun the same command to resume",
+            file=sys.stderr,
+        )
+        sys.exit(143 if terminated else 130)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 
@@ -20,3 +21,11 @@ def exit_with_parent(parent_pid: int, poll: float = 0.5) -> None:
         os._exit(0)
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def worker_init(parent_pid: int) -> None:
+    """What every worker process of this project runs first: leave Ctrl-C and SIGTERM to the parent (it
+    stops its workers), and end with the parent if it is killed outright."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    exit_with_parent(parent_pid)
