@@ -76,7 +76,8 @@ def build_parser():
     parser.add_argument(
         "--no-reward",
         action="store_true",
-        help="do not train the reward head (dream training then cannot use this M)",
+        help="do not train the reward head (dream training on an env whose reward M must predict, such as "
+        "CarRacing, then cannot use this M); envs whose reward is survival never train it",
     )
     parser.add_argument(
         "--temperature",
@@ -87,19 +88,25 @@ def build_parser():
     return parser
 
 
-def losses(mdrnn: MDRNN, batch: dict[str, torch.Tensor], reward: bool) -> dict[str, torch.Tensor]:
+def losses(
+    mdrnn: MDRNN, batch: dict[str, torch.Tensor], reward: bool, done_weight: float = 1.0
+) -> dict[str, torch.Tensor]:
     """Masked mean losses of a batch; ``loss`` = (gmm + bce + mse) / (latent + 2), each term per step.
 
     gmm is the negative log-likelihood of z_{t+1} summed over latent dimensions; bce the termination
-    cross-entropy (targets are real terminations only: a time-limit cut is never a death); mse the
-    reward error. Dividing by latent + 2 puts all three on a per-dimension scale.
+    cross-entropy (targets are real terminations only: a time-limit cut is never a death), its positive
+    targets weighted ``done_weight`` (the env's; the paper's Doom M: 10); mse the reward error. Dividing
+    by latent + 2 puts all three on a per-dimension scale.
     """
     out = mdrnn(batch["actions"], batch["latents"])
     mask = batch["mask"]
     n = mask.sum().clamp(min=1)
     gmm = (gmm_loss(batch["next_latents"], out.mus, out.sigmas, out.logpi, reduce=False) * mask).sum() / n
     bce = (
-        F.binary_cross_entropy_with_logits(out.terminations, batch["terminals"], reduction="none") * mask
+        F.binary_cross_entropy_with_logits(
+            out.terminations, batch["terminals"], reduction="none", pos_weight=torch.tensor(done_weight)
+        )
+        * mask
     ).sum() / n
     mse = ((out.rewards - batch["rewards"]).pow(2) * mask).sum() / n if reward else torch.zeros_like(gmm)
     loss = (gmm + bce + mse) / (mdrnn.latent + 2)
@@ -158,7 +165,9 @@ def write_visuals(mdrnn: MDRNN, vae, latents, test_ids: np.ndarray, epoch: int, 
     writer.add_image("samples/real_prediction_dream", strip, epoch, dataformats="HWC")
 
 
-def evaluate(mdrnn: MDRNN, latents: Latents, ids: np.ndarray, args, device) -> dict[str, float]:
+def evaluate(
+    mdrnn: MDRNN, latents: Latents, ids: np.ndarray, args, device, reward: bool, done_weight: float
+) -> dict[str, float]:
     """Step-weighted mean losses over every window of rollouts ``ids``, with the same z draws each epoch."""
     mdrnn.eval()
     windows = sequence_windows(latents, ids, args.seq_len)
@@ -169,7 +178,7 @@ def evaluate(mdrnn: MDRNN, latents: Latents, ids: np.ndarray, args, device) -> d
     with torch.no_grad():
         for b in range(0, len(windows), args.batch_size):
             batch = make_batch(latents, windows[b : b + args.batch_size], args.seq_len, device, generator)
-            terms = losses(mdrnn, batch, reward=not args.no_reward)
+            terms = losses(mdrnn, batch, reward, done_weight)
             steps = batch["mask"].sum().item()
             for k in totals:
                 totals[k] += terms[k].item() * steps
@@ -224,6 +233,7 @@ def train(args) -> list[dict[str, float]]:
             )
         config = state["model_config"]
     mdrnn = MDRNN.from_config(config).to(device)
+    reward = env.reward_head and not args.no_reward  # Doom's reward is +1 per frame alive: nothing to learn
     optimizer = torch.optim.Adam(mdrnn.parameters(), lr=args.lr)
     scheduler = plateau_scheduler(optimizer, args.lr_patience)
     early = EarlyStopping(args.patience)
@@ -245,7 +255,7 @@ def train(args) -> list[dict[str, float]]:
             batch = make_batch(
                 latents, windows[b * args.batch_size : (b + 1) * args.batch_size], args.seq_len, device, z_gen
             )
-            terms = losses(mdrnn, batch, reward=not args.no_reward)
+            terms = losses(mdrnn, batch, reward, env.done_weight)
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             if args.grad_clip > 0:
@@ -260,14 +270,16 @@ def train(args) -> list[dict[str, float]]:
             )
         bar.close()
         train = {k: v / n_batches for k, v in totals.items()}
-        test = evaluate(mdrnn, latents, test_ids if len(test_ids) else train_ids, args, device)
+        test = evaluate(
+            mdrnn, latents, test_ids if len(test_ids) else train_ids, args, device, reward, env.done_weight
+        )
         return train, test, step
 
     def pictures(epoch: int, writer) -> None:
         if not args.nosamples:
             write_visuals(mdrnn, vae, latents, test_ids, epoch, args, writer, device)
 
-    extra = {"vae_id": vae_id, "reward_head": not args.no_reward}
+    extra = {"vae_id": vae_id, "reward_head": reward}
     return train_epochs(out, args, mdrnn, optimizer, scheduler, early, state, epoch_fn, extra, pictures)
 
 

@@ -76,6 +76,9 @@ class EnvSpec:
         inexact_renderers: those whose pixels differ from the game's own (training only, never a test).
         aliases: other names older files recorded for this env.
         reference_returns: published scores drawn as lines on learning curves and test histograms.
+        reward_head: M learns the reward (CarRacing); False: the reward is +1 per step alive, and a
+            dream counts the steps survived (Doom).
+        done_weight: weight of the rare positive (death) targets in M's termination loss.
     """
 
     name: str
@@ -94,6 +97,8 @@ class EnvSpec:
     inexact_renderers: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
     reference_returns: Mapping[str, float] = field(default_factory=dict)
+    reward_head: bool = True
+    done_weight: float = 1.0
 
     @property
     def default_preprocessing(self) -> str:

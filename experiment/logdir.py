@@ -157,10 +157,11 @@ def check_trained_on_this_vae(logdir: Logdir, mdrnn_checkpoint: dict[str, Any], 
 
 
 def load_dream_cell(logdir: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[MDRNNCell, dict]:
-    """M (all heads) as a one-step cell; one clear line when its reward head was not trained
-    (``--no-reward``), since a dream without rewards cannot rank controllers."""
+    """M (all heads) as a one-step cell; one clear line when the env's reward is M's to predict but its
+    reward head was not trained (``--no-reward``), since such a dream cannot rank controllers."""
     mdrnn, checkpoint = load_mdrnn(logdir)
-    if not checkpoint.get("reward_head", False):
+    survival = not get_env_spec(load_data_record(logdir).env).reward_head  # dreams count steps alive
+    if not survival and not checkpoint.get("reward_head", False):
         raise UserError(
             f"{Logdir(logdir).best('mdrnn')} has no trained reward head (trained with --no-reward), so it "
             f"cannot score dreams: rerun trainmdrnn.py --logdir {logdir} --noreload without --no-reward"

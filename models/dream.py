@@ -12,8 +12,8 @@ sampling"); ``sample`` draws done ~ Bernoulli(sigmoid(logit)). Under sampling, a
 miscalibrated (say p = 0.002 on every ordinary step) ends most long dreams early for no reason.
 
 Everything that dreams uses this class: :func:`dream_returns` (controller training inside the dream,
-all candidates x samples as rows of one batch), M's training pictures (trainmdrnn.py) and
-scripts/dream.py (watching or driving a dream).
+all candidates x samples as rows of one batch, ended dreams dropped from it), M's training pictures
+(trainmdrnn.py) and scripts/dream.py (watching or driving a dream).
 """
 
 from __future__ import annotations
@@ -52,6 +52,10 @@ class Dream:
         temperature: tau (>= 0; 0 takes the most likely component's mean).
         done_mode: ``threshold`` or ``sample`` (see the module docstring).
         generator: the only source of randomness (on the cell's device); a fixed seed repeats a dream.
+        survival: the reward is +1 per step (an env whose reward is staying alive, as Doom's) instead of
+            M's reward head.
+        matmul_dtype: None (float32) or torch.bfloat16 for M's large matrix products (see
+            :meth:`models.mdrnn.MDRNNCell.forward`).
     """
 
     def __init__(
@@ -60,15 +64,24 @@ class Dream:
         temperature: float,
         done_mode: str = "threshold",
         generator: torch.Generator | None = None,
+        survival: bool = False,
+        matmul_dtype: torch.dtype | None = None,
     ) -> None:
         if done_mode not in DONE_MODES:
             raise ValueError(f"unknown done_mode {done_mode!r}; expected one of {DONE_MODES}")
         self.cell, self.temperature, self.done_mode, self.generator = cell, temperature, done_mode, generator
+        self.survival, self.matmul_dtype = survival, matmul_dtype
 
     def reset(self, start_z: torch.Tensor) -> torch.Tensor:
         """Start N dreams at ``start_z`` (N, L) with a zero LSTM state; returns z_0."""
         self.z = start_z
         self.hidden = self.cell.initial_hidden(start_z.shape[0], start_z.device, start_z.dtype)
+        return self.z
+
+    def keep(self, rows: torch.Tensor) -> torch.Tensor:
+        """Continue only the dreams of batch rows ``rows`` (the others ended); returns their z."""
+        self.z = self.z[rows]
+        self.hidden = (self.hidden[0][rows], self.hidden[1][rows])
         return self.z
 
     @torch.no_grad()
@@ -77,7 +90,7 @@ class Dream:
         (a real frame fed as context)."""
         if z is not None:
             self.z = z
-        out = self.cell(action, self.z, self.hidden)
+        out = self.cell(action, self.z, self.hidden, self.matmul_dtype)
         self.hidden = out.hidden
         p_done = torch.sigmoid(out.terminations)
         if self.done_mode == "threshold":
@@ -85,7 +98,8 @@ class Dream:
         else:
             done = torch.rand(p_done.shape, generator=self.generator, device=p_done.device) < p_done
         self.z = sample_latent(out.mus, out.sigmas, out.logpi, self.temperature, self.generator)
-        return DreamStep(self.z, out.rewards, done)
+        reward = torch.ones_like(out.rewards) if self.survival else out.rewards
+        return DreamStep(self.z, reward, done)
 
 
 @torch.no_grad()
@@ -99,15 +113,19 @@ def dream_returns(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Drive N controllers in the dream, one row each: a_t = squash(C(z_t, h_t[, c_t])).
 
+    Rows whose dream has ended are dropped from the batch, so a generation costs what its survivors
+    dream (Doom's dreams end at M's predicted deaths).
+
     Args:
         controllers: N controllers (one per row of ``start_z``).
         squash: the env's map from C's raw outputs to actions.
         start_z: (N, L) initial latents.
         steps: episode length cap.
-        record: if a list, each step's (z_t (N, L), a_t (N, A), alive (N,) bool) is appended to it.
+        record: if a list, each step's (z_t (A, L), a_t (A, A_dim), rows (A,)) is appended to it: the
+            latents and actions of the A rows still dreaming, and which of the N they are.
     Returns:
-        returns (N,) float32, the sum of predicted rewards up to and including the step where done fires,
-        and lengths (N,) int64 (steps each row ran, 1..steps).
+        returns (N,) float32, the sum of rewards up to and including the step where done fires, and
+        lengths (N,) int64 (steps each row ran, 1..steps).
     """
     n = start_z.shape[0]
     if len(controllers) != n:
@@ -115,19 +133,21 @@ def dream_returns(
     z = dream.reset(start_z)
     returns = torch.zeros(n, device=start_z.device)
     lengths = torch.zeros(n, dtype=torch.int64, device=start_z.device)
-    alive = torch.ones(n, dtype=torch.bool, device=start_z.device)
+    rows = torch.arange(n, device=start_z.device)  # which of the N dreams each batch row is
     for _ in range(steps):
-        # Rows that ended keep being stepped (masked): a fixed-shape batch beats gathering the survivors.
         h, c = dream.hidden
         action = squash(controllers.raw_rows(z, h, c))
         if record is not None:
-            record.append((z, action, alive.clone()))
+            record.append((z, action, rows))
         z, reward, done = dream.step(action)
-        returns += torch.where(alive, reward, torch.zeros_like(reward))
-        lengths += alive.long()
-        alive = alive & ~done
-        if not alive.any():
-            break
+        returns[rows] += reward
+        lengths[rows] += 1
+        if done.any():
+            keep = torch.nonzero(~done).squeeze(1)
+            if len(keep) == 0:
+                break
+            rows, controllers = rows[keep], controllers.rows(keep)
+            z = dream.keep(keep)
     return returns, lengths
 
 

@@ -110,9 +110,11 @@ class _MDRNNBase(nn.Module):
                 f"actions {tuple(actions.shape)} and latents {tuple(latents.shape)} differ in leading dims"
             )
 
-    def _heads(self, outs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """LSTM outputs (..., H) -> mus, sigmas, logpi (..., L, G), rewards (...), terminations (...)."""
-        gmm = self.gmm_linear(outs).unflatten(-1, (3, self.latent, self.gaussians))
+    def _heads(self, outs: torch.Tensor, gmm: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """LSTM outputs (..., H) -> mus, sigmas, logpi (..., L, G), rewards (...), terminations (...).
+
+        ``gmm``: the mixture head's output when the caller computed it (in lower precision)."""
+        gmm = (self.gmm_linear(outs) if gmm is None else gmm).unflatten(-1, (3, self.latent, self.gaussians))
         mus, log_sigmas, logits = gmm.unbind(-3)
         sigmas = log_sigmas.clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX).exp()
         logpi = F.log_softmax(logits, dim=-1)
@@ -154,9 +156,12 @@ class MDRNNCell(_MDRNNBase):
         action: torch.Tensor,
         latent: torch.Tensor,
         hidden: tuple[torch.Tensor, torch.Tensor] | None = None,
+        matmul_dtype: torch.dtype | None = None,
     ) -> MDRNNOutput:
         """One step. action: (B, A); latent: (B, L); hidden: (h, c), each (B, H), or None for zeros.
 
+        ``matmul_dtype`` (e.g. bfloat16) runs the three large matrix products in that type, the state,
+        gates and outputs staying float32: ~2x faster on hardware with native bf16, for dreams.
         Returns an :class:`MDRNNOutput`: mus/sigmas/logpi (B, L, G), rewards (B,), terminations (B,),
         and the new (h, c), each (B, H).
         """
@@ -165,8 +170,27 @@ class MDRNNCell(_MDRNNBase):
             raise ValueError(f"MDRNNCell expects (B, {self.latent}) latents, got {tuple(latent.shape)}")
         if hidden is None:
             hidden = self.initial_hidden(latent.shape[0], latent.device, latent.dtype)
-        h, c = self.recurrent_step(action, latent, hidden)
-        return MDRNNOutput(*self._heads(h), (h, c))
+        if matmul_dtype is None or matmul_dtype == latent.dtype:
+            h, c = self.recurrent_step(action, latent, hidden)
+            return MDRNNOutput(*self._heads(h), (h, c))
+        w_ih, w_hh, w_gmm = self._low_precision_weights(matmul_dtype)
+        rnn, dt = self.rnn, matmul_dtype
+        x = torch.cat([latent, action], dim=-1)
+        gates = (x.to(dt) @ w_ih.T + hidden[0].to(dt) @ w_hh.T).float() + rnn.bias_ih_l0 + rnn.bias_hh_l0
+        i, f, g, o = gates.chunk(4, dim=-1)  # PyTorch's gate order
+        c = torch.sigmoid(f) * hidden[1] + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        gmm = (h.to(dt) @ w_gmm.T).float() + self.gmm_linear.bias
+        return MDRNNOutput(*self._heads(h, gmm), (h, c))
+
+    def _low_precision_weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``dtype`` copies of the LSTM's and the mixture head's weights, made once (a dreaming cell is
+        not trained)."""
+        cached = getattr(self, "_low_precision", None)
+        if cached is None or cached[0] != dtype:
+            weights = (self.rnn.weight_ih_l0, self.rnn.weight_hh_l0, self.gmm_linear.weight)
+            self._low_precision = (dtype, *(w.detach().to(dtype) for w in weights))
+        return self._low_precision[1:]
 
     def recurrent_step(
         self, action: torch.Tensor, latent: torch.Tensor, hidden: tuple[torch.Tensor, torch.Tensor]
@@ -225,10 +249,11 @@ def sample_latent(
     if temperature == 0:
         index = logpi.argmax(dim=-1, keepdim=True)
         return mus.gather(-1, index).squeeze(-1)
-    gaussians = logpi.shape[-1]
-    probs = F.softmax(logpi / temperature, dim=-1)
-    index = torch.multinomial(probs.reshape(-1, gaussians), 1, generator=generator)
-    index = index.reshape(*logpi.shape[:-1], 1)
+    # The component by inverse CDF: one uniform per dimension against the cumulative probabilities,
+    # ~5x faster than torch.multinomial on the (rows x latent) small categoricals of a batched dream.
+    cdf = F.softmax(logpi / temperature, dim=-1).cumsum(dim=-1)
+    u = torch.rand(cdf.shape[:-1], generator=generator, device=cdf.device, dtype=cdf.dtype).unsqueeze(-1)
+    index = (cdf < u).sum(dim=-1, keepdim=True).clamp_(max=logpi.shape[-1] - 1)  # clamp: rounding of cdf[-1]
     mu = mus.gather(-1, index).squeeze(-1)
     sigma = sigmas.gather(-1, index).squeeze(-1)
     eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)

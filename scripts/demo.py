@@ -8,7 +8,9 @@ Presets (any flag given on the command line overrides the preset's value):
   * demo: a toy run that checks every stage on this machine, then drives the shipped pretrained
     agent (pretrained/carracing) on full tracks and records the last one;
   * budget: the recipe behind the README's score: every stage at the scale chosen for 2 CPU cores,
-    then test_controller.py on 100 fixed tracks with the exact (stock-pixel) renderer.
+    then test_controller.py on 100 fixed tracks with the exact (stock-pixel) renderer;
+  * doom: the paper's second experiment on VizDoom take-cover: C trained only inside M's dream
+    (tau 1.15, the paper's weight penalty, z sampled), evaluated and tested in the real game.
 
 Everything goes under --logdir (rollouts in <logdir>/rollouts); rerunning resumes each stage.
 A stage table with wall-clock times is printed at the end and written to <logdir>/stages.json.
@@ -31,6 +33,17 @@ from utils.checkpoint import atomic_write  # noqa: E402
 from utils.cli import UserError, make_parser, nonnegative_int, positive_float, positive_int, run  # noqa: E402
 
 PRETRAINED = ROOT / "pretrained" / "carracing"
+
+# What the CarRacing presets share: the real env for everything, the exact renderer for the test.
+CARRACING = {
+    "env": "carracing",
+    "test_renderer": "fast",
+    "dream": 0,
+    "temperature": 1.15,
+    "dream_steps": 1000,
+    "weight_penalty": 0.0,
+    "z_mode": "mu",
+}
 
 # Every stage knob of each preset. "train_renderer" drives controller training (its evaluations
 # included); the final test always runs the exact renderer, whose pixels are stock CarRacing's.
@@ -55,6 +68,7 @@ PRESETS = {
         "episode_steps": 300,
         "test_episodes": 8,
         "pretrained_episodes": 2,
+        **CARRACING,
     },
     "budget": {
         "rollouts": 200,
@@ -76,6 +90,35 @@ PRESETS = {
         "episode_steps": 1000,
         "test_episodes": 100,
         "pretrained_episodes": 0,
+        **CARRACING,
+    },
+    "doom": {
+        "env": "doom-takecover",
+        "rollouts": 1000,
+        "max_steps": 2100,
+        "vae_epochs": 2,
+        "vae_batch": 100,
+        "vae_lr": 1e-3,
+        "mdrnn_epochs": 20,
+        "mdrnn_batch": 32,
+        "seq_len": 100,
+        "generations": 100,
+        "pop_size": 32,
+        "n_samples": 16,
+        "train_max_steps": 2100,
+        "negative_cutoff": 0,
+        "eval_every": 10,
+        "eval_episodes": 16,
+        "train_renderer": "160x120",
+        "test_renderer": "160x120",
+        "episode_steps": 2100,
+        "test_episodes": 100,
+        "pretrained_episodes": 0,
+        "dream": 1,
+        "temperature": 1.15,
+        "dream_steps": 2100,
+        "weight_penalty": 0.01,
+        "z_mode": "sample",
     },
 }
 
@@ -103,7 +146,14 @@ def build_parser():
     add("--negative-cutoff", type=nonnegative_int, help="training-episode cut-off after negative steps")
     add("--eval-every", type=positive_int, help="generations between controller evaluations")
     add("--eval-episodes", type=positive_int, help="tracks of each controller evaluation")
-    add("--train-renderer", choices=["fast", "approx"], help="CarRacing renderer of controller training")
+    add("--env", help="the game (a spec of envs/)")
+    add("--train-renderer", help="renderer of controller training and evaluation (CarRacing: fast or approx)")
+    add("--test-renderer", help="renderer of the final test (the game's own pixels)")
+    add("--dream", type=int, choices=(0, 1), help="1: train C inside M's dream (traincontroller.py --dream)")
+    add("--temperature", type=positive_float, help="tau of the dream")
+    add("--dream-steps", type=positive_int, help="dream length cap")
+    add("--weight-penalty", type=float, help="fitness penalty x mean(w^2)")
+    add("--z-mode", choices=("mu", "sample"), help="C and M see the encoder mean or a sample of z")
     add("--episode-steps", type=positive_int, help="length cap of evaluation and test episodes")
     add("--test-episodes", type=positive_int, help="tracks of the final test")
     add("--pretrained-episodes", type=nonnegative_int, help="tracks driven by the shipped agent (0: none)")
@@ -121,11 +171,16 @@ def resolve(args):
 def stages(args) -> list[tuple[str, list[str]]]:
     """(name, command) of each stage."""
     data, logdir, seed = args.logdir / "rollouts", args.logdir, args.seed
-    engine = f"--max-workers {args.threads} --max-steps {args.episode_steps} --seed {seed}"
+    engine = (
+        f"--max-workers {args.threads} --max-steps {args.episode_steps} --z-mode {args.z_mode} --seed {seed}"
+    )
+    dream = (
+        f" --dream --temperature {args.temperature} --dream-steps {args.dream_steps}" if args.dream else ""
+    )
     commands = [
         (
             "generate rollouts",
-            f"data/generation_script.py --rollouts {args.rollouts} --rootdir {data} "
+            f"data/generation_script.py --env {args.env} --rollouts {args.rollouts} --rootdir {data} "
             f"--threads {args.threads} --max-steps {args.max_steps} --seed {seed}",
         ),
         (
@@ -143,12 +198,13 @@ def stages(args) -> list[tuple[str, list[str]]]:
             f"traincontroller.py --logdir {logdir} --pop-size {args.pop_size} --n-samples {args.n_samples} "
             f"--generations {args.generations} --eval-every {args.eval_every} "
             f"--eval-episodes {args.eval_episodes} --train-max-steps {args.train_max_steps} "
-            f"--negative-cutoff {args.negative_cutoff} --renderer {args.train_renderer} {engine}",
+            f"--negative-cutoff {args.negative_cutoff} --weight-penalty {args.weight_penalty} "
+            f"--renderer {args.train_renderer} {engine}{dream}",
         ),
         (
             "test C",
-            f"test_controller.py --logdir {logdir} --episodes {args.test_episodes} --renderer fast "
-            f"--record {logdir / 'drive.gif'} {engine}",
+            f"test_controller.py --logdir {logdir} --episodes {args.test_episodes} "
+            f"--renderer {args.test_renderer} --record {logdir / 'drive.gif'} {engine}",
         ),
     ]
     if args.pretrained_episodes:

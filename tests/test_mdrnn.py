@@ -210,3 +210,24 @@ def test_sample_latent_single_component_matches_normal(tau: float) -> None:
 def test_sample_latent_rejects_negative_temperature() -> None:
     with pytest.raises(ValueError, match="temperature"):
         sample_latent(*_mixture(2), temperature=-0.1)
+
+
+def test_low_precision_step_is_the_same_lstm() -> None:
+    """The dream's fast path (its own gate arithmetic around lower-precision products) is nn.LSTM's step:
+    exact up to float32 rounding when the products run in float32 on a float64 cell, and within bf16
+    rounding when they run in bfloat16."""
+    torch.manual_seed(0)
+    cell = MDRNNCell(latent=8, action=1, hidden=32, gaussians=3).eval().double()
+    a, z = torch.rand(5, 1).double(), torch.randn(5, 8).double()
+    hidden = (torch.randn(5, 32).double(), torch.randn(5, 32).double())
+    with torch.no_grad():
+        ref = cell(a, z, hidden)
+        fast = cell(a, z, hidden, matmul_dtype=torch.float32)
+        torch.testing.assert_close(fast.hidden[1].double(), ref.hidden[1], atol=1e-6, rtol=0)
+        torch.testing.assert_close(fast.mus.double(), ref.mus, atol=1e-6, rtol=0)
+        cell = cell.float()
+        ref = cell(a.float(), z.float(), (hidden[0].float(), hidden[1].float()))
+        low = cell(a.float(), z.float(), (hidden[0].float(), hidden[1].float()), matmul_dtype=torch.bfloat16)
+    assert low.hidden[0].dtype == torch.float32 and low.mus.dtype == torch.float32
+    torch.testing.assert_close(low.hidden[0], ref.hidden[0], atol=2e-2, rtol=0)
+    torch.testing.assert_close(low.logpi, ref.logpi, atol=5e-2, rtol=0)

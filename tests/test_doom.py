@@ -1,0 +1,277 @@
+"""VizDoom take-cover: the env spec (frames, actions, cap, determinism, files), M's weighted death loss,
+survival dreams, and the four stages end to end on tiny Doom data with C trained only in the dream."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+pytest.importorskip("vizdoom")
+
+import test_controller  # noqa: E402
+import traincontroller  # noqa: E402
+import trainmdrnn  # noqa: E402
+import trainvae  # noqa: E402
+from data import generation_script  # noqa: E402
+from data.rollouts import list_rollouts, load_rollout  # noqa: E402
+from envs import get_env_spec, make_env  # noqa: E402
+from experiment.logdir import load_agent, load_mdrnn  # noqa: E402
+from models.controller import ControllerBatch, ControllerConfig  # noqa: E402
+from models.dream import Dream, dream_returns  # noqa: E402
+from models.mdrnn import MDRNNCell  # noqa: E402
+from utils.checkpoint import load_checkpoint  # noqa: E402
+
+ENV = "doom-takecover"
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = get_env_spec(ENV)
+
+
+def test_spec_sizes_are_the_papers():
+    sizes = SPEC.model
+    assert (sizes.latent, sizes.hidden, sizes.gaussians) == (64, 512, 5)
+    config = ControllerConfig(64, 512, SPEC.action_size, sizes.controller_inputs, sizes.controller_bias)
+    assert config.vector_size == 1088 and SPEC.max_episode_steps == 2100
+    assert not SPEC.reward_head and SPEC.done_weight == 10
+
+
+def test_actions_are_thresholded_at_a_third():
+    actions = np.array([[-1.0], [-0.34], [-0.33], [0.0], [0.33], [0.34], [1.0]], np.float32)
+    assert [SPEC.to_env_action(a) for a in actions] == [0, 0, 1, 1, 1, 2, 2]
+    torch.testing.assert_close(
+        SPEC.squash(torch.tensor([[-50.0], [0.0], [0.5]])), torch.tanh(torch.tensor([[-50.0], [0.0], [0.5]]))
+    )
+    held = SPEC.policies["held"](np.random.default_rng(0), 500)
+    assert held.shape == (500, 1) and (np.abs(held) <= 1).all()
+
+
+def test_frames_crop_the_status_bar_and_episodes_repeat_per_seed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # ViZDoom's files must not land in the working directory
+    env = make_env(ENV, max_episode_steps=30)
+    actions = SPEC.policies["held"](np.random.default_rng(1), 30)
+
+    def episode(seed):
+        obs, _ = env.reset(seed=seed)
+        frames, rewards, end = [obs], [], None
+        for a in actions:
+            obs, reward, terminated, truncated, _ = env.step(SPEC.to_env_action(a))
+            frames.append(obs)
+            rewards.append(reward)
+            if terminated or truncated:
+                end = (terminated, truncated)
+                break
+        return np.stack(frames), rewards, end
+
+    a, ra, end = episode(7)
+    b, rb, _ = episode(7)
+    assert a.shape[1:] == (120, 160, 3) and np.array_equal(a, b) and ra == rb
+    assert set(ra) == {1.0}  # +1 per frame alive
+    assert end == (False, True) or end[0]  # the cap is a truncation; a death a termination
+    env.close()
+    assert list(tmp_path.iterdir()) == []
+    frame = np.zeros((120, 160, 3), np.uint8)
+    frame[100:] = 255  # the status bar's rows only
+    assert SPEC.preprocess(frame, "crop").max() == 0 and SPEC.preprocess(frame, "full")[-1].min() == 255
+
+
+def test_death_targets_are_weighted():
+    logits, targets = torch.randn(4, 5), (torch.rand(4, 5) < 0.2).float()
+    weighted = F.binary_cross_entropy_with_logits(
+        logits, targets, pos_weight=torch.tensor(10.0), reduction="none"
+    )
+    p = torch.sigmoid(logits)
+    manual = -(10.0 * targets * p.log() + (1 - targets) * (1 - p).log())
+    torch.testing.assert_close(weighted, manual)
+
+
+def test_survival_dreams_count_the_steps_alive():
+    torch.manual_seed(0)
+    cell = MDRNNCell(latent=4, action=1, hidden=8, gaussians=3).eval()
+    config = ControllerConfig(4, 8, 1, ("z", "c", "h"), bias=False)
+    params = torch.randn(6, config.vector_size).numpy()
+    start = torch.randn(6, 4)
+    for bias, expected in ((-30.0, 9), (30.0, 1)):  # never dies: the cap; always dies: the first step
+        with torch.no_grad():
+            cell.termination_linear.weight.zero_()
+            cell.termination_linear.bias.fill_(bias)
+        dream = Dream(cell, 1.15, generator=torch.Generator().manual_seed(0), survival=True)
+        returns, lengths = dream_returns(dream, ControllerBatch(config, params), torch.tanh, start, 9)
+        assert lengths.tolist() == [expected] * 6 and returns.tolist() == [float(expected)] * 6
+
+
+def parse(module, *argv):
+    return module.build_parser().parse_args([str(a) for a in argv])
+
+
+def test_four_stages_on_tiny_doom_data_with_c_trained_in_the_dream(tmp_path):
+    data, logdir = tmp_path / "rollouts", tmp_path / "exp"
+    generation_script.main(
+        parse(
+            generation_script,
+            "--env",
+            ENV,
+            "--rootdir",
+            data,
+            "--rollouts",
+            4,
+            "--threads",
+            2,
+            "--max-steps",
+            60,
+        )
+    )
+    r = load_rollout(list_rollouts(data)[0])
+    assert r.env == ENV and r.actions.shape[1] == 1 and r.policy == "held"
+    trainvae.main(
+        parse(
+            trainvae,
+            "--logdir",
+            logdir,
+            "--dataset",
+            data,
+            "--epochs",
+            1,
+            "--batch-size",
+            32,
+            "--latent",
+            8,
+            "--device",
+            "cpu",
+            "--test-fraction",
+            0.25,
+            "--nosamples",
+        )
+    )
+    trainmdrnn.main(
+        parse(
+            trainmdrnn,
+            "--logdir",
+            logdir,
+            "--epochs",
+            1,
+            "--batch-size",
+            4,
+            "--seq-len",
+            16,
+            "--hidden",
+            16,
+            "--device",
+            "cpu",
+            "--nosamples",
+        )
+    )
+    mdrnn, ckpt = load_mdrnn(logdir)
+    assert ckpt["reward_head"] is False and mdrnn.config["action"] == 1
+    summary = traincontroller.main(
+        parse(
+            traincontroller,
+            "--logdir",
+            logdir,
+            "--dream",
+            "--dream-steps",
+            30,
+            "--pop-size",
+            4,
+            "--n-samples",
+            2,
+            "--generations",
+            2,
+            "--eval-every",
+            2,
+            "--eval-episodes",
+            2,
+            "--max-steps",
+            40,
+            "--max-workers",
+            2,
+            "--envs-per-worker",
+            1,
+            "--weight-penalty",
+            0.01,
+            "--z-mode",
+            "sample",
+        )
+    )
+    history = summary["history"]
+    assert len(history) == 2 and all(0 < h["best"] <= 30 for h in history)  # dream fitness: frames survived
+    spec, params, _ = load_agent(logdir)
+    assert spec.controller.inputs == ("z", "c", "h") and not spec.controller.bias and params.shape == (40,)
+    stats = test_controller.main(
+        parse(
+            test_controller,
+            "--logdir",
+            logdir,
+            "--episodes",
+            2,
+            "--max-steps",
+            40,
+            "--max-workers",
+            2,
+            "--out",
+            tmp_path / "test",
+            "--record",
+            tmp_path / "drive.gif",
+        )
+    )
+    saved = json.loads((tmp_path / "test" / "test_returns.json").read_text())
+    assert saved["env"] == ENV and saved["returns"] == stats["returns"]
+    assert all(
+        ret == steps for ret, steps in zip(saved["returns"], saved["steps"], strict=True)
+    )  # +1 a frame
+    assert (tmp_path / "drive.gif").stat().st_size > 0 and os.path.getsize(logdir / "ctrl" / "best.tar") > 0
+    assert load_checkpoint(logdir / "ctrl" / "best.tar")["model_config"]["bias"] is False
+
+
+def test_doom_recipe_runs_every_stage_at_its_smallest(tmp_path):
+    """scripts/demo.py --preset doom with size overrides only: C trained in the dream, tested in the game."""
+    from scripts import demo
+
+    logdir = tmp_path / "doom"
+    sizes = [
+        "--rollouts",
+        3,
+        "--max-steps",
+        60,
+        "--vae-epochs",
+        1,
+        "--mdrnn-epochs",
+        1,
+        "--generations",
+        2,
+        "--pop-size",
+        4,
+        "--n-samples",
+        2,
+        "--dream-steps",
+        30,
+        "--eval-every",
+        2,
+        "--eval-episodes",
+        2,
+        "--episode-steps",
+        40,
+        "--test-episodes",
+        2,
+    ]
+    res = subprocess.run(
+        [sys.executable, "scripts/demo.py", "--preset", "doom", "--logdir", str(logdir), *map(str, sizes)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((logdir / "stages.json").read_text())
+    for key in ("env", "dream", "temperature", "weight_penalty", "z_mode", "seq_len", "vae_lr"):
+        assert summary["knobs"][key] == demo.PRESETS["doom"][key]
+    ctrl_args = json.loads((logdir / "ctrl" / "args.json").read_text())
+    assert ctrl_args["dream"] and ctrl_args["temperature"] == 1.15 and ctrl_args["weight_penalty"] == 0.01
+    assert summary["test"]["env"] == ENV and summary["test"]["episodes"] == 2
+    assert (logdir / "ctrl" / "dream_gen_002.gif").is_file() and (logdir / "drive.gif").is_file()
