@@ -27,11 +27,11 @@ from driving.episode import Episode, EpisodeSettings, WorkerError, drive_chunk
 from driving.flags import add_driving_flags, episode_settings, worker_devices
 from driving.pool import make_pool
 from envs import get_env_spec
-from experiment.logdir import TEST_RESULTS, Logdir, load_agent
+from experiment.logdir import TEST_RESULTS, Logdir, load_agent, load_data_record
 from utils.checkpoint import atomic_write
 from utils.cli import UserError, make_parser, nonnegative_int, positive_int, run
 from utils.plots import histogram_png
-from utils.seeding import TEST_EPISODES, episode_seed
+from utils.seeding import TEST_EPISODES, derive_seed, episode_seed
 from utils.visuals import save_animation
 
 
@@ -58,6 +58,12 @@ def build_parser():
     )
     parser.add_argument(
         "--out", type=Path, default=None, help="where the results go (default: <logdir>/ctrl)"
+    )
+    parser.add_argument(
+        "--random-policy",
+        action="store_true",
+        help="measure the env's random policy (the first of its spec) on the same episodes instead, as a "
+        "baseline; writes random_returns.json and random_histogram.png",
     )
     add_driving_flags(parser)
     return parser
@@ -98,6 +104,38 @@ def watch(
     return episode_return
 
 
+def test_random_policy(args) -> dict:
+    """``--random-policy``: the baseline on the test's own episodes, in this process."""
+    env = load_data_record(args.logdir).env
+    settings = episode_settings(args, get_env_spec(env), exact_only=True)
+    seeds = [episode_seed(args.seed, TEST_EPISODES, i) for i in range(args.episodes)]
+    returns, steps = random_returns(env, settings, seeds)
+    stats = {
+        "episodes": len(returns),
+        "mean": float(returns.mean()),
+        "std": float(returns.std()),
+        "min": float(returns.min()),
+        "max": float(returns.max()),
+        "seed": args.seed,
+        "env": env,
+        "policy": get_env_spec(env).default_policy,
+        "max_steps": settings.max_steps,
+        "returns": returns.tolist(),
+        "steps": steps.tolist(),
+    }
+    out_dir = args.out if args.out is not None else Logdir(args.logdir).stage("ctrl")
+    text = json.dumps(stats, indent=1)
+    atomic_write(out_dir / "random_returns.json", lambda f: f.write(text.encode()))
+    histogram_png(
+        returns,
+        out_dir / "random_histogram.png",
+        f"random policy over {len(returns)} episodes: {returns.mean():.1f} +- {returns.std():.1f}",
+        reference=get_env_spec(env).reference_returns,
+    )
+    print(f"random policy, {len(returns)} episodes: mean {returns.mean():.1f} +- {returns.std():.1f} (std)")
+    return stats
+
+
 def drive_all(args, spec: AgentSpec, settings: EpisodeSettings, episodes: list[Episode], devices: list[str]):
     """Every test episode on the pool of --backend, with a progress bar; ``{task_id: Result}``."""
     with (
@@ -116,10 +154,33 @@ def drive_all(args, spec: AgentSpec, settings: EpisodeSettings, episodes: list[E
         return pool.evaluate(episodes, on_result=lambda r: bar.update(1))
 
 
+def random_returns(env: str, settings: EpisodeSettings, seeds: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Returns and lengths of the env's random policy on episodes ``seeds`` (its actions drawn from the
+    episode's seed, in a stream of their own)."""
+    spec = get_env_spec(env)
+    game = spec.make_env(settings.renderer, None, settings.max_steps)
+    returns, steps = np.zeros(len(seeds)), np.zeros(len(seeds), np.int64)
+    for i, seed in enumerate(tqdm(seeds, desc="random policy", unit="episode", dynamic_ncols=True)):
+        game.reset(seed=seed)
+        actions = spec.policies[spec.default_policy](
+            np.random.default_rng(derive_seed(seed, 11)), settings.max_steps
+        )
+        for action in actions:
+            _, reward, terminated, truncated, _ = game.step(spec.to_env_action(action))
+            returns[i] += reward
+            steps[i] += 1
+            if terminated or truncated:
+                break
+    game.close()
+    return returns, steps
+
+
 def main(args) -> dict:
     """Drive the best controller on ``--episodes`` tracks; returns the statistics."""
     if args.watch_track >= args.episodes:
         raise UserError(f"--watch-track {args.watch_track}: the test has tracks 0 to {args.episodes - 1}")
+    if args.random_policy:
+        return test_random_policy(args)
     devices = worker_devices(args.device)
     spec, params, ckpt = load_agent(args.logdir)
     settings = episode_settings(args, get_env_spec(spec.env), exact_only=True)

@@ -295,3 +295,18 @@ def test_a_killed_worker_ends_the_run_with_one_line_and_how_to_resume(pipeline_l
     last = stderr.strip().splitlines()[-1]
     assert proc.returncode == 2 and "Traceback" not in stderr, stderr[-2000:]
     assert "died with exit code -9" in last and "rerun the same command to resume" in last
+
+
+def test_random_policy_baseline_on_the_test_episodes(pipeline_logdir, tmp_path):
+    """--random-policy: the env's random policy on the test's own episodes, reproducible, no C needed."""
+    argv = ["--logdir", str(pipeline_logdir), "--random-policy", "--episodes", "2", "--max-steps", "20"]
+    first = test_controller.main(
+        test_controller.build_parser().parse_args([*argv, "--out", str(tmp_path / "a")])
+    )
+    again = test_controller.main(
+        test_controller.build_parser().parse_args([*argv, "--out", str(tmp_path / "b")])
+    )
+    saved = json.loads((tmp_path / "a" / "random_returns.json").read_text())
+    assert saved["policy"] == "brown" and saved["steps"] == [20, 20] and saved["returns"] == again["returns"]
+    assert first["returns"][0] != first["returns"][1]  # two tracks, two different episodes
+    assert (tmp_path / "a" / "random_histogram.png").stat().st_size > 1000
