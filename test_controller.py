@@ -20,6 +20,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from driving.agent import Agent, AgentSpec
@@ -27,11 +28,20 @@ from driving.episode import Episode, EpisodeSettings, WorkerError, drive_chunk
 from driving.flags import add_driving_flags, episode_settings, worker_devices
 from driving.pool import make_pool
 from envs import get_env_spec
-from experiment.logdir import TEST_RESULTS, Logdir, load_agent, load_data_record
+from experiment.logdir import (
+    TEST_RESULTS,
+    Logdir,
+    load_agent,
+    load_data_record,
+    load_dream_cell,
+    load_start_latents,
+)
+from models.controller import ControllerBatch
+from models.dream import DEFAULT_TEMPERATURE, Dream, dream_returns, start_latents
 from utils.checkpoint import atomic_write
-from utils.cli import UserError, make_parser, nonnegative_int, positive_int, run
+from utils.cli import UserError, make_parser, nonnegative_int, positive_float, positive_int, run
 from utils.plots import histogram_png
-from utils.seeding import TEST_EPISODES, derive_seed, episode_seed
+from utils.seeding import DREAM_EPISODES, TEST_EPISODES, derive_seed, episode_seed
 from utils.visuals import save_animation
 
 
@@ -58,6 +68,16 @@ def build_parser():
     )
     parser.add_argument(
         "--out", type=Path, default=None, help="where the results go (default: <logdir>/ctrl)"
+    )
+    parser.add_argument(
+        "--in-dream",
+        action="store_true",
+        help="score the controller inside M's dream instead of the game (--episodes dreams from real first "
+        "frames, at --temperature, death when M's probability > 0.5): the paper's 'dream score'; writes "
+        "dream_returns.json",
+    )
+    parser.add_argument(
+        "--temperature", type=positive_float, default=DEFAULT_TEMPERATURE, help="tau of --in-dream"
     )
     parser.add_argument(
         "--random-policy",
@@ -102,6 +122,44 @@ def watch(
         save_animation(frames[::2], record, fps=25)  # every other frame: half the size, still smooth
         print(f"recorded {len(frames)} steps to {record} (return {episode_return:.1f})")
     return episode_return
+
+
+@torch.no_grad()
+def test_in_dream(args) -> dict:
+    """``--in-dream``: the controller's returns in M's dream, one dream per episode, all in one batch."""
+    spec, params, _ = load_agent(args.logdir)
+    env = get_env_spec(spec.env)
+    cell, _ = load_dream_cell(args.logdir)
+    mu, offsets = load_start_latents(args.logdir)
+    rng = np.random.default_rng(derive_seed(args.seed, DREAM_EPISODES, TEST_EPISODES))
+    generator = torch.Generator().manual_seed(derive_seed(args.seed, DREAM_EPISODES, TEST_EPISODES, 1))
+    dream = Dream(cell, args.temperature, generator=generator, survival=not env.reward_head)
+    controllers = ControllerBatch(spec.controller, np.repeat(params[None], args.episodes, axis=0))
+    starts = start_latents(mu, offsets, args.episodes, rng, "first")
+    returns, steps = dream_returns(
+        dream, controllers, env.squash, starts, args.max_steps or env.max_episode_steps
+    )
+    returns, steps = returns.numpy().astype(np.float64), steps.numpy()
+    stats = {
+        "episodes": len(returns),
+        "mean": float(returns.mean()),
+        "std": float(returns.std()),
+        "min": float(returns.min()),
+        "max": float(returns.max()),
+        "seed": args.seed,
+        "env": spec.env,
+        "temperature": args.temperature,
+        "returns": returns.tolist(),
+        "steps": steps.tolist(),
+    }
+    out_dir = args.out if args.out is not None else Logdir(args.logdir).stage("ctrl")
+    text = json.dumps(stats, indent=1)
+    atomic_write(out_dir / "dream_returns.json", lambda f: f.write(text.encode()))
+    print(
+        f"in M's dream at tau {args.temperature:g}, {len(returns)} episodes: "
+        f"mean {returns.mean():.1f} +- {returns.std():.1f} (std)"
+    )
+    return stats
 
 
 def test_random_policy(args) -> dict:
@@ -181,6 +239,8 @@ def main(args) -> dict:
         raise UserError(f"--watch-track {args.watch_track}: the test has tracks 0 to {args.episodes - 1}")
     if args.random_policy:
         return test_random_policy(args)
+    if args.in_dream:
+        return test_in_dream(args)
     devices = worker_devices(args.device)
     spec, params, ckpt = load_agent(args.logdir)
     settings = episode_settings(args, get_env_spec(spec.env), exact_only=True)

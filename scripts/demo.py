@@ -6,7 +6,8 @@ Usage:
 
 Presets (any flag given on the command line overrides the preset's value):
   * demo: a toy run that checks every stage on this machine, then drives the shipped pretrained
-    agent (pretrained/carracing) on full tracks and records the last one;
+    agent (pretrained/carracing) on full tracks and records the last one, and plays the shipped Doom
+    agent (pretrained/doom-takecover) likewise;
   * budget: the recipe behind the README's score: every stage at the scale chosen for 2 CPU cores,
     then test_controller.py on 100 fixed tracks with the exact (stock-pixel) renderer;
   * doom: the paper's second experiment on VizDoom take-cover: C trained only inside M's dream
@@ -33,6 +34,7 @@ from utils.checkpoint import atomic_write  # noqa: E402
 from utils.cli import UserError, make_parser, nonnegative_int, positive_float, positive_int, run  # noqa: E402
 
 PRETRAINED = ROOT / "pretrained" / "carracing"
+PRETRAINED_DOOM = ROOT / "pretrained" / "doom-takecover"
 
 # What the CarRacing presets share: the real env for everything, the exact renderer for the test.
 CARRACING = {
@@ -68,6 +70,7 @@ PRESETS = {
         "episode_steps": 300,
         "test_episodes": 8,
         "pretrained_episodes": 2,
+        "doom_episodes": 2,
         **CARRACING,
     },
     "budget": {
@@ -90,6 +93,7 @@ PRESETS = {
         "episode_steps": 1000,
         "test_episodes": 100,
         "pretrained_episodes": 0,
+        "doom_episodes": 0,
         **CARRACING,
     },
     "doom": {
@@ -114,6 +118,7 @@ PRESETS = {
         "episode_steps": 2100,
         "test_episodes": 100,
         "pretrained_episodes": 0,
+        "doom_episodes": 0,
         "dream": 1,
         "temperature": 1.15,
         "dream_steps": 2100,
@@ -157,6 +162,7 @@ def build_parser():
     add("--episode-steps", type=positive_int, help="length cap of evaluation and test episodes")
     add("--test-episodes", type=positive_int, help="tracks of the final test")
     add("--pretrained-episodes", type=nonnegative_int, help="tracks driven by the shipped agent (0: none)")
+    add("--doom-episodes", type=nonnegative_int, help="episodes played by the shipped Doom agent (0: none)")
     return parser
 
 
@@ -216,6 +222,16 @@ def stages(args) -> list[tuple[str, list[str]]]:
                 f"--watch-track {args.pretrained_episodes - 1} --max-workers {args.threads} --seed {seed}",
             )
         )
+    if args.doom_episodes:
+        commands.append(
+            (
+                "play the pretrained Doom agent",
+                f"test_controller.py --logdir {PRETRAINED_DOOM} --episodes {args.doom_episodes} "
+                f"--out {logdir / 'pretrained-doom'} --record {logdir / 'pretrained-doom' / 'play.gif'} "
+                f"--watch-track {args.doom_episodes - 1} --z-mode sample --max-workers {args.threads} "
+                f"--seed {seed}",
+            )
+        )
     return [(name, shlex.split(command)) for name, command in commands]
 
 
@@ -246,7 +262,7 @@ def main(args) -> list[tuple[str, float]]:
         print(f"{name:<28}{seconds / 60:>10.1f}")
     print(f"{'total':<28}{sum(t for _, t in timings) / 60:>10.1f}")
     print(
-        f"\nscore: {stats['mean']:.1f} +- {stats['std']:.1f} over {stats['episodes']} tracks of at most "
+        f"\nscore: {stats['mean']:.1f} +- {stats['std']:.1f} over {stats['episodes']} episodes of at most "
         f"{stats['max_steps']} steps (min {stats['min']:.1f}, max {stats['max']:.1f})"
     )
     if args.pretrained_episodes:
@@ -254,6 +270,13 @@ def main(args) -> list[tuple[str, float]]:
         print(
             f"the shipped agent (pretrained/carracing): {shipped['mean']:.1f} over {shipped['episodes']} "
             f"full tracks here; {PRETRAINED / 'run'} has its 100-track test"
+        )
+    if args.doom_episodes:
+        doom = json.loads((args.logdir / "pretrained-doom" / TEST_RESULTS).read_text())
+        print(
+            f"the shipped Doom agent (pretrained/doom-takecover, trained only in the dream): "
+            f"{doom['mean']:.0f} frames survived over {doom['episodes']} episodes here; "
+            f"{PRETRAINED_DOOM / 'run'} has its 100-episode test"
         )
     if args.preset == "demo":
         print("a demo-scale agent barely drives: `--preset budget` is the recipe behind the README's score")
@@ -266,6 +289,8 @@ def main(args) -> list[tuple[str, float]]:
     ]
     if args.pretrained_episodes:
         look.append(f"{args.logdir}/pretrained/drive.gif (the shipped agent)")
+    if args.doom_episodes:
+        look.append(f"{args.logdir}/pretrained-doom/play.gif (the shipped Doom agent)")
     print(f"look at: {', '.join(look)}; TensorBoard logs under {args.logdir}")
     return timings
 

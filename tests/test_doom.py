@@ -72,9 +72,23 @@ def test_frames_crop_the_status_bar_and_episodes_repeat_per_seed(tmp_path, monke
     a, ra, end = episode(7)
     b, rb, _ = episode(7)
     assert a.shape[1:] == (120, 160, 3) and np.array_equal(a, b) and ra == rb
+    c, _, _ = episode(8)
+    assert not np.array_equal(a, c)  # another seed, another episode
     assert set(ra) == {1.0}  # +1 per frame alive
-    assert end == (False, True) or end[0]  # the cap is a truncation; a death a termination
     env.close()
+    capped = make_env(ENV, max_episode_steps=5)  # nobody dies in the first 5 frames: the cap is a truncation
+    capped.reset(seed=0)
+    ends = [capped.step(1)[2:4] for _ in range(5)]
+    assert ends == [(False, False)] * 4 + [(False, True)]
+    capped.close()
+    game = make_env(ENV)  # standing still, a fireball ends it: a termination, long before the cap
+    game.reset(seed=0)
+    frames, terminated, truncated = 0, False, False
+    while not (terminated or truncated):
+        _, _, terminated, truncated, _ = game.step(1)
+        frames += 1
+    assert terminated and not truncated and frames < 2100
+    game.close()
     assert list(tmp_path.iterdir()) == []
     frame = np.zeros((120, 160, 3), np.uint8)
     frame[100:] = 255  # the status bar's rows only
@@ -275,3 +289,21 @@ def test_doom_recipe_runs_every_stage_at_its_smallest(tmp_path):
     assert ctrl_args["dream"] and ctrl_args["temperature"] == 1.15 and ctrl_args["weight_penalty"] == 0.01
     assert summary["test"]["env"] == ENV and summary["test"]["episodes"] == 2
     assert (logdir / "ctrl" / "dream_gen_002.gif").is_file() and (logdir / "drive.gif").is_file()
+
+
+PRETRAINED = ROOT / "pretrained" / "doom-takecover"
+
+
+@pytest.mark.skipif(not (PRETRAINED / "ctrl" / "best.tar").is_file(), reason="no shipped weights")
+def test_shipped_agent_survives_longer_than_the_random_policy(tmp_path):
+    """The shipped agent, trained only in the dream, on the first 5 test episodes of the game."""
+    total = sum(p.stat().st_size for p in PRETRAINED.rglob("*") if p.is_file())
+    assert total < 20e6
+    argv = ["--logdir", str(PRETRAINED), "--episodes", "5", "--max-workers", "2", "--z-mode", "sample"]
+    agent = test_controller.main(parse(test_controller, *argv, "--out", tmp_path / "agent"))
+    chance = test_controller.main(
+        parse(test_controller, *argv, "--random-policy", "--out", tmp_path / "random")
+    )
+    assert np.mean(agent["returns"]) > np.mean(chance["returns"]) + 100
+    record = json.loads((PRETRAINED / "run" / "test_returns.json").read_text())
+    assert record["episodes"] == 100 and record["env"] == ENV and len(record["returns"]) == 100

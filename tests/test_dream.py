@@ -224,3 +224,26 @@ def test_keyboard_mode_without_a_display_is_one_clear_error(dream_logdir, monkey
     args = dream_script.build_parser().parse_args(["--logdir", str(logdir), "--keyboard"])
     with pytest.raises(UserError, match="needs a display"):
         dream_script.main(args)
+
+
+def test_test_controller_scores_the_agent_in_the_dream(dream_logdir, tmp_path):
+    """--in-dream: the paper's 'dream score', one dream per episode, reproducible for a seed."""
+    import test_controller
+
+    logdir, _ = dream_logdir
+    argv = [
+        "--logdir",
+        str(logdir),
+        "--in-dream",
+        "--episodes",
+        "6",
+        "--max-steps",
+        "12",
+        "--temperature",
+        "1.3",
+    ]
+    a = test_controller.main(test_controller.build_parser().parse_args([*argv, "--out", str(tmp_path / "a")]))
+    b = test_controller.main(test_controller.build_parser().parse_args([*argv, "--out", str(tmp_path / "b")]))
+    saved = (tmp_path / "a" / "dream_returns.json").read_text()
+    assert a["returns"] == b["returns"] and len(a["returns"]) == 6 and '"temperature": 1.3' in saved
+    assert all(1 <= n <= 12 for n in a["steps"])

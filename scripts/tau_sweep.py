@@ -1,0 +1,93 @@
+"""The paper's temperature table at our scale: for each tau, C trained inside M's dream from the same V
+and M, then scored in the dream and in the real game.
+
+Usage:
+    python scripts/tau_sweep.py --logdir runs/doom --out runs/doom_sweep --generations 30
+
+For every --taus value: <out>/tau_<tau> gets a copy of <logdir>'s V and M (and latent cache), then
+traincontroller.py --dream --temperature tau --noreload (the C knobs below), then test_controller.py
+--in-dream (dream score, at that tau) and test_controller.py (the real game), both on --episodes
+episodes. <out>/sweep.json holds every score; a table is printed. Rerunning skips finished taus.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from experiment.logdir import Logdir  # noqa: E402
+from utils.checkpoint import atomic_write  # noqa: E402
+from utils.cli import UserError, make_parser, positive_int, run  # noqa: E402
+
+
+def build_parser():
+    parser = make_parser(__doc__)
+    parser.add_argument("--logdir", type=Path, required=True, help="a run with V and M (its C is not used)")
+    parser.add_argument("--out", type=Path, required=True, help="where the sweep's runs go")
+    parser.add_argument(
+        "--taus", type=float, nargs="+", default=[0.1, 0.5, 1.0, 1.15, 1.3], help="temperatures"
+    )
+    parser.add_argument("--generations", type=positive_int, default=30, help="CMA-ES generations per tau")
+    parser.add_argument("--pop-size", type=positive_int, default=32, help="CMA-ES population")
+    parser.add_argument("--n-samples", type=positive_int, default=16, help="dreams per candidate")
+    parser.add_argument("--eval-every", type=positive_int, default=10, help="real-game evaluations every ...")
+    parser.add_argument("--episodes", type=positive_int, default=100, help="test episodes (game and dream)")
+    parser.add_argument("--threads", type=positive_int, default=2, help="episode workers")
+    return parser
+
+
+def stage(cmd: str) -> None:
+    print(f"=== {cmd}", flush=True)
+    if subprocess.run([sys.executable, *shlex.split(cmd)], cwd=ROOT).returncode != 0:
+        raise UserError(f"failed: {cmd}; rerun the sweep to resume")
+
+
+def main(args) -> dict:
+    source = Logdir(args.logdir)
+    results = {}
+    for tau in args.taus:
+        logdir = Logdir(args.out / f"tau_{tau:g}")
+        done = logdir.root / "scores.json"
+        if not done.is_file():
+            for name in ("vae", "mdrnn"):
+                if not logdir.stage(name).is_dir():
+                    shutil.copytree(
+                        source.stage(name), logdir.stage(name), ignore=shutil.ignore_patterns(".lock")
+                    )
+            stage(
+                f"traincontroller.py --logdir {logdir.root} --dream --temperature {tau} --noreload "
+                f"--generations {args.generations} --pop-size {args.pop_size} --n-samples {args.n_samples} "
+                f"--dream-steps 2100 --weight-penalty 0.01 --z-mode sample --eval-every {args.eval_every} "
+                f"--eval-episodes 16 --max-workers {args.threads}"
+            )
+            stage(
+                f"test_controller.py --logdir {logdir.root} --in-dream --temperature {tau} "
+                f"--episodes {args.episodes}"
+            )
+            stage(
+                f"test_controller.py --logdir {logdir.root} --episodes {args.episodes} --z-mode sample "
+                f"--max-workers {args.threads}"
+            )
+            dream = json.loads((logdir.stage("ctrl") / "dream_returns.json").read_text())
+            real = json.loads(logdir.test_results.read_text())
+            scores = {k: {"mean": d["mean"], "std": d["std"]} for k, d in (("dream", dream), ("real", real))}
+            atomic_write(done, lambda f, s=scores: f.write(json.dumps(s).encode()))
+        results[tau] = json.loads(done.read_text())
+    text = json.dumps({str(k): v for k, v in results.items()}, indent=1)
+    atomic_write(args.out / "sweep.json", lambda f: f.write(text.encode()))
+    print(f"{'tau':>6}{'dream score':>20}{'real score':>20}")
+    for tau, s in results.items():
+        d, r = s["dream"], s["real"]
+        print(f"{tau:>6g}{d['mean']:>12.0f} +- {d['std']:<5.0f}{r['mean']:>12.0f} +- {r['std']:<5.0f}")
+    return results
+
+
+if __name__ == "__main__":
+    run(main, build_parser())
