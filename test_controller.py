@@ -29,6 +29,8 @@ from driving.flags import add_driving_flags, episode_settings, worker_devices
 from driving.pool import make_pool
 from envs import get_env_spec
 from experiment.logdir import (
+    DREAM_RESULTS,
+    RANDOM_RESULTS,
     TEST_RESULTS,
     Logdir,
     load_agent,
@@ -107,8 +109,8 @@ def watch(
 
     def on_frame(i, e):
         if record is not None:
-            frame = e.render() if not display else None
-            if frame is None:  # human mode: grab the window's surface instead
+            frame = e.render()
+            if frame is None:  # CarRacing in human mode draws to its window only: grab the window's surface
                 import pygame  # only where a window is shown
 
                 frame = np.transpose(pygame.surfarray.array3d(e.unwrapped.surf), (1, 0, 2)).copy()
@@ -154,7 +156,7 @@ def test_in_dream(args) -> dict:
     }
     out_dir = args.out if args.out is not None else Logdir(args.logdir).stage("ctrl")
     text = json.dumps(stats, indent=1)
-    atomic_write(out_dir / "dream_returns.json", lambda f: f.write(text.encode()))
+    atomic_write(out_dir / DREAM_RESULTS, lambda f: f.write(text.encode()))
     print(
         f"in M's dream at tau {args.temperature:g}, {len(returns)} episodes: "
         f"mean {returns.mean():.1f} +- {returns.std():.1f} (std)"
@@ -183,7 +185,7 @@ def test_random_policy(args) -> dict:
     }
     out_dir = args.out if args.out is not None else Logdir(args.logdir).stage("ctrl")
     text = json.dumps(stats, indent=1)
-    atomic_write(out_dir / "random_returns.json", lambda f: f.write(text.encode()))
+    atomic_write(out_dir / RANDOM_RESULTS, lambda f: f.write(text.encode()))
     histogram_png(
         returns,
         out_dir / "random_histogram.png",
@@ -243,7 +245,9 @@ def main(args) -> dict:
         return test_in_dream(args)
     devices = worker_devices(args.device)
     spec, params, ckpt = load_agent(args.logdir)
-    settings = episode_settings(args, get_env_spec(spec.env), exact_only=True)
+    settings = episode_settings(
+        args, get_env_spec(spec.env), exact_only=True, z_mode=ckpt.get("z_mode", "mu")
+    )
     seeds = [episode_seed(args.seed, TEST_EPISODES, i) for i in range(args.episodes)]
     if args.record is not None or args.display:
         watch(spec, settings, params, seeds[args.watch_track], args.record, args.display)

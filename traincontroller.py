@@ -120,6 +120,7 @@ class DreamFitness:
             raise UserError(f"the latent cache has {self.mu.shape[1]} dims, M expects {self.cell.latent}")
         self.vae, _ = load_vae(args.logdir, self.device)
         self.args, self.controller, self.squash = args, controller, env.squash
+        self.steps = args.dream_steps or env.max_episode_steps
         self.survival = not env.reward_head
         numerics = resolve_numerics(args.dream_precision, "contiguous", self.device)
         self.matmul_dtype = numerics.dtype  # None: float32
@@ -139,19 +140,20 @@ class DreamFitness:
         starts = start_latents(self.mu, self.frame_offsets, n, rng, self.args.dream_start).to(self.device)
         controllers = ControllerBatch(self.controller, params, self.device, starts.dtype)
         return dream_returns(
-            dream, controllers, self.squash, starts.repeat(len(params) // n, 1), self.args.dream_steps, record
+            dream, controllers, self.squash, starts.repeat(len(params) // n, 1), self.steps, record
         )
 
     def fitness(self, candidates: np.ndarray, generation: int) -> np.ndarray:
         """(C, P) candidates -> (C, n_samples) dream returns."""
         n, c = self.args.n_samples, len(candidates)
-        returns, _ = self._run(np.repeat(np.asarray(candidates, np.float32), n, axis=0), n, (generation,))
+        keys = (TRAIN_EPISODES, generation)
+        returns, _ = self._run(np.repeat(np.asarray(candidates, np.float32), n, axis=0), n, keys)
         return returns.cpu().numpy().reshape(c, n)
 
     def save_animation(self, params: np.ndarray, path: Path) -> None:
         """One dream of controller ``params`` (P,) decoded by V, 3x enlarged, as a GIF."""
         record: list = []
-        _, lengths = self._run(np.asarray(params, np.float32)[None], 1, (0x51CE, 0), record)
+        _, lengths = self._run(np.asarray(params, np.float32)[None], 1, (EVAL_EPISODES, 0), record)
         z = torch.cat([r[0] for r in record[: int(lengths[0])]])
         frames = decode_latents(self.vae, z)
         save_animation(list(frames.repeat(3, axis=1).repeat(3, axis=2)), path, fps=25)
@@ -207,7 +209,8 @@ def build_parser():
     dream.add_argument(
         "--dream",
         action="store_true",
-        help="score candidates inside M's dream (needs M's reward head); evaluations stay in the real env",
+        help="score candidates inside M's dream (M's reward head, or the frames survived where the env's "
+        "reward is survival); evaluations stay in the real env",
     )
     dream.add_argument(
         "--temperature",
@@ -215,7 +218,12 @@ def build_parser():
         default=DEFAULT_TEMPERATURE,
         help="tau of the dream: mixture logits / tau, sigmas * sqrt(tau)",
     )
-    dream.add_argument("--dream-steps", type=positive_int, default=1000, help="dream episode length cap")
+    dream.add_argument(
+        "--dream-steps",
+        type=positive_int,
+        default=None,
+        help="dream episode length cap (default: the env's cap)",
+    )
     dream.add_argument(
         "--dream-done",
         choices=DONE_MODES,
@@ -233,7 +241,7 @@ def build_parser():
         "--dream-start",
         choices=START_MODES,
         default="first",
-        help="dreams start from the first frame of a random training rollout, or any frame of one",
+        help="dreams start from the first frame of a random rollout of the latent cache, or any frame of one",
     )
     return parser
 
@@ -283,6 +291,7 @@ def save_best(
     returns: np.ndarray,
     generation: int,
     source: str,
+    z_mode: str,
 ) -> None:
     controller = Controller(config)
     controller.load_vector(params)
@@ -295,6 +304,7 @@ def save_best(
             "returns": returns.tolist(),
             "generation": generation,
             "source": source,
+            "z_mode": z_mode,  # what C saw of V: the test and --policy controller drive it the same way
         },
         path,
     )
@@ -418,6 +428,7 @@ def search(args) -> dict:
                             eval_returns[pick],
                             generation,
                             ("cma_mean", "best_candidate")[pick],
+                            settings.z_mode,
                         )
                         line += " | new best"
                     reached = best_score >= args.target_return

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from data.latents import Latents, load_or_build_latents, make_batch, sequence_windows
 from data.rollouts import list_rollouts, split_names
 from envs import get_env_spec
-from experiment.logdir import Logdir, file_digest, load_data_record, load_vae
+from experiment.logdir import Logdir, load_data_record, load_vae
 from experiment.training import (
     EarlyStopping,
     add_training_flags,
@@ -38,6 +38,7 @@ from experiment.training import (
 )
 from models.dream import DEFAULT_TEMPERATURE, Dream
 from models.mdrnn import MDRNN, MDRNNCell, gmm_loss, sample_latent
+from utils.checkpoint import file_digest
 from utils.cli import (
     UserError,
     make_parser,

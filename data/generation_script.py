@@ -60,7 +60,8 @@ class Job:
     preprocessing: str
     renderer: str
     agent: AgentSpec | None = None  # --policy controller: the agent that drives ...
-    params: np.ndarray | None = None  # ... with this controller
+    params: np.ndarray | None = None  # ... with this controller,
+    z_mode: str = "mu"  # ... seeing z as it was trained to
     noise: float = 0.0
 
 
@@ -128,7 +129,7 @@ def generate_rollout(index: int, job: Job) -> tuple[int, int]:
         track_seed = derive_seed(job.seed, index, 0)
         rng = np.random.default_rng(derive_seed(job.seed, index, 1))
         if job.policy == "controller":
-            drive = ControllerPolicy(job.agent, job.params, rng, job.noise)
+            drive = ControllerPolicy(job.agent, job.params, rng, job.noise, job.z_mode)
             act = lambda t: drive(frames[-1])  # noqa: E731  C sees the frame it is acting on
         else:
             actions = env_spec.policies[job.policy](rng, job.max_steps)
@@ -237,12 +238,15 @@ def make_job(args, env: EnvSpec) -> Job:
         raise UserError("--policy controller needs --logdir, the experiment whose controller drives")
     if args.noise < 0:
         raise UserError(f"--noise must be >= 0, got {args.noise}")
-    agent, params, _ = load_agent(args.logdir)  # fails here, in one line, when a stage is missing
+    agent, params, ckpt = load_agent(args.logdir)  # fails here, in one line, when a stage is missing
     if agent.env != env.name:
         raise UserError(f"--logdir {args.logdir} drives {agent.env}, not --env {env.name}")
     if agent.preprocessing != preprocessing:
         print(f"--policy controller: frames preprocessed as V was trained ({agent.preprocessing})")
-    return replace(job, preprocessing=agent.preprocessing, agent=agent, params=params, noise=args.noise)
+    z_mode = ckpt.get("z_mode", "mu")
+    return replace(
+        job, preprocessing=agent.preprocessing, agent=agent, params=params, z_mode=z_mode, noise=args.noise
+    )
 
 
 def main(args) -> list[int]:

@@ -24,18 +24,26 @@ class ControllerPolicy:
     """
 
     def __init__(
-        self, spec: AgentSpec, params: np.ndarray, rng: np.random.Generator, noise: float = 0.0
+        self,
+        spec: AgentSpec,
+        params: np.ndarray,
+        rng: np.random.Generator,
+        noise: float = 0.0,
+        z_mode: str = "mu",
     ) -> None:
         if mp.current_process().name != "MainProcess":
             torch.set_num_threads(1)  # batch 1 in parallel workers: more threads only oversubscribe the cores
         self.agent = Agent(spec, "cpu")
         self.controller = self.agent.controllers(np.asarray(params)[None])
         self.state = self.agent.initial_state(1)
-        self.rng, self.noise = rng, noise
+        self.rng, self.noise, self.z_mode = rng, noise, z_mode
         self.low, self.high = self.agent.env.action_low, self.agent.env.action_high
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
-        actions, self.state = self.agent.step(frame[None], self.controller, self.state)
+        z_noise = None
+        if self.z_mode == "sample":  # as C was trained: z = mu + sigma * eps
+            z_noise = self.rng.standard_normal((1, self.agent.latent)).astype(np.float32)
+        actions, self.state = self.agent.step(frame[None], self.controller, self.state, z_noise)
         action = actions[0]
         if self.noise > 0:
             action = action + self.noise * self.rng.standard_normal(action.shape).astype(np.float32)

@@ -43,7 +43,11 @@ def add_driving_flags(parser: argparse.ArgumentParser) -> None:
         "the stock pixels, stock, or approx for training only)",
     )
     parser.add_argument(
-        "--z-mode", choices=Z_MODES, default="mu", help="C and M see the encoder mean (mu) or a sample of z"
+        "--z-mode",
+        choices=Z_MODES,
+        default=None,
+        help="C and M see the encoder mean (mu) or a sample of z (default: mu for training; for testing, "
+        "what the controller was trained with)",
     )
     parser.add_argument(
         "--device",
@@ -61,15 +65,17 @@ def add_driving_flags(parser: argparse.ArgumentParser) -> None:
     add_backend_flags(parser)
 
 
-def episode_settings(args: argparse.Namespace, env: EnvSpec, exact_only: bool = False) -> EpisodeSettings:
+def episode_settings(
+    args: argparse.Namespace, env: EnvSpec, exact_only: bool = False, z_mode: str = "mu"
+) -> EpisodeSettings:
     """The driving flags for ``env``; ``exact_only`` refuses renderers whose pixels are not the game's
-    (measurements run on the game's own pixels)."""
+    (measurements run on the game's own pixels); ``z_mode`` is the default of ``--z-mode``."""
     renderer = args.renderer or env.default_renderer
     allowed = [r for r in env.renderers if not (exact_only and r in env.inexact_renderers)]
     if renderer not in allowed:
         raise UserError(f"--renderer {renderer}: {env.name} offers {', '.join(allowed)} here")
     return EpisodeSettings(
-        max_steps=args.max_steps or env.max_episode_steps, renderer=renderer, z_mode=args.z_mode
+        max_steps=args.max_steps or env.max_episode_steps, renderer=renderer, z_mode=args.z_mode or z_mode
     )
 
 

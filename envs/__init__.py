@@ -17,6 +17,9 @@ from envs.spec import EnvSpec, ModelSizes  # noqa: F401  (the types a spec is ma
 from utils.cli import UserError
 
 DEFAULT_ENV = "carracing"
+# Modules of this package that are not games (listing the games need not import them: fast_car_racing
+# pulls in pygame and Box2D).
+HELPERS = frozenset({"spec", "preprocess", "policies", "fast_car_racing"})
 
 
 @cache
@@ -24,7 +27,12 @@ def available_envs() -> tuple[str, ...]:
     """Names of every env spec in this package."""
     names = []
     for module in pkgutil.iter_modules(__path__):
-        spec = getattr(importlib.import_module(f"{__name__}.{module.name}"), "SPEC", None)
+        if module.name in HELPERS:
+            continue
+        try:
+            spec = getattr(importlib.import_module(f"{__name__}.{module.name}"), "SPEC", None)
+        except ImportError:  # a game whose packages are not installed here
+            continue
         if isinstance(spec, EnvSpec):
             names.append(spec.name)
     return tuple(sorted(names))

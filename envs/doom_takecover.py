@@ -33,6 +33,7 @@ from gymnasium.wrappers import TimeLimit
 from envs.policies import held_actions
 from envs.preprocess import area_resize
 from envs.spec import EnvSpec, ModelSizes
+from utils.cli import UserError
 
 RESOLUTIONS = ("160x120", "640x480")
 SKILL = 4  # see the module docstring
@@ -61,7 +62,10 @@ class DoomTakeCover(gym.Env):
     def __init__(
         self, resolution: str = "160x120", render_mode: str | None = None, skill: int = SKILL
     ) -> None:
-        import vizdoom as vzd  # an optional dependency of CarRacing-only installs
+        try:
+            import vizdoom as vzd  # only games of this env need it
+        except ImportError:
+            raise UserError("--env doom-takecover needs vizdoom: pip install -r requirements.txt") from None
 
         if resolution not in RESOLUTIONS:
             raise ValueError(f"unknown resolution {resolution!r}; expected one of {RESOLUTIONS}")
@@ -111,7 +115,8 @@ class DoomTakeCover(gym.Env):
         return self._observe().copy(), float(reward), dead, False, {}
 
     def render(self) -> np.ndarray | None:
-        return self._frame.copy() if self.render_mode == "rgb_array" else None
+        """The last frame (in ``human`` mode ViZDoom shows it in its own window as well)."""
+        return self._frame.copy() if self.render_mode in ("rgb_array", "human") else None
 
     def close(self) -> None:
         self.game.close()

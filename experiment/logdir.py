@@ -34,7 +34,8 @@ STAGES = ("vae", "mdrnn", "ctrl")
 SCRIPTS = {"vae": "trainvae.py", "mdrnn": "trainmdrnn.py", "ctrl": "traincontroller.py"}
 NAMES = {"vae": "VAE", "mdrnn": "MDN-RNN", "ctrl": "controller"}
 BEST, CHECKPOINT = "best.tar", "checkpoint.tar"
-TEST_RESULTS = "test_returns.json"  # test_controller.py's output, in <logdir>/ctrl unless --out
+# test_controller.py's outputs, in <logdir>/ctrl unless --out: the test, --random-policy, --in-dream.
+TEST_RESULTS, RANDOM_RESULTS, DREAM_RESULTS = "test_returns.json", "random_returns.json", "dream_returns.json"
 
 
 @dataclass(frozen=True)

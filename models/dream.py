@@ -1,6 +1,6 @@
 """The dream: M as an environment of latents, stepped here and nowhere else.
 
-A dream starts from real latents z_0 (first frames of training rollouts) and a zero LSTM state, as a real
+A dream starts from real latents z_0 (first frames of recorded rollouts) and a zero LSTM state, as a real
 episode does. Each :meth:`Dream.step` under actions a_t, for N rows at once:
 
     (h_{t+1}, c_{t+1}) = LSTM([z_t, a_t], (h_t, c_t))

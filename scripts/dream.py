@@ -4,12 +4,12 @@ Usage:
     python scripts/dream.py --logdir exp_dir --out dream.gif [--controller] [--temperature 1.0]
     python scripts/dream.py --logdir exp_dir --keyboard          # a pygame window: needs a display
 
-A dream (models/dream.py) starts from the first frame of a random training rollout (the latent cache),
+A dream (models/dream.py) starts from the first frame of a random rollout of the latent cache,
 then M samples each next z at --temperature under the actions of: the env's default random policy of
 data generation (default), the trained controller <logdir>/ctrl/best.tar (--controller), or the
 keyboard (--keyboard, CarRacing: arrow keys steer, accelerate and brake, as in its own play mode; Esc
 quits, R restarts). V decodes every dreamed z into the frame shown. The return is the sum of M's
-predicted rewards.
+predicted rewards (for an env whose reward is survival, such as Doom, the frames survived).
 """
 
 from __future__ import annotations
@@ -63,12 +63,11 @@ class OneDream:
         cell, _ = load_dream_cell(logdir)
         self.mu, self.offsets = load_start_latents(logdir)
         self.temperature = temperature
+        # Streams of their own: (seed, DREAM_EPISODES, 0xD8[, 1]) is used by nothing else.
         self.rng = np.random.default_rng(derive_seed(seed, DREAM_EPISODES, 0xD8))
-        self.dream = Dream(
-            cell,
-            temperature,
-            generator=torch.Generator().manual_seed(derive_seed(seed, DREAM_EPISODES, 0xD9)),
-        )
+        generator = torch.Generator().manual_seed(derive_seed(seed, DREAM_EPISODES, 0xD8, 1))
+        survival = not get_env_spec(load_data_record(logdir).env).reward_head  # Doom: the frames survived
+        self.dream = Dream(cell, temperature, generator=generator, survival=survival)
 
     def reset(self) -> torch.Tensor:
         """z_0 (1, L)."""

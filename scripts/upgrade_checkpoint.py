@@ -60,7 +60,12 @@ def upgrade(path: Path, stage: str) -> bool:
         return False
     except UserError:
         pass
-    old = torch.load(path, map_location="cpu", weights_only=False)  # trusted by the user: see the docstring
+    try:
+        old = torch.load(
+            path, map_location="cpu", weights_only=False
+        )  # trusted by the user: see the docstring
+    except Exception as err:  # noqa: BLE001 - damaged or foreign: nothing to convert
+        raise UserError(f"cannot read {path} ({type(err).__name__}: {err}); it is not a checkpoint") from None
     new = plain(old, checkpoint_stage(old) or stage)
     buffer = io.BytesIO()
     torch.save(new, buffer)

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 pytest.importorskip("vizdoom")
 
@@ -26,7 +25,8 @@ from envs import get_env_spec, make_env  # noqa: E402
 from experiment.logdir import load_agent, load_mdrnn  # noqa: E402
 from models.controller import ControllerBatch, ControllerConfig  # noqa: E402
 from models.dream import Dream, dream_returns  # noqa: E402
-from models.mdrnn import MDRNNCell  # noqa: E402
+from models.mdrnn import MDRNN, MDRNNCell  # noqa: E402
+from scripts import demo  # noqa: E402
 from utils.checkpoint import load_checkpoint  # noqa: E402
 
 ENV = "doom-takecover"
@@ -95,14 +95,27 @@ def test_frames_crop_the_status_bar_and_episodes_repeat_per_seed(tmp_path, monke
     assert SPEC.preprocess(frame, "crop").max() == 0 and SPEC.preprocess(frame, "full")[-1].min() == 255
 
 
-def test_death_targets_are_weighted():
-    logits, targets = torch.randn(4, 5), (torch.rand(4, 5) < 0.2).float()
-    weighted = F.binary_cross_entropy_with_logits(
-        logits, targets, pos_weight=torch.tensor(10.0), reduction="none"
-    )
-    p = torch.sigmoid(logits)
-    manual = -(10.0 * targets * p.log() + (1 - targets) * (1 - p).log())
-    torch.testing.assert_close(weighted, manual)
+def test_m_weighs_death_targets_as_the_spec_says():
+    """trainmdrnn's termination loss: -(w y log p + (1 - y) log(1 - p)), masked mean over steps."""
+    torch.manual_seed(0)
+    mdrnn = MDRNN(latent=4, action=1, hidden=8, gaussians=2)
+    b, t = 3, 6
+    batch = {
+        "latents": torch.randn(b, t, 4),
+        "next_latents": torch.randn(b, t, 4),
+        "actions": torch.rand(b, t, 1),
+        "rewards": torch.zeros(b, t),
+        "terminals": (torch.rand(b, t) < 0.3).float(),
+        "mask": torch.ones(b, t),
+    }
+    batch["terminals"][0, -1] = 1.0
+    with torch.no_grad():
+        p = torch.sigmoid(mdrnn(batch["actions"], batch["latents"]).terminations)
+        y = batch["terminals"]
+        for weight in (1.0, SPEC.done_weight):
+            expected = (-(weight * y * p.log() + (1 - y) * (1 - p).log())).mean()
+            bce = trainmdrnn.losses(mdrnn, batch, reward=False, done_weight=weight)["bce"]
+            torch.testing.assert_close(bce, expected)
 
 
 def test_survival_dreams_count_the_steps_alive():
@@ -245,8 +258,6 @@ def test_four_stages_on_tiny_doom_data_with_c_trained_in_the_dream(tmp_path):
 
 def test_doom_recipe_runs_every_stage_at_its_smallest(tmp_path):
     """scripts/demo.py --preset doom with size overrides only: C trained in the dream, tested in the game."""
-    from scripts import demo
-
     logdir = tmp_path / "doom"
     sizes = [
         "--rollouts",

@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+import test_controller
 import traincontroller
 from data import generation_script
 from data.rollouts import list_rollouts, load_rollout
 from envs import get_env_spec
 from models.controller import ControllerBatch, ControllerConfig
 from models.dream import Dream, dream_returns, start_latents
-from models.mdrnn import MDRNNCell
+from models.mdrnn import MDRNNCell, sample_latent
 from tests.conftest import copy_logdir
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.cli import UserError
@@ -92,15 +93,20 @@ def test_one_step_under_given_actions_is_m_sampled():
     dream.reset(start)
     z, reward, done = dream.step(action)
     out = cell(action, start, cell.initial_hidden(3))
-    from models.mdrnn import sample_latent
-
     expected = sample_latent(out.mus, out.sigmas, out.logpi, 0.7, torch.Generator().manual_seed(4))
     torch.testing.assert_close(z, expected, rtol=0, atol=0)
     torch.testing.assert_close(reward, torch.full((3,), 0.25))
     assert not done.any()
-    # A latent given to step replaces the dream's own (real frames fed as context).
+    # A latent given to step replaces the dream's own (real frames fed as context): from the state after
+    # step 1, M steps on ``start`` rather than on the z it drew.
+    hidden, state = dream.hidden, torch.get_rng_state()
+    generator = torch.Generator().manual_seed(9)
+    dream.generator = generator
     z2, _, _ = dream.step(action, z=start)
-    assert z2.shape == (3, L)
+    out2 = cell(action, start, hidden)
+    expected2 = sample_latent(out2.mus, out2.sigmas, out2.logpi, 0.7, torch.Generator().manual_seed(9))
+    torch.testing.assert_close(z2, expected2, rtol=0, atol=0)
+    assert torch.equal(state, torch.get_rng_state())  # the global stream is untouched
 
 
 def test_start_latents_first_frames_of_rollouts():
@@ -228,8 +234,6 @@ def test_keyboard_mode_without_a_display_is_one_clear_error(dream_logdir, monkey
 
 def test_test_controller_scores_the_agent_in_the_dream(dream_logdir, tmp_path):
     """--in-dream: the paper's 'dream score', one dream per episode, reproducible for a seed."""
-    import test_controller
-
     logdir, _ = dream_logdir
     argv = [
         "--logdir",

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+import traincontroller
 from data.rollouts import list_rollouts, load_rollout, save_rollout
 from experiment.logdir import load_agent_spec, load_vae
 from tests.conftest import copy_logdir
@@ -86,8 +87,6 @@ class Marker:
 @pytest.fixture(scope="module")
 def agent_logdir(pipeline_logdir, tmp_path_factory) -> Path:
     """The pipeline fixture with a controller (one generation): a logdir test_controller.py can drive."""
-    import traincontroller
-
     logdir = copy_logdir(pipeline_logdir, tmp_path_factory.mktemp("agent") / "exp")
     argv = ["--logdir", str(logdir), "--pop-size", "2", "--n-samples", "1", "--max-steps", "10"]
     argv += ["--generations", "1", "--eval-episodes", "1", "--max-workers", "1"]
@@ -158,10 +157,7 @@ def test_a_checkpoint_in_another_stages_place_is_named(pipeline_logdir, vae_roll
     shutil.copy(logdir / "mdrnn" / "best.tar", logdir / "vae" / "best.tar")
     with pytest.raises(UserError, match=r"vae/best\.tar is a MDN-RNN checkpoint, not a VAE one"):
         load_vae(logdir)
-    shutil.copy(
-        logdir / "ctrl" / "best.tar" if (logdir / "ctrl").is_dir() else logdir / "mdrnn" / "best.tar",
-        logdir / "vae" / "checkpoint.tar",
-    )
+    shutil.copy(logdir / "mdrnn" / "best.tar", logdir / "vae" / "checkpoint.tar")
     res = subprocess.run(
         [
             sys.executable,
@@ -363,6 +359,7 @@ def test_sigterm_stops_generation_without_partial_files_or_orphans(tmp_path):
     proc = script("data/generation_script.py", *argv)
     wait_for(lambda: len(list(rootdir.glob("*.npz"))) >= 1)
     workers = children(proc.pid)
+    assert workers
     os.kill(proc.pid, signal.SIGTERM)
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 143 and "stopped by SIGTERM" in last_line(stderr)

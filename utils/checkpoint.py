@@ -3,7 +3,9 @@
 Checkpoints hold tensors and plain values only (numbers, strings, lists, dicts, bytes) and are read with
 ``torch.load(weights_only=True)``: a file that would need anything else to unpickle (a crafted file,
 or one written by an older version of this project with Path objects inside) is refused with one line
-instead of being executed. ``scripts/upgrade_checkpoint.py`` converts a file you trust.
+instead of being executed. The one exception is outside this module: traincontroller.py unpickles the
+CMA-ES state (bytes inside its weights-only checkpoint) when it resumes a search.
+``scripts/upgrade_checkpoint.py`` converts a file you trust.
 
 Writes go to a temporary file that is renamed over the target: a killed run, a full disk or a
 read-only directory leaves the previous file intact and no temporary behind.
@@ -114,11 +116,17 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", hint: st
         raise UserError(f"no checkpoint at {path}" + (f": {hint}" if hint else ""))
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:  # what weights-only loading raises for anything beyond plain data
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" not in str(err):  # not a pickle at all: random bytes, another format
+            raise UserError(
+                f"cannot read checkpoint {path} (not a checkpoint of this project); delete it or rerun "
+                f"with --noreload"
+            ) from None
+        # Weights-only loading met a Python object it will not build: the file could run code.
         raise UserError(
             f"refused to load {path}: it holds Python objects, not only tensors and plain values (a crafted "
-            f"file, or one written by an older version); if you made it, convert it with "
-            f"python scripts/upgrade_checkpoint.py {path}"
+            f"file, or one written by an older version); if you made it, convert its logdir with "
+            f"python scripts/upgrade_checkpoint.py --logdir {path.parent.parent}"
         ) from None
     except Exception as err:  # truncated or foreign file
         raise UserError(
