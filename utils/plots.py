@@ -63,9 +63,11 @@ def histogram_png(
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     if values.size:
         lo, hi = float(values.min()), float(values.max())
-        if hi - lo < 1e-9:  # constant values: one narrow bar centred on the value, with room around it
-            bins, lo, hi = 1, lo - 0.5, hi + 0.5
-            ax.update_datalim([(lo - 2.0, 0.0), (hi + 2.0, 0.0)])
+        if hi - lo < 1e-9:  # constant values: one bar centred on the value, as wide as a bin would be
+            span = max([abs(float(x) - lo) for x in (reference or {}).values()], default=0.0)
+            width = max(1.0, span / bins)
+            bins, lo, hi = 1, lo - width / 2, hi + width / 2
+            ax.update_datalim([(lo - 2 * width, 0.0), (hi + 2 * width, 0.0)])
         ax.hist(values, bins=bins, range=(lo, hi), color="tab:blue", edgecolor="white", linewidth=0.5)
         mean = float(values.mean())
         ax.axvline(mean, color="tab:red", linewidth=2, label=f"mean {mean:.1f}")
