@@ -142,26 +142,10 @@ def test_in_dream(args) -> dict:
         dream, controllers, env.squash, starts, args.max_steps or env.max_episode_steps
     )
     returns, steps = returns.numpy().astype(np.float64), steps.numpy()
-    stats = {
-        "episodes": len(returns),
-        "mean": float(returns.mean()),
-        "std": float(returns.std()),
-        "min": float(returns.min()),
-        "max": float(returns.max()),
-        "seed": args.seed,
-        "env": spec.env,
-        "temperature": args.temperature,
-        "returns": returns.tolist(),
-        "steps": steps.tolist(),
-    }
-    out_dir = args.out if args.out is not None else Logdir(args.logdir).stage("ctrl")
-    text = json.dumps(stats, indent=1)
-    atomic_write(out_dir / DREAM_RESULTS, lambda f: f.write(text.encode()))
-    print(
-        f"in M's dream at tau {args.temperature:g}, {len(returns)} episodes: "
-        f"mean {returns.mean():.1f} +- {returns.std():.1f} (std)"
+    extra = {"env": spec.env, "temperature": args.temperature}
+    return save_results(
+        args, returns, steps, DREAM_RESULTS, f"in M's dream at tau {args.temperature:g}", extra
     )
-    return stats
 
 
 def test_random_policy(args) -> dict:
@@ -170,30 +154,8 @@ def test_random_policy(args) -> dict:
     settings = episode_settings(args, get_env_spec(env), exact_only=True)
     seeds = [episode_seed(args.seed, TEST_EPISODES, i) for i in range(args.episodes)]
     returns, steps = random_returns(env, settings, seeds)
-    stats = {
-        "episodes": len(returns),
-        "mean": float(returns.mean()),
-        "std": float(returns.std()),
-        "min": float(returns.min()),
-        "max": float(returns.max()),
-        "seed": args.seed,
-        "env": env,
-        "policy": get_env_spec(env).default_policy,
-        "max_steps": settings.max_steps,
-        "returns": returns.tolist(),
-        "steps": steps.tolist(),
-    }
-    out_dir = args.out if args.out is not None else Logdir(args.logdir).stage("ctrl")
-    text = json.dumps(stats, indent=1)
-    atomic_write(out_dir / RANDOM_RESULTS, lambda f: f.write(text.encode()))
-    histogram_png(
-        returns,
-        out_dir / "random_histogram.png",
-        f"random policy over {len(returns)} episodes: {returns.mean():.1f} +- {returns.std():.1f}",
-        reference=get_env_spec(env).reference_returns,
-    )
-    print(f"random policy, {len(returns)} episodes: mean {returns.mean():.1f} +- {returns.std():.1f} (std)")
-    return stats
+    extra = {"env": env, "policy": get_env_spec(env).default_policy, "max_steps": settings.max_steps}
+    return save_results(args, returns, steps, RANDOM_RESULTS, "random policy", extra, "random_histogram.png")
 
 
 def drive_all(args, spec: AgentSpec, settings: EpisodeSettings, episodes: list[Episode], devices: list[str]):
@@ -259,6 +221,26 @@ def main(args) -> dict:
         raise UserError(f"{err} (rerun the same command to test again)") from None
     returns = np.array([results[i].episode_return for i in range(len(episodes))])
     steps = np.array([results[i].steps for i in range(len(episodes))])
+    extra = {
+        "env": spec.env,
+        "max_steps": settings.max_steps,
+        "renderer": settings.renderer,
+        "controller_generation": ckpt.get("generation"),
+        "seconds": time.perf_counter() - start,
+    }
+    return save_results(args, returns, steps, TEST_RESULTS, "returns", extra, "test_histogram.png")
+
+
+def save_results(
+    args,
+    returns: np.ndarray,
+    steps: np.ndarray,
+    name: str,
+    what: str,
+    extra: dict,
+    histogram: str | None = None,
+) -> dict:
+    """Mean +- std, min, max and every return as ``<out>/<name>`` (and a histogram), and one line."""
     stats = {
         "episodes": len(returns),
         "mean": float(returns.mean()),
@@ -266,28 +248,19 @@ def main(args) -> dict:
         "min": float(returns.min()),
         "max": float(returns.max()),
         "seed": args.seed,
-        "env": spec.env,
-        "max_steps": settings.max_steps,
-        "renderer": settings.renderer,
+        **extra,
         "returns": returns.tolist(),
         "steps": steps.tolist(),
-        "controller_generation": ckpt.get("generation"),
-        "seconds": time.perf_counter() - start,
     }
     out_dir = args.out if args.out is not None else Logdir(args.logdir).stage("ctrl")
     text = json.dumps(stats, indent=1)
-    atomic_write(out_dir / TEST_RESULTS, lambda f: f.write(text.encode()))
-    histogram_png(
-        returns,
-        out_dir / "test_histogram.png",
-        f"returns over {len(returns)} episodes: {returns.mean():.1f} +- {returns.std():.1f}",
-        reference=get_env_spec(spec.env).reference_returns,
-    )
-    print(
-        f"{len(returns)} episodes: mean {returns.mean():.1f} +- {returns.std():.1f} (std), "
-        f"min {returns.min():.1f}, max {returns.max():.1f}"
-    )
-    print(f"returns: {out_dir / TEST_RESULTS}, histogram: {out_dir / 'test_histogram.png'}")
+    atomic_write(out_dir / name, lambda f: f.write(text.encode()))
+    summary = f"{what} over {len(returns)} episodes: {returns.mean():.1f} +- {returns.std():.1f}"
+    if histogram is not None:
+        reference = get_env_spec(stats["env"]).reference_returns
+        histogram_png(returns, out_dir / histogram, summary, reference=reference)
+    print(f"{summary} (std), min {returns.min():.1f}, max {returns.max():.1f}")
+    print(f"written to {out_dir / name}" + (f" and {out_dir / histogram}" if histogram else ""))
     return stats
 
 
