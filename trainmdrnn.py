@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data.latents import Latents, load_or_build_latents, make_batch, sequence_windows
-from data.rollouts import list_rollouts, split_names
+from data.rollouts import DataRecord, list_rollouts, split_names
 from envs import get_env_spec
-from experiment.logdir import Logdir, load_data_record, load_vae
+from experiment.logdir import Logdir, check_trained_on_this_vae, load_vae
 from experiment.training import (
     EarlyStopping,
     add_training_flags,
@@ -198,8 +198,8 @@ def train(args) -> list[dict[str, float]]:
     device = resolve_device(args.device)
     seed_everything(args.seed)
     logdir = Logdir(args.logdir)
-    vae, _ = load_vae(logdir.root, device)
-    data = load_data_record(logdir.root)
+    vae, vae_checkpoint = load_vae(logdir.root, device)
+    data = DataRecord.from_checkpoint(vae_checkpoint, logdir.best("vae"))
     env = get_env_spec(data.env)
     rootdir = args.dataset or Path(data.rootdir)
     files = list_rollouts(rootdir)
@@ -227,11 +227,7 @@ def train(args) -> list[dict[str, float]]:
     }
     state = resume_checkpoint(out, args.noreload)
     if state is not None:
-        if state.get("vae_id") != vae_id:
-            raise UserError(
-                f"{logdir.checkpoint('mdrnn')} was trained on another VAE than {logdir.best('vae')}; "
-                f"rerun with --noreload to train M afresh on this VAE"
-            )
+        check_trained_on_this_vae(logdir, state, logdir.checkpoint("mdrnn"))
         config = state["model_config"]
     mdrnn = MDRNN.from_config(config).to(device)
     reward = env.reward_head and not args.no_reward  # Doom's reward is +1 per frame alive: nothing to learn

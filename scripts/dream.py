@@ -66,7 +66,8 @@ class OneDream:
         # Streams of their own: (seed, DREAM_EPISODES, 0xD8[, 1]) is used by nothing else.
         self.rng = np.random.default_rng(derive_seed(seed, DREAM_EPISODES, 0xD8))
         generator = torch.Generator().manual_seed(derive_seed(seed, DREAM_EPISODES, 0xD8, 1))
-        survival = not get_env_spec(load_data_record(logdir).env).reward_head  # Doom: the frames survived
+        self.env = get_env_spec(load_data_record(logdir).env)
+        survival = not self.env.reward_head  # Doom: the frames survived
         self.dream = Dream(cell, temperature, generator=generator, survival=survival)
 
     def reset(self) -> torch.Tensor:
@@ -95,7 +96,7 @@ def record(args, dream: OneDream, vae) -> None:
     if args.controller:
         act = controller_actor(args.logdir, dream)
     else:
-        env = get_env_spec(load_data_record(args.logdir).env)
+        env = dream.env
         actions = env.policies[env.default_policy](dream.rng, args.steps)
         act = lambda t, z: actions[t]  # noqa: E731
     z, zs, total = dream.reset(), [], 0.0
@@ -112,7 +113,7 @@ def record(args, dream: OneDream, vae) -> None:
 
 def keyboard(args, env: OneDream, vae) -> None:
     """Drive in the dream (CarRacing's three actions); the window shows V's decoding of each dreamed z."""
-    if get_env_spec(load_data_record(args.logdir).env).action_size != 3:
+    if env.env.action_size != 3:
         raise UserError("--keyboard drives CarRacing's three continuous actions; use --out for this env")
     try:
         import pygame
