@@ -116,9 +116,8 @@ def watch(
                 frame = np.transpose(pygame.surfarray.array3d(e.unwrapped.surf), (1, 0, 2)).copy()
             frames.append(frame)
 
-    ((episode_return, _),) = drive_chunk(
-        Agent(spec), [env], [Episode(0, params, seed)], settings, on_frame=on_frame
-    )
+    (result,) = drive_chunk(Agent(spec), [env], [Episode(0, params, seed)], settings, on_frame=on_frame)
+    episode_return = result.episode_return
     env.close()
     if record is not None:
         save_animation(frames[::2], record, fps=25)  # every other frame: half the size, still smooth
@@ -153,9 +152,11 @@ def test_random_policy(args) -> dict:
     env = load_data_record(args.logdir).env
     settings = episode_settings(args, get_env_spec(env), exact_only=True)
     seeds = [episode_seed(args.seed, TEST_EPISODES, i) for i in range(args.episodes)]
-    returns, steps = random_returns(env, settings, seeds)
+    returns, steps, outcomes = random_returns(env, settings, seeds)
     extra = {"env": env, "policy": get_env_spec(env).default_policy, "max_steps": settings.max_steps}
-    return save_results(args, returns, steps, RANDOM_RESULTS, "random policy", extra, "random_histogram.png")
+    return save_results(
+        args, returns, steps, RANDOM_RESULTS, "random policy", extra, "random_histogram.png", outcomes
+    )
 
 
 def drive_all(args, spec: AgentSpec, settings: EpisodeSettings, episodes: list[Episode], devices: list[str]):
@@ -176,25 +177,28 @@ def drive_all(args, spec: AgentSpec, settings: EpisodeSettings, episodes: list[E
         return pool.evaluate(episodes, on_result=lambda r: bar.update(1))
 
 
-def random_returns(env: str, settings: EpisodeSettings, seeds: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Returns and lengths of the env's random policy on episodes ``seeds`` (its actions drawn from the
-    episode's seed, in a stream of their own)."""
+def random_returns(
+    env: str, settings: EpisodeSettings, seeds: list[int]
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Returns, lengths and outcomes of the env's random policy on episodes ``seeds`` (its actions drawn
+    from the episode's seed, in a stream of their own)."""
     spec = get_env_spec(env)
     game = spec.make_env(settings.renderer, None, settings.max_steps)
-    returns, steps = np.zeros(len(seeds)), np.zeros(len(seeds), np.int64)
+    returns, steps, outcomes = np.zeros(len(seeds)), np.zeros(len(seeds), np.int64), [""] * len(seeds)
     for i, seed in enumerate(tqdm(seeds, desc="random policy", unit="episode", dynamic_ncols=True)):
         game.reset(seed=seed)
         actions = spec.policies[spec.default_policy](
             np.random.default_rng(derive_seed(seed, 11)), settings.max_steps
         )
         for action in actions:
-            _, reward, terminated, truncated, _ = game.step(spec.to_env_action(action))
+            _, reward, terminated, truncated, info = game.step(spec.to_env_action(action))
             returns[i] += reward
             steps[i] += 1
+            outcomes[i] = info.get("outcome") or ""
             if terminated or truncated:
                 break
     game.close()
-    return returns, steps
+    return returns, steps, outcomes
 
 
 def main(args) -> dict:
@@ -221,6 +225,7 @@ def main(args) -> dict:
         raise UserError(f"{err} (rerun the same command to test again)") from None
     returns = np.array([results[i].episode_return for i in range(len(episodes))])
     steps = np.array([results[i].steps for i in range(len(episodes))])
+    outcomes = [results[i].outcome for i in range(len(episodes))]
     extra = {
         "env": spec.env,
         "max_steps": settings.max_steps,
@@ -228,7 +233,7 @@ def main(args) -> dict:
         "controller_generation": ckpt.get("generation"),
         "seconds": time.perf_counter() - start,
     }
-    return save_results(args, returns, steps, TEST_RESULTS, "returns", extra, "test_histogram.png")
+    return save_results(args, returns, steps, TEST_RESULTS, "returns", extra, "test_histogram.png", outcomes)
 
 
 def save_results(
@@ -239,8 +244,12 @@ def save_results(
     what: str,
     extra: dict,
     histogram: str | None = None,
+    outcomes: list[str] | None = None,
 ) -> dict:
-    """Mean +- std, min, max and every return as ``<out>/<name>`` (and a histogram), and one line."""
+    """Mean +- std, min, max and every return as ``<out>/<name>`` (and a histogram), and one line; for
+    games whose spec names outcomes, the share of episodes that ended in each as well."""
+    known = get_env_spec(extra["env"]).outcomes
+    rates = {o: sum(x == o for x in outcomes) / len(returns) for o in known} if known and outcomes else {}
     stats = {
         "episodes": len(returns),
         "mean": float(returns.mean()),
@@ -249,6 +258,7 @@ def save_results(
         "max": float(returns.max()),
         "seed": args.seed,
         **extra,
+        **({"outcome_rates": rates, "outcomes": outcomes} if rates else {}),
         "returns": returns.tolist(),
         "steps": steps.tolist(),
     }
@@ -257,9 +267,11 @@ def save_results(
     atomic_write(out_dir / name, lambda f: f.write(text.encode()))
     summary = f"{what} over {len(returns)} episodes: {returns.mean():.1f} +- {returns.std():.1f}"
     if histogram is not None:
-        reference = get_env_spec(stats["env"]).reference_returns
+        reference = get_env_spec(extra["env"]).reference_returns
         histogram_png(returns, out_dir / histogram, summary, reference=reference)
     print(f"{summary} (std), min {returns.min():.1f}, max {returns.max():.1f}")
+    if rates:
+        print("episodes ending in " + ", ".join(f"{o} {100 * r:.0f}%" for o, r in rates.items()))
     print(f"written to {out_dir / name}" + (f" and {out_dir / histogram}" if histogram else ""))
     return stats
 

@@ -64,7 +64,7 @@ def in_process(spec: AgentSpec, settings: EpisodeSettings, n: int, per_chunk: in
     eps = episodes(n)
     total, start = 0, time.perf_counter()
     for i in range(0, n, per_chunk):
-        total += sum(s for _, s in drive_chunk(agent, envs, eps[i : i + per_chunk], settings))
+        total += sum(r.steps for r in drive_chunk(agent, envs, eps[i : i + per_chunk], settings))
     return total / (time.perf_counter() - start)
 
 

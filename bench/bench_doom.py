@@ -27,9 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench.agent_rates import agent_rate  # noqa: E402
 from driving.agent import random_agent_spec  # noqa: E402
-from driving.episode import Episode, EpisodeSettings, drive_chunk, make_worker  # noqa: E402
-from driving.pool import WorkerPool  # noqa: E402
 from envs import get_env_spec  # noqa: E402
 from models.controller import ControllerBatch  # noqa: E402
 from models.dream import Dream, dream_returns  # noqa: E402
@@ -71,30 +70,6 @@ def raw_rate(steps: int) -> float:
     return rate
 
 
-def episodes(n: int, size: int) -> list[Episode]:
-    rng = np.random.default_rng(0)
-    return [Episode(i, rng.standard_normal(size).astype(np.float32) * 0.1, 1000 + i) for i in range(n)]
-
-
-def agent_rate(steps: int, n_envs: int, workers: int) -> tuple[float, float]:
-    """(steps/s of one worker in this process, steps/s of ``workers`` worker processes)."""
-    spec = random_agent_spec(env=ENV)
-    settings = EpisodeSettings(max_steps=get_env_spec(ENV).max_episode_steps, renderer="160x120")
-    agent, envs = make_worker(spec, settings, n_envs)
-    eps = episodes(max(n_envs, steps // 100), spec.controller.vector_size)
-    start, done = time.perf_counter(), 0
-    for i in range(0, len(eps), n_envs):
-        done += sum(s for _, s in drive_chunk(agent, envs, eps[i : i + n_envs], settings))
-    one = done / (time.perf_counter() - start)
-    eps = episodes(len(eps) * workers, spec.controller.vector_size)
-    with WorkerPool(spec, settings, workers, n_envs) as pool:
-        pool.evaluate(eps[: n_envs * workers])  # start-up and warm-up
-        start = time.perf_counter()
-        done = sum(r.steps for r in pool.evaluate(eps).values())
-        every = done / (time.perf_counter() - start)
-    return one, every
-
-
 def dream_rate(rows: int, steps: int, threads: int, matmul_dtype: torch.dtype | None = None) -> float:
     torch.set_num_threads(threads)
     sizes, spec = get_env_spec(ENV).model, random_agent_spec(env=ENV)
@@ -119,7 +94,7 @@ def main(args) -> dict[str, float]:
     bf16 = dream_rate(args.rows, args.dream_steps, args.threads, torch.bfloat16)
     torch.set_num_threads(1)
     raw = raw_rate(args.steps)
-    one, every = agent_rate(args.steps, args.envs_per_worker, args.workers)
+    one, every = agent_rate(ENV, "160x120", args.steps, args.envs_per_worker, args.workers)
     rows = [
         ("raw game (160x120), 1 core", raw),
         (f"agent V+M+C, 1 worker x {args.envs_per_worker} games", one),

@@ -57,11 +57,13 @@ class Episode:
 
 @dataclass(frozen=True)
 class Result:
-    """What came back for one episode."""
+    """What came back for one episode; ``outcome`` is how it ended for games that say (the last step's
+    ``info["outcome"]``, see ``EnvSpec.outcomes``), else empty."""
 
     task_id: int
     episode_return: float
     steps: int
+    outcome: str = ""
 
 
 class WorkerError(RuntimeError):
@@ -95,12 +97,12 @@ def drive_chunk(
     envs: Sequence[gym.Env],
     episodes: Sequence[Episode],
     settings: EpisodeSettings,
-    on_done: Callable[[Episode, float, int], None] | None = None,
+    on_done: Callable[[Result], None] | None = None,
     on_frame: Callable[[int, Any], None] | None = None,
-) -> list[tuple[float, int]]:
+) -> list[Result]:
     """Drive ``episodes`` together (lock-step) on ``envs[:len(episodes)]``.
 
-    Returns one ``(return, steps)`` per episode, in order; ``on_done`` is called as each one ends and
+    Returns one :class:`Result` per episode, in order; ``on_done`` is called with each as it ends and
     ``on_frame(i, env)`` after every step of episode ``i`` (for display and recording).
     """
     n = len(episodes)
@@ -114,6 +116,7 @@ def drive_chunk(
     returns = np.zeros(n)
     steps = np.zeros(n, dtype=np.int64)
     negative_run = np.zeros(n, dtype=np.int64)
+    results: list[Result | None] = [None] * n
     alive = list(range(n))
     while alive:
         frames = agent.preprocess(np.stack([obs[i] for i in alive]))
@@ -127,7 +130,7 @@ def drive_chunk(
         h[idx], c[idx] = h_new, c_new
         still = []
         for row, i in enumerate(alive):
-            obs[i], reward, terminated, truncated, _ = envs[i].step(to_env_action(actions[row]))
+            obs[i], reward, terminated, truncated, info = envs[i].step(to_env_action(actions[row]))
             returns[i] += reward
             steps[i] += 1
             negative_run[i] = negative_run[i] + 1 if reward < 0 else 0
@@ -137,9 +140,11 @@ def drive_chunk(
             cut = cutoff > 0 and negative_run[i] >= cutoff
             limit = min(episodes[i].max_steps or settings.max_steps, settings.max_steps)
             if terminated or truncated or cut or steps[i] >= limit:
+                outcome = info.get("outcome") or ""
+                results[i] = Result(episodes[i].task_id, float(returns[i]), int(steps[i]), outcome)
                 if on_done is not None:
-                    on_done(episodes[i], float(returns[i]), int(steps[i]))
+                    on_done(results[i])
             else:
                 still.append(i)
         alive = still
-    return [(float(r), int(s)) for r, s in zip(returns, steps, strict=True)]
+    return results

@@ -67,7 +67,7 @@ def _worker_main(
                 envs,
                 chunk,
                 settings,
-                on_done=lambda e, ret, n: results.put(("done", rank, Result(e.task_id, ret, n))),
+                on_done=lambda result: results.put(("done", rank, result)),
             )
     except BaseException:
         results.put(("error", rank, traceback.format_exc()))

@@ -45,8 +45,7 @@ class _EpisodeActor:
         return os.getpid()
 
     def run(self, chunk: list[Episode]) -> list[Result]:
-        out = drive_chunk(self.agent, self.envs, chunk, self.settings)
-        return [Result(e.task_id, ret, n) for e, (ret, n) in zip(chunk, out, strict=True)]
+        return drive_chunk(self.agent, self.envs, chunk, self.settings)
 
 
 class RayPool:

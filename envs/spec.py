@@ -79,6 +79,8 @@ class EnvSpec:
         reward_head: M learns the reward (CarRacing); False: the reward is +1 per step alive, and a
             dream counts the steps survived (Doom).
         done_weight: weight of the rare positive (death) targets in M's termination loss.
+        outcomes: how an episode can end, for games that say (``info["outcome"]`` of the last step, e.g.
+            ``success`` or ``collision``); the test reports the share of each. Empty: returns only.
     """
 
     name: str
@@ -99,6 +101,7 @@ class EnvSpec:
     reference_returns: Mapping[str, float] = field(default_factory=dict)
     reward_head: bool = True
     done_weight: float = 1.0
+    outcomes: tuple[str, ...] = ()
 
     @property
     def default_preprocessing(self) -> str:

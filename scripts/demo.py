@@ -11,7 +11,10 @@ Presets (any flag given on the command line overrides the preset's value):
   * budget: the recipe behind the README's score: every stage at the scale chosen for 2 CPU cores,
     then test_controller.py on 100 fixed tracks with the exact (stock-pixel) renderer;
   * doom: the paper's second experiment on VizDoom take-cover: C trained only inside M's dream
-    (tau 1.15, the paper's weight penalty, z sampled), evaluated and tested in the real game.
+    (tau 1.15, the paper's weight penalty, z sampled), evaluated and tested in the real game;
+  * socnav: social navigation in SocNavGym (the optional extra: bash scripts/setup.sh --socnav): a
+    small run of the four stages, C trained in the real simulator, then tested on 100 episodes
+    beside the random policy on the same episodes (success, collision and timeout rates).
 
 Everything goes under --logdir (rollouts in <logdir>/rollouts); rerunning resumes each stage.
 A stage table with wall-clock times is printed at the end and written to <logdir>/stages.json.
@@ -29,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from experiment.logdir import TEST_RESULTS, Logdir  # noqa: E402
+from experiment.logdir import RANDOM_RESULTS, TEST_RESULTS, Logdir  # noqa: E402
 from utils.checkpoint import atomic_write  # noqa: E402
 from utils.cli import UserError, make_parser, nonnegative_int, positive_float, positive_int, run  # noqa: E402
 
@@ -71,6 +74,7 @@ PRESETS = {
         "test_episodes": 8,
         "pretrained_episodes": 2,
         "doom_episodes": 2,
+        "random_baseline": 0,
         **CARRACING,
     },
     "budget": {
@@ -94,6 +98,7 @@ PRESETS = {
         "test_episodes": 100,
         "pretrained_episodes": 0,
         "doom_episodes": 0,
+        "random_baseline": 0,
         **CARRACING,
     },
     "doom": {
@@ -119,11 +124,42 @@ PRESETS = {
         "test_episodes": 100,
         "pretrained_episodes": 0,
         "doom_episodes": 0,
+        "random_baseline": 0,
         "dream": 1,
         "temperature": 1.15,
         "dream_steps": 2100,
         "weight_penalty": 0.01,
         "z_mode": "sample",
+    },
+    "socnav": {
+        "env": "socnav",
+        "rollouts": 2000,
+        "max_steps": 200,
+        "vae_epochs": 2,
+        "vae_batch": 32,
+        "vae_lr": 1e-3,
+        "mdrnn_epochs": 20,
+        "mdrnn_batch": 32,
+        "seq_len": 32,
+        "generations": 20,
+        "pop_size": 16,
+        "n_samples": 4,
+        "train_max_steps": 200,
+        "negative_cutoff": 0,
+        "eval_every": 5,
+        "eval_episodes": 16,
+        "train_renderer": "256x256",
+        "test_renderer": "256x256",
+        "episode_steps": 200,
+        "test_episodes": 100,
+        "pretrained_episodes": 0,
+        "doom_episodes": 0,
+        "random_baseline": 1,
+        "dream": 0,
+        "temperature": 1.15,
+        "dream_steps": 200,
+        "weight_penalty": 0.0,
+        "z_mode": "mu",
     },
 }
 
@@ -163,6 +199,12 @@ def build_parser():
     add("--test-episodes", type=positive_int, help="tracks of the final test")
     add("--pretrained-episodes", type=nonnegative_int, help="tracks driven by the shipped agent (0: none)")
     add("--doom-episodes", type=nonnegative_int, help="episodes played by the shipped Doom agent (0: none)")
+    add(
+        "--random-baseline",
+        type=int,
+        choices=(0, 1),
+        help="1: also test the env's random policy on the test's episodes (test_controller.py --random-policy)",
+    )
     return parser
 
 
@@ -213,6 +255,14 @@ def stages(args) -> list[tuple[str, list[str]]]:
             f"--renderer {args.test_renderer} --record {logdir / 'drive.gif'} {engine}",
         ),
     ]
+    if args.random_baseline:
+        commands.append(
+            (
+                "random policy (baseline)",
+                f"test_controller.py --logdir {logdir} --episodes {args.test_episodes} --random-policy "
+                f"--renderer {args.test_renderer} --max-steps {args.episode_steps} --seed {seed}",
+            )
+        )
     if args.pretrained_episodes:
         commands.append(
             (
@@ -265,6 +315,13 @@ def main(args) -> list[tuple[str, float]]:
         f"\nscore: {stats['mean']:.1f} +- {stats['std']:.1f} over {stats['episodes']} episodes of at most "
         f"{stats['max_steps']} steps (min {stats['min']:.1f}, max {stats['max']:.1f})"
     )
+    if args.random_baseline:
+        baseline = json.loads((args.logdir / "ctrl" / RANDOM_RESULTS).read_text())
+        print(f"the random policy on the same episodes: {baseline['mean']:.1f} +- {baseline['std']:.1f}")
+        for name, result in (("agent", stats), ("random policy", baseline)):
+            if "outcome_rates" in result:
+                rates = ", ".join(f"{o} {100 * r:.0f}%" for o, r in result["outcome_rates"].items())
+                print(f"  {name}: {rates}")
     if args.pretrained_episodes:
         shipped = json.loads((args.logdir / "pretrained" / TEST_RESULTS).read_text())
         print(

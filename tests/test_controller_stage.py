@@ -79,28 +79,28 @@ def test_chunk_returns_do_not_depend_on_workers(spec):
     # In this process too: the same chunk gives the same returns.
     agent = Agent(spec)
     local = drive_chunk(agent, [make_env(max_episode_steps=30) for _ in range(3)], eps[:3], SHORT)
-    assert [r for r, _ in local] == [two[i].episode_return for i in range(3)]
+    assert local == [two[i] for i in range(3)]
     assert all(r.steps == 30 for r in two.values())
 
 
 def test_negative_cutoff_ends_episodes_early(spec):
     agent = Agent(spec)
     # The first ~50 frames of CarRacing are a zoom-in where every step costs -0.1.
-    ((ret, steps),) = drive_chunk(
+    (result,) = drive_chunk(
         agent, [make_env(max_episode_steps=100)], episodes(1, cutoff=10), EpisodeSettings(100, "fast")
     )
-    assert steps < 100
+    assert result.steps < 100
 
 
 def test_episode_length_cap_below_the_settings(spec):
     agent = Agent(spec)
     capped = [Episode(e.task_id, e.params, e.seed, 0, 12) for e in episodes(2)]
     results = drive_chunk(agent, [make_env(max_episode_steps=30) for _ in range(2)], capped, SHORT)
-    assert [steps for _, steps in results] == [12, 12]
+    assert [r.steps for r in results] == [12, 12]
     # A cap above the settings' limit does not lengthen the episode.
     long = [Episode(e.task_id, e.params, e.seed, 0, 500) for e in episodes(1)]
-    ((_, steps),) = drive_chunk(agent, [make_env(max_episode_steps=30)], long, SHORT)
-    assert steps == 30
+    (result,) = drive_chunk(agent, [make_env(max_episode_steps=30)], long, SHORT)
+    assert result.steps == 30
 
 
 def test_worker_killed_fails_fast_with_clear_message(spec):

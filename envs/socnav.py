@@ -1,0 +1,245 @@
+"""Social navigation in SocNavGym (``--env socnav``): a robot crosses a room to its goal among people.
+
+SocNavGym (the registry's ``socnavgym`` 0.1.1, an optional extra: ``bash scripts/setup.sh --socnav``)
+simulates a holonomic robot, walking and standing people (social-force model), plants, tables and laptops
+in a square room; the scene is ours (``envs/socnav.yaml``). World Models needs pictures: a frame here is
+the room seen from above, drawn by SocNavGym's own entity painters (its ``render()`` draws the same
+scene, but only into an OpenCV window), area-averaged to 64x64.
+
+* The agent action is SocNavGym's own: three numbers in [-1, 1], forward, sideways and turning speed
+  (0.1 m/s, 0.1 m/s and pi/4 rad/s at 1, one second per step) in a 6 to 7 m room.
+* Reward: SocNavGym's DS-RNN reward (+1 at the goal, -1 for a collision, leaving the map or running out
+  of time, 5 per metre of progress to the goal, a penalty for passing close to people).
+* An episode ends at the goal, a collision, out of the map (terminations) or after 200 steps (a
+  truncation); :func:`outcome` names which, and the test reports the rates.
+* Random rollouts: brownian actions (consecutive actions correlated, so the robot travels somewhere).
+* SocNavGym draws from Python's and NumPy's global random generators; each env here keeps its own
+  copies of both, so an episode depends on its seed alone, whatever else runs in the process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import random
+import sys
+import types
+import warnings
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.wrappers import TimeLimit
+
+from envs.policies import brownian_actions
+from envs.preprocess import area_resize
+from envs.spec import EnvSpec, ModelSizes
+from utils.cli import UserError
+
+CONFIG = Path(__file__).with_suffix(".yaml")
+RESOLUTIONS = ("256x256", "1024x1024")
+MAX_STEPS = 200
+LOW, HIGH = -np.ones(3, np.float32), np.ones(3, np.float32)
+OUTCOMES = ("success", "collision", "out of map", "timeout")
+# The floor: light grey, not SocNavGym's white. On frames ~90% pure white V's sigmoid output saturates at
+# 1 where the floor is and its gradients vanish: after 8 epochs on 57k frames it still drew a blank room.
+FLOOR = 200
+_INSTALL = "--env socnav needs the SocNavGym extra: bash scripts/setup.sh --socnav"
+# SocNavGym's subpackage of its SNGNN reward model: it imports DGL, whose wheels stop at torch 2.2.
+_SNGNN = "socnavgym.envs.utils.sngnnv2"
+
+
+class _WithoutSNGNN:
+    """Stands in for the SNGNN classes SocNavGym imports at load time. Building one is harmless (its
+    reward base class builds one whatever the reward); using one is an error."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"SocNavGym's SNGNN reward needs DGL, left out here; {CONFIG.name} uses dsrnn")
+
+
+def _import_socnavgym() -> type:
+    """SocNavGym's env class, imported without DGL (see _SNGNN) and without old gym's import banner.
+
+    Our modules for the SNGNN subpackage go into ``sys.modules`` first, so its real ``__init__`` (which
+    imports DGL) never runs; nothing of SocNavGym's own code is copied or changed.
+    """
+    for name in (_SNGNN, f"{_SNGNN}.socnav", f"{_SNGNN}.socnav_V2_API"):
+        if name not in sys.modules:
+            module = types.ModuleType(name)
+            module.__path__ = []  # a package, for the submodules below it
+            for cls in ("SocNavDataset", "Human", "Object", "SNScenario", "SocNavAPI"):
+                setattr(module, cls, _WithoutSNGNN)
+            sys.modules[name] = module
+    try:
+        # SocNavGym subclasses the old gym's Env; importing gym prints a notice about NumPy 2 and warns.
+        # We never call gym.make (its env checker fails on NumPy 2): the class is built directly.
+        with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from socnavgym.envs.socnavenv_v1 import SocNavEnv_v1
+    except ImportError as err:
+        raise UserError(f"{_INSTALL} ({err})") from None
+    return SocNavEnv_v1
+
+
+class SocNav(gym.Env):
+    """SocNavGym as a Gymnasium env whose observations are top-down RGB frames (R, R, 3) uint8.
+
+    ``info`` of a step holds ``outcome`` (one of :data:`OUTCOMES`, or None while the episode goes on).
+    """
+
+    metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 10}
+
+    def __init__(
+        self, resolution: str = RESOLUTIONS[0], render_mode: str | None = None, max_steps: int = MAX_STEPS
+    ) -> None:
+        if resolution not in RESOLUTIONS:
+            raise ValueError(f"unknown resolution {resolution!r}; expected one of {RESOLUTIONS}")
+        self.size = int(resolution.split("x")[0])
+        self.render_mode = render_mode
+        self.max_steps = max_steps  # a cap below SocNavGym's own (200 steps) also ends as a timeout
+        self._steps = 0
+        self.observation_space = gym.spaces.Box(0, 255, (self.size, self.size, 3), np.uint8)
+        self.action_space = gym.spaces.Box(LOW, HIGH, dtype=np.float32)
+        self._py_rng = random.Random(0).getstate()
+        self._np_rng = np.random.RandomState(0).get_state()
+        env_class = _import_socnavgym()
+        with self._own_generators():  # its constructor resets once
+            self.sim = env_class(config=str(CONFIG))
+        self._frame = self._draw()
+        self._window = None
+
+    @contextlib.contextmanager
+    def _own_generators(self):
+        """SocNavGym's calls run on this env's copies of the global generators."""
+        outside = random.getstate(), np.random.get_state()
+        random.setstate(self._py_rng)
+        np.random.set_state(self._np_rng)
+        try:
+            yield
+        finally:
+            self._py_rng, self._np_rng = random.getstate(), np.random.get_state()
+            random.setstate(outside[0])
+            np.random.set_state(outside[1])
+
+    def _draw(self) -> np.ndarray:
+        """The room from above, as SocNavGym's render() draws it (less the goals of people, which the
+        robot cannot know, on a grey floor, see FLOOR, with the goal a disk instead of a ring): RGB
+        (size, size, 3)."""
+        sim, size = self.sim, self.size
+        image = np.full((size, size, 3), FLOOR, np.uint8)
+        scale = size / sim.MAP_X, size / sim.MAP_Y
+        where = (*scale, sim.MAP_X, sim.MAP_Y)
+        for entity in sim.walls + sim.tables + sim.laptops + sim.plants:
+            entity.draw(image, *where)
+        self._draw_goal(image, scale)
+        for entity in sim.static_humans + sim.dynamic_humans + [sim.robot]:
+            entity.draw(image, *where)
+        for group in sim.moving_interactions + sim.static_interactions + sim.h_l_interactions:
+            group.draw(image, *where)
+        return np.ascontiguousarray(image[..., ::-1])  # its painters use OpenCV's BGR
+
+    def _draw_goal(self, image: np.ndarray, scale: tuple[float, float]) -> None:
+        import cv2  # both installed with the extra
+        from socnavgym.envs.utils.utils import w2px, w2py
+
+        sim = self.sim
+        centre = w2px(sim.robot.goal_x, scale[0], sim.MAP_X), w2py(sim.robot.goal_y, scale[1], sim.MAP_Y)
+        radius = max(1, round(sim.GOAL_RADIUS * scale[0]))
+        cv2.circle(image, centre, radius, (0, 255, 0), -1)  # filled: a ring is a faint pixel or two at 64x64
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        with self._own_generators():
+            self.sim.reset(seed=int(self.np_random.integers(2**31)))
+        self._steps = 0
+        self._frame = self._draw()
+        self._show()
+        return self._frame.copy(), {"outcome": None}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        action = np.clip(np.asarray(action, np.float32), LOW, HIGH)
+        with self._own_generators():
+            _, reward, terminated, truncated, info = self.sim.step(action)
+        self._steps += 1
+        end = outcome(info)
+        if end is None and self._steps >= self.max_steps:
+            truncated, end = True, "timeout"
+        self._frame = self._draw()
+        self._show()
+        return self._frame.copy(), float(reward), bool(terminated), bool(truncated), {"outcome": end}
+
+    def render(self) -> np.ndarray | None:
+        return self._frame.copy() if self.render_mode in ("rgb_array", "human") else None
+
+    def _show(self) -> None:
+        if self.render_mode != "human":
+            return
+        import pygame  # only where a window is shown
+
+        if self._window is None:
+            pygame.init()
+            self._window = pygame.display.set_mode((512, 512))
+            pygame.display.set_caption("SocNavGym")
+        pygame.event.pump()
+        surface = pygame.surfarray.make_surface(np.transpose(self._frame, (1, 0, 2)))
+        self._window.blit(pygame.transform.smoothscale(surface, (512, 512)), (0, 0))
+        pygame.display.flip()
+
+    def close(self) -> None:
+        if self._window is not None:
+            import pygame
+
+            pygame.display.quit()
+            self._window = None
+
+
+def outcome(info: dict) -> str | None:
+    """How a SocNavGym episode ended, from its last step's info: one of :data:`OUTCOMES` or None."""
+    if info.get("SUCCESS"):
+        return "success"
+    if info.get("COLLISION"):
+        return "collision"
+    if info.get("OUT_OF_MAP"):
+        return "out of map"
+    if info.get("TIMEOUT"):
+        return "timeout"
+    return None
+
+
+def make(
+    renderer: str = RESOLUTIONS[0], render_mode: str | None = None, max_episode_steps: int = MAX_STEPS
+) -> gym.Env:
+    return TimeLimit(SocNav(renderer, render_mode, max_episode_steps), max_episode_steps=max_episode_steps)
+
+
+def preprocess(frames: np.ndarray, mode: str = "full") -> np.ndarray:
+    """(..., R, R, 3) uint8 top-down frames -> (..., 64, 64, 3), area-averaged."""
+    if mode not in PREPROCESSINGS:
+        raise ValueError(f"unknown preprocessing {mode!r}; expected one of {PREPROCESSINGS}")
+    return area_resize(np.asarray(frames))
+
+
+PREPROCESSINGS = ("full",)
+
+SPEC = EnvSpec(
+    name="socnav",
+    make=make,
+    preprocess=preprocess,
+    preprocessings=PREPROCESSINGS,
+    action_size=3,
+    action_low=LOW,
+    action_high=HIGH,
+    squash=torch.tanh,
+    to_env_action=lambda action: np.asarray(action, np.float32),
+    policies={"brownian": lambda rng, n: brownian_actions(rng, LOW, HIGH, n)},
+    max_episode_steps=MAX_STEPS,
+    model=ModelSizes(latent=32, hidden=256, gaussians=5, controller_inputs=("z", "h"), controller_bias=True),
+    renderers=RESOLUTIONS,
+    done_weight=10.0,
+    outcomes=OUTCOMES,
+)

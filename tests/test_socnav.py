@@ -1,0 +1,192 @@
+"""SocNavGym (--env socnav): the import shim, frames, actions, ends of episodes, determinism per seed
+whatever else runs in the process, and the four stages end to end through the socnav preset.
+
+Needs the optional extra (``bash scripts/setup.sh --socnav``); skipped without it."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from envs import available_envs, get_env_spec, make_env
+from envs import socnav
+from scripts import demo
+from utils.cli import UserError
+
+ENV = "socnav"
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = get_env_spec(ENV)
+
+
+def test_spec_without_the_package():
+    """What needs no SocNavGym: sizes, actions, preprocessing, the outcome labels."""
+    assert ENV in available_envs()
+    assert SPEC.action_size == 3 and SPEC.max_episode_steps == 200 and SPEC.outcomes == socnav.OUTCOMES
+    np.testing.assert_array_equal(SPEC.action_low, -np.ones(3))
+    np.testing.assert_array_equal(SPEC.action_high, np.ones(3))
+    raw = torch.tensor([[-40.0, 0.0, 0.3]])
+    torch.testing.assert_close(SPEC.squash(raw), torch.tanh(raw))
+    actions = SPEC.policies["brownian"](np.random.default_rng(0), 300)
+    assert actions.shape == (300, 3) and (np.abs(actions) <= 1).all()
+    assert np.abs(np.diff(actions, axis=0)).mean() < 0.3  # correlated: the robot goes somewhere
+    # Area averaging: a 256x256 frame of 4x4 blocks of one colour each gives those colours at 64x64.
+    small = np.random.default_rng(1).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    big = small.repeat(4, axis=1).repeat(4, axis=2)
+    np.testing.assert_array_equal(SPEC.preprocess(big, "full"), small)
+    np.testing.assert_array_equal(SPEC.preprocess(big[0], "full"), small[0])
+    assert socnav.outcome({"SUCCESS": True, "COLLISION": False}) == "success"
+    assert socnav.outcome({"SUCCESS": False, "COLLISION": True, "OUT_OF_MAP": False}) == "collision"
+    assert socnav.outcome({"OUT_OF_MAP": True}) == "out of map"
+    assert socnav.outcome({"TIMEOUT": True}) == "timeout" and socnav.outcome({}) is None
+
+
+def test_the_config_is_ours_and_complete():
+    """The scene file names every key SocNavGym's _configure reads (a missing one is a KeyError there)."""
+    import yaml
+
+    config = yaml.safe_load(socnav.CONFIG.read_text())
+    assert config["robot"]["robot_type"] == "holonomic" and config["env"]["reward_file"] == "dsrnn"
+    assert config["episode"]["episode_length"] == SPEC.max_episode_steps - 1
+    for key in ("crowd_formation_probability", "human_laptop_formation_probability"):
+        assert config["env"][key] == 0  # see the file: SocNavGym times those out on the wall clock
+
+
+needs_socnavgym = pytest.mark.skipif(
+    __import__("importlib").util.find_spec("socnavgym") is None,
+    reason="the SocNavGym extra is not installed (bash scripts/setup.sh --socnav)",
+)
+
+
+@needs_socnavgym
+def test_imports_without_dgl_and_the_sngnn_stand_in_refuses_use():
+    env = make_env(ENV, max_episode_steps=5)
+    assert "dgl" not in sys.modules
+    stand_in = sys.modules[f"{socnav._SNGNN}.socnav_V2_API"].SocNavAPI(device="cpu")
+    with pytest.raises(RuntimeError, match="needs DGL"):
+        stand_in.predict
+    env.close()
+
+
+@needs_socnavgym
+def test_frames_actions_and_the_ends_of_episodes():
+    env = make_env(ENV, max_episode_steps=200)
+    obs, info = env.reset(seed=3)
+    assert obs.shape == (256, 256, 3) and obs.dtype == np.uint8 and info["outcome"] is None
+    assert (obs == socnav.FLOOR).all(axis=-1).mean() > 0.5  # a grey floor with things on it
+    assert (obs[..., 1] > 200).any() and (obs[..., 0] < 60).any()  # the green goal, the black robot
+    frame = SPEC.preprocess(obs, "full")
+    assert frame.shape == (64, 64, 3) and frame.dtype == np.uint8
+    # Standing still never collides by itself; the cap ends the episode as a timeout (truncation).
+    outcomes = []
+    for seed in range(6):
+        env.reset(seed=seed)
+        for t in range(200):
+            _, _, terminated, truncated, info = env.step(np.zeros(3, np.float32))
+            if terminated or truncated:
+                break
+        outcomes.append((info["outcome"], terminated, truncated, t + 1))
+    assert any(o == ("timeout", False, True, 200) for o in outcomes)
+    # Full speed ahead ends every episode on a termination with a named outcome before the cap.
+    ends = []
+    for seed in range(6):
+        env.reset(seed=seed)
+        for _ in range(200):
+            _, reward, terminated, truncated, info = env.step(np.array([1.0, 0.0, 0.0], np.float32))
+            if terminated or truncated:
+                break
+        ends.append((info["outcome"], terminated))
+    assert all(terminated and o in ("success", "collision", "out of map") for o, terminated in ends)
+    # A shorter cap than SocNavGym's own also ends as a timeout.
+    short = make_env(ENV, max_episode_steps=3)
+    short.reset(seed=0)
+    for _ in range(3):
+        _, _, terminated, truncated, info = short.step(np.zeros(3, np.float32))
+    assert truncated and info["outcome"] == "timeout"
+
+
+@needs_socnavgym
+def test_an_episode_depends_on_its_seed_alone():
+    """SocNavGym draws from the global generators; each env keeps its own, so interleaving another
+    env (or other code using `random`) changes nothing, and the caller's generators are left alone."""
+    actions = SPEC.policies["brownian"](np.random.default_rng(5), 40)
+
+    def episode(env, other=None):
+        frames = [env.reset(seed=11)[0]]
+        if other is not None:
+            other.reset(seed=12)
+        for a in actions:
+            obs, _, terminated, truncated, _ = env.step(a)
+            frames.append(obs)
+            if other is not None and any(other.step(-a)[2:4]):
+                other.reset()
+            random.random()
+            np.random.random()
+            if terminated or truncated:
+                break
+        return np.stack(frames)
+
+    alone = episode(make_env(ENV, max_episode_steps=200))
+    random.seed(99)
+    np.random.seed(99)
+    caller = random.getstate(), np.random.get_state()[1].copy()
+    mixed = episode(make_env(ENV, max_episode_steps=200), make_env(ENV, max_episode_steps=200))
+    np.testing.assert_array_equal(alone, mixed)
+    random.seed(99)
+    np.random.seed(99)
+    make_env(ENV, max_episode_steps=5).reset(seed=1)
+    assert random.getstate() == caller[0] and (np.random.get_state()[1] == caller[1]).all()
+    assert not np.array_equal(alone[-1], alone[0])  # the robot and people moved
+
+
+def test_missing_package_is_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "socnavgym.envs.socnavenv_v1", None)  # import fails
+    with pytest.raises(UserError, match=r"setup.sh --socnav"):
+        socnav.SocNav()
+
+
+@needs_socnavgym
+def test_socnav_recipe_runs_every_stage_at_its_smallest(tmp_path):
+    """scripts/demo.py --preset socnav with size overrides only: generation, V, M, C in the real
+    simulator, the test and the random policy on the same episodes, with outcome rates."""
+    logdir = tmp_path / "socnav"
+    sizes = {
+        "--rollouts": 4,
+        "--max-steps": 40,
+        "--vae-epochs": 1,
+        "--mdrnn-epochs": 1,
+        "--generations": 1,
+        "--pop-size": 4,
+        "--n-samples": 1,
+        "--eval-every": 1,
+        "--eval-episodes": 2,
+        "--episode-steps": 30,
+        "--test-episodes": 3,
+    }
+    args = [str(x) for kv in sizes.items() for x in kv]
+    res = subprocess.run(
+        [sys.executable, "scripts/demo.py", "--preset", ENV, "--logdir", str(logdir), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((logdir / "stages.json").read_text())
+    for key in ("env", "dream", "train_renderer", "test_renderer", "random_baseline"):
+        assert summary["knobs"][key] == demo.PRESETS[ENV][key]
+    test = summary["test"]
+    baseline = json.loads((logdir / "ctrl" / "random_returns.json").read_text())
+    for result in (test, baseline):
+        assert result["env"] == ENV and result["episodes"] == 3 and len(result["outcomes"]) == 3
+        assert set(result["outcome_rates"]) == set(socnav.OUTCOMES)
+        assert abs(sum(result["outcome_rates"].values()) - 1) < 1e-9  # every episode ended somehow
+        for outcome, steps in zip(result["outcomes"], result["steps"], strict=True):
+            assert (outcome == "timeout") == (steps == 30)
+    assert "collision" in res.stdout and (logdir / "drive.gif").stat().st_size > 0
