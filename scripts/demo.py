@@ -203,7 +203,7 @@ def build_parser():
         "--random-baseline",
         type=int,
         choices=(0, 1),
-        help="1: also test the env's random policy on the test's episodes (test_controller.py --random-policy)",
+        help="1: also test the random policy on the same episodes (test_controller.py --random-policy)",
     )
     return parser
 

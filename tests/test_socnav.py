@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from envs import available_envs, get_env_spec, make_env
-from envs import socnav
+from envs import available_envs, get_env_spec, make_env, socnav
 from scripts import demo
 from utils.cli import UserError
 
@@ -70,7 +69,7 @@ def test_imports_without_dgl_and_the_sngnn_stand_in_refuses_use():
     assert "dgl" not in sys.modules
     stand_in = sys.modules[f"{socnav._SNGNN}.socnav_V2_API"].SocNavAPI(device="cpu")
     with pytest.raises(RuntimeError, match="needs DGL"):
-        stand_in.predict
+        stand_in.predict(None)
     env.close()
 
 
@@ -87,11 +86,13 @@ def test_frames_actions_and_the_ends_of_episodes():
     outcomes = []
     for seed in range(6):
         env.reset(seed=seed)
-        for t in range(200):
+        steps = 0
+        while True:
             _, _, terminated, truncated, info = env.step(np.zeros(3, np.float32))
+            steps += 1
             if terminated or truncated:
                 break
-        outcomes.append((info["outcome"], terminated, truncated, t + 1))
+        outcomes.append((info["outcome"], terminated, truncated, steps))
     assert any(o == ("timeout", False, True, 200) for o in outcomes)
     # Full speed ahead ends every episode on a termination with a named outcome before the cap.
     ends = []
