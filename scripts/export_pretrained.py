@@ -43,6 +43,8 @@ RECORD = {
     "ctrl/test_returns.json": "test_returns.json",
     "ctrl/test_histogram.png": "test_histogram.png",
     "ctrl/learning_curve.png": "learning_curve.png",
+    "ctrl/random_returns.json": "random_returns.json",
+    "ctrl/random_histogram.png": "random_histogram.png",
 }
 
 
