@@ -159,6 +159,9 @@ class FastCarRacing(CarRacing):
                 f"approx_factor must be a positive divisor of {WINDOW_W} and {WINDOW_H}, got {approx_factor}"
             )
         self.approx = approx
+        # False: step() keeps the previous state pixels instead of drawing new ones (physics, reward and
+        # everything else unchanged); envs.spec.ActionRepeat sets it for the frames the agent never sees.
+        self.render_state = True
         self.approx_factor = approx_factor if approx else 1
         self._scale = 1.0 / self.approx_factor
         self._canvas_w = WINDOW_W // self.approx_factor
@@ -191,6 +194,8 @@ class FastCarRacing(CarRacing):
 
         if "t" not in self.__dict__:
             return  # reset() not called yet
+        if mode == "state_pixels" and not self.render_state and getattr(self, "state", None) is not None:
+            return self.state  # a frame nobody looks at (see render_state)
 
         if self._canvas is None:
             # Same flags and depth as stock's per-frame `pygame.Surface((WINDOW_W, WINDOW_H))`.
