@@ -153,7 +153,7 @@ class EnvSpec:
         return dataclasses.replace(
             self,
             name=f"{self.name}{REPEAT}{k}",
-            make=functools.partial(_make_repeated, self.make, k),
+            make=functools.partial(_make_repeated, self.make, k, self.max_episode_steps),
             max_episode_steps=-(-self.max_episode_steps // k),
             aliases=(),
             action_repeat=k,
@@ -167,8 +167,9 @@ class ActionRepeat(gym.Wrapper):
     """Each step plays the action for ``k`` frames: the rewards summed, the last frame returned.
 
     Frames before the last are not drawn where the game lets them be skipped (an unwrapped env with a
-    ``render_state`` attribute, as FastCarRacing). ``info["frames"]`` is the frames played (fewer than
-    ``k`` when the episode ends within them).
+    ``render_state`` attribute and a ``draw_state()`` method, as FastCarRacing); when the episode ends on
+    such a frame, it is drawn then. ``info["frames"]`` is the frames played (fewer than ``k`` when the
+    episode ends within them).
     """
 
     def __init__(self, env: gym.Env, k: int) -> None:
@@ -186,6 +187,8 @@ class ActionRepeat(gym.Wrapper):
                 obs, reward, terminated, truncated, info = self.env.step(action)
                 total += float(reward)
                 if terminated or truncated:
+                    if skippable and frame < self.k:
+                        obs = game.draw_state()
                     break
         finally:
             if skippable:
@@ -194,9 +197,15 @@ class ActionRepeat(gym.Wrapper):
 
 
 def _make_repeated(
-    make: Callable[..., gym.Env], k: int, renderer: str, render_mode: str | None, max_episode_steps: int
+    make: Callable[..., gym.Env],
+    k: int,
+    game_frames: int,
+    renderer: str,
+    render_mode: str | None,
+    max_episode_steps: int,
 ) -> gym.Env:
-    """``make``'s env under :class:`ActionRepeat`; its time limit counts frames (``k`` per step)."""
-    return ActionRepeat(
-        make(renderer=renderer, render_mode=render_mode, max_episode_steps=max_episode_steps * k), k
-    )
+    """``make``'s env under :class:`ActionRepeat`, its time limit in frames: ``k`` per step, and at the
+    default cap the game's own (CarRacing with k = 3: 1000 frames, 333 steps of 3 and one of 1)."""
+    default = -(-game_frames // k)
+    frames = game_frames if max_episode_steps == default else max_episode_steps * k
+    return ActionRepeat(make(renderer=renderer, render_mode=render_mode, max_episode_steps=frames), k)
