@@ -120,7 +120,10 @@ def watch(
     episode_return = result.episode_return
     env.close()
     if record is not None:
-        save_animation(frames[::2], record, fps=25)  # every other frame: half the size, still smooth
+        # Every other game frame at 25 fps (half the size, still smooth); with action repeat, every step.
+        k = get_env_spec(spec.env).action_repeat
+        stride = 2 if k == 1 else 1
+        save_animation(frames[::stride], record, fps=50 / (k * stride))
         print(f"recorded {len(frames)} steps to {record} (return {episode_return:.1f})")
     return episode_return
 

@@ -180,6 +180,14 @@ def build_parser():
         "--eval-episodes", type=positive_int, default=16, help="fixed tracks of each evaluation"
     )
     parser.add_argument(
+        "--confirm-episodes",
+        type=nonnegative_int,
+        default=0,
+        help="before a controller that beat the best on the evaluation tracks replaces it, drive it on this "
+        "many more tracks and compare its mean over all of them (0: the evaluation tracks decide); the "
+        "best of many evaluations on the same few tracks is flattered by their noise",
+    )
+    parser.add_argument(
         "--negative-cutoff",
         type=nonnegative_int,
         default=0,
@@ -356,6 +364,10 @@ def search(args) -> dict:
     save_args(args, out_dir)
     writer = make_writer(out_dir)
     eval_seeds = [episode_seed(args.seed, EVAL_EPISODES, i) for i in range(args.eval_episodes)]
+    # Tracks of --confirm-episodes: the evaluation's namespace, after its own tracks.
+    confirm_seeds = [
+        episode_seed(args.seed, EVAL_EPISODES, args.eval_episodes + i) for i in range(args.confirm_episodes)
+    ]
     display = Display(spec, settings, seed=args.seed) if args.display else None
     reached = best_score >= args.target_return
     try:
@@ -418,14 +430,22 @@ def search(args) -> dict:
                     if dream is not None:
                         dream.save_animation(pair[0], out_dir / f"dream_gen_{generation:03d}.gif")
                     pick = int(np.argmax(scores))
-                    if scores[pick] > best_score:
-                        best_score = float(scores[pick])
+                    picked = eval_returns[pick]
+                    if scores[pick] > best_score and confirm_seeds:  # a new best? More tracks decide
+                        more = evaluate(
+                            pool, pair[pick : pick + 1], confirm_seeds, f"confirmation {generation}"
+                        )
+                        picked = np.concatenate([picked, more[0]])
+                        record["eval_confirmed"] = float(picked.mean())
+                        line += f" | on {len(picked)} tracks {picked.mean():7.1f}"
+                    if picked.mean() > best_score:
+                        best_score = float(picked.mean())
                         save_best(
                             best_path,
                             pair[pick],
                             spec.controller,
                             best_score,
-                            eval_returns[pick],
+                            picked,
                             generation,
                             ("cma_mean", "best_candidate")[pick],
                             settings.z_mode,

@@ -2,6 +2,7 @@
 
 The spec of ``--env NAME`` is the ``SPEC`` of the module ``envs/<NAME with - as _>.py``: adding a game is
 adding one file here. :func:`available_envs` lists every module of this package that defines a SPEC.
+``NAME-repeat<k>`` is game NAME with the agent deciding every k frames (``EnvSpec.with_action_repeat``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from functools import cache
 
 import gymnasium as gym
 
-from envs.spec import EnvSpec, ModelSizes  # noqa: F401  (the types a spec is made of)
+from envs.spec import REPEAT, EnvSpec, ModelSizes  # noqa: F401  (the types a spec is made of)
 from utils.cli import UserError
 
 DEFAULT_ENV = "carracing"
@@ -44,6 +45,9 @@ def get_env_spec(name: str = DEFAULT_ENV) -> EnvSpec:
 
     Raises :class:`UserError` listing the known envs when there is none.
     """
+    base, repeat, k = name.rpartition(REPEAT)
+    if repeat and k.isdigit() and int(k) > 1 and not k.startswith("0"):
+        return get_env_spec(base).with_action_repeat(int(k))
     module_name = name.replace("-", "_")
     if module_name.isidentifier() and importlib.util.find_spec(f"{__name__}.{module_name}") is not None:
         spec = getattr(importlib.import_module(f"{__name__}.{module_name}"), "SPEC", None)
@@ -53,7 +57,10 @@ def get_env_spec(name: str = DEFAULT_ENV) -> EnvSpec:
         spec = get_env_spec(known)
         if name in spec.aliases:
             return spec
-    raise UserError(f"unknown env {name!r}; known envs: {', '.join(available_envs())}")
+    raise UserError(
+        f"unknown env {name!r}; known envs: {', '.join(available_envs())} "
+        f"(and NAME{REPEAT}K: NAME with the agent deciding every K frames)"
+    )
 
 
 def make_env(

@@ -159,6 +159,10 @@ class FastCarRacing(CarRacing):
                 f"approx_factor must be a positive divisor of {WINDOW_W} and {WINDOW_H}, got {approx_factor}"
             )
         self.approx = approx
+        # False: step() keeps the previous state pixels instead of drawing new ones (physics, reward and
+        # everything else unchanged); envs.spec.ActionRepeat sets it for the frames the agent never sees,
+        # and calls draw_state() when an episode ends on one of them.
+        self.render_state = True
         self.approx_factor = approx_factor if approx else 1
         self._scale = 1.0 / self.approx_factor
         self._canvas_w = WINDOW_W // self.approx_factor
@@ -191,6 +195,9 @@ class FastCarRacing(CarRacing):
 
         if "t" not in self.__dict__:
             return  # reset() not called yet
+        if mode == "state_pixels" and not self.render_state and getattr(self, "state", None) is not None:
+            self._skipped_reward = self.reward  # what the frame's label shows (step subtracts 0.1 after)
+            return self.state  # a frame nobody looks at (see render_state)
 
         if self._canvas is None:
             # Same flags and depth as stock's per-frame `pygame.Surface((WINDOW_W, WINDOW_H))`.
@@ -241,6 +248,17 @@ class FastCarRacing(CarRacing):
             return self._create_image_array(self.surf, (STATE_W, STATE_H))
         else:
             return self.isopen
+
+    def draw_state(self) -> np.ndarray:
+        """Draw the state pixels of the current frame (those a step with ``render_state`` False kept
+        from before): the same pixels step() would have returned, since drawing changes nothing."""
+        after, self.reward = self.reward, self._skipped_reward
+        skip, self.render_state = self.render_state, True
+        try:
+            self.state = self._render("state_pixels")
+        finally:
+            self.reward, self.render_state = after, skip
+        return self.state
 
     def _draw_car_approx(
         self, zoom: float, translation: tuple[float, float], angle: float, draw_particles: bool

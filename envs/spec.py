@@ -12,6 +12,8 @@ a discrete game: the index of the largest entry).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,6 +83,8 @@ class EnvSpec:
         done_weight: weight of the rare positive (death) targets in M's termination loss.
         outcomes: how an episode can end, for games that say (``info["outcome"]`` of the last step, e.g.
             ``success`` or ``collision``); the test reports the share of each. Empty: returns only.
+        action_repeat: frames of the game per agent step (see :meth:`with_action_repeat`); 1: every
+            frame is a step.
     """
 
     name: str
@@ -102,6 +106,7 @@ class EnvSpec:
     reward_head: bool = True
     done_weight: float = 1.0
     outcomes: tuple[str, ...] = ()
+    action_repeat: int = 1
 
     @property
     def default_preprocessing(self) -> str:
@@ -130,3 +135,77 @@ class EnvSpec:
             render_mode=render_mode,
             max_episode_steps=max_episode_steps or self.max_episode_steps,
         )
+
+    def with_action_repeat(self, k: int) -> EnvSpec:
+        """This game with the agent deciding every ``k`` frames: env ``<name>-repeat<k>``.
+
+        Each step applies the agent's action to ``k`` frames of the game and returns the sum of their
+        rewards and the last frame (the frames between are not drawn where the game can skip them:
+        FastCarRacing). Everything that counts steps counts agent steps: the episode cap becomes
+        ``ceil(max_episode_steps / k)`` (the same frames of the game: CarRacing's 1000 are 250 steps
+        of 4), rollouts store one frame per agent step, M predicts k frames ahead, dreams last as many
+        steps. Returns are the game's own, over the same frames.
+        """
+        if k < 1 or self.action_repeat != 1:
+            raise ValueError(f"action repeat {k} of {self.name}: expected k >= 1 on a game without one")
+        if k == 1:
+            return self
+        return dataclasses.replace(
+            self,
+            name=f"{self.name}{REPEAT}{k}",
+            make=functools.partial(_make_repeated, self.make, k, self.max_episode_steps),
+            max_episode_steps=-(-self.max_episode_steps // k),
+            aliases=(),
+            action_repeat=k,
+        )
+
+
+REPEAT = "-repeat"  # <game>-repeat<k>: see EnvSpec.with_action_repeat
+
+
+class ActionRepeat(gym.Wrapper):
+    """Each step plays the action for ``k`` frames: the rewards summed, the last frame returned.
+
+    Frames before the last are not drawn where the game lets them be skipped (an unwrapped env with a
+    ``render_state`` attribute and a ``draw_state()`` method, as FastCarRacing); when the episode ends on
+    such a frame, it is drawn then. ``info["frames"]`` is the frames played (fewer than ``k`` when the
+    episode ends within them).
+    """
+
+    def __init__(self, env: gym.Env, k: int) -> None:
+        super().__init__(env)
+        self.k = k
+
+    def step(self, action):
+        game = self.env.unwrapped
+        skippable = hasattr(game, "render_state")
+        total = 0.0
+        try:
+            for frame in range(1, self.k + 1):
+                if skippable:
+                    game.render_state = frame == self.k
+                obs, reward, terminated, truncated, info = self.env.step(action)
+                total += float(reward)
+                if terminated or truncated:
+                    if skippable and frame < self.k:
+                        obs = game.draw_state()
+                    break
+        finally:
+            if skippable:
+                game.render_state = True
+        return obs, total, terminated, truncated, {**info, "frames": frame}
+
+
+def _make_repeated(
+    make: Callable[..., gym.Env],
+    k: int,
+    game_frames: int,
+    renderer: str,
+    render_mode: str | None,
+    max_episode_steps: int,
+) -> gym.Env:
+    """``make``'s env under :class:`ActionRepeat`, its time limit in frames: ``k`` per step, and at the
+    default cap the game's own (CarRacing with k = 3: 1000 frames, 333 steps of 3 and one of 1)."""
+    default = -(-game_frames // k)
+    frames = game_frames if max_episode_steps == default else max_episode_steps * k
+    return ActionRepeat(make(renderer=renderer, render_mode=render_mode, max_episode_steps=frames), k)

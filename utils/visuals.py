@@ -42,7 +42,7 @@ def save_png(image: np.ndarray, path: str | Path) -> None:
     atomic_write(path, lambda f: f.write(buf.getvalue()))
 
 
-def save_animation(frames: Sequence[np.ndarray], path: str | Path, fps: int = 20) -> None:
+def save_animation(frames: Sequence[np.ndarray], path: str | Path, fps: float = 20) -> None:
     """Write (H, W, 3) uint8 frames as a GIF or MP4 (by suffix), atomically.
 
     MP4 needs the ``imageio-ffmpeg`` package (in requirements.txt).
