@@ -120,10 +120,10 @@ def watch(
     episode_return = result.episode_return
     env.close()
     if record is not None:
-        # Every other game frame at 25 fps (half the size, still smooth); with action repeat, every step.
-        k = get_env_spec(spec.env).action_repeat
-        stride = 2 if k == 1 else 1
-        save_animation(frames[::stride], record, fps=50 / (k * stride))
+        # Real time: the game's frame rate over k frames per step; every other step above 30 per second.
+        per_s = env.metadata.get("render_fps", 50) / get_env_spec(spec.env).action_repeat
+        stride = 2 if per_s >= 30 else 1
+        save_animation(frames[::stride], record, fps=per_s / stride)
         print(f"recorded {len(frames)} steps to {record} (return {episode_return:.1f})")
     return episode_return
 

@@ -102,3 +102,15 @@ def copy_logdir(src: Path, dst: Path) -> Path:
 
     shutil.copytree(src, dst)
     return dst
+
+
+def hold_until_end(env, action: np.ndarray, seed: int) -> tuple[int, bool, bool, dict]:
+    """Reset ``env`` with ``seed`` and step ``action`` until the episode ends: (steps, terminated,
+    truncated, the last info)."""
+    env.reset(seed=seed)
+    steps = 0
+    while True:
+        _, _, terminated, truncated, info = env.step(action)
+        steps += 1
+        if terminated or truncated:
+            return steps, terminated, truncated, info

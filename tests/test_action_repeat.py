@@ -16,6 +16,7 @@ import trainvae
 from data import generation_script
 from data.rollouts import list_rollouts, load_rollout
 from envs import get_env_spec
+from tests.conftest import hold_until_end
 from utils.cli import UserError
 
 BASE = get_env_spec("carracing")
@@ -84,13 +85,7 @@ def test_names_caps_and_refusals():
         get_env_spec("carracing-repeat2").with_action_repeat(2)
     # A cap of the repeated game is in steps: 10 steps of 4 are 40 frames of the game.
     env = get_env_spec("carracing-repeat4").make_env("fast", None, 10)
-    env.reset(seed=0)
-    steps = 0
-    while True:
-        _, _, terminated, truncated, info = env.step(np.zeros(3, np.float32))
-        steps += 1
-        if terminated or truncated:
-            break
+    steps, _, truncated, info = hold_until_end(env, np.zeros(3, np.float32), seed=0)
     assert (steps, truncated, info["frames"]) == (10, True, 4)
 
 

@@ -17,6 +17,7 @@ import torch
 
 from envs import available_envs, get_env_spec, make_env, socnav
 from scripts import demo
+from tests.conftest import hold_until_end
 from utils.cli import UserError
 
 ENV = "socnav"
@@ -85,31 +86,18 @@ def test_frames_actions_and_the_ends_of_episodes():
     # Standing still never collides by itself; the cap ends the episode as a timeout (truncation).
     outcomes = []
     for seed in range(6):
-        env.reset(seed=seed)
-        steps = 0
-        while True:
-            _, _, terminated, truncated, info = env.step(np.zeros(3, np.float32))
-            steps += 1
-            if terminated or truncated:
-                break
+        steps, terminated, truncated, info = hold_until_end(env, np.zeros(3, np.float32), seed)
         outcomes.append((info["outcome"], terminated, truncated, steps))
     assert any(o == ("timeout", False, True, 200) for o in outcomes)
     # Full speed ahead ends every episode on a termination with a named outcome before the cap.
     ends = []
     for seed in range(6):
-        env.reset(seed=seed)
-        for _ in range(200):
-            _, reward, terminated, truncated, info = env.step(np.array([1.0, 0.0, 0.0], np.float32))
-            if terminated or truncated:
-                break
+        _, terminated, _, info = hold_until_end(env, np.array([1.0, 0.0, 0.0], np.float32), seed)
         ends.append((info["outcome"], terminated))
     assert all(terminated and o in ("success", "collision", "out of map") for o, terminated in ends)
     # A shorter cap than SocNavGym's own also ends as a timeout.
-    short = make_env(ENV, max_episode_steps=3)
-    short.reset(seed=0)
-    for _ in range(3):
-        _, _, terminated, truncated, info = short.step(np.zeros(3, np.float32))
-    assert truncated and info["outcome"] == "timeout"
+    steps, _, truncated, info = hold_until_end(make_env(ENV, max_episode_steps=3), np.zeros(3, np.float32), 0)
+    assert (steps, truncated, info["outcome"]) == (3, True, "timeout")
 
 
 @needs_socnavgym
