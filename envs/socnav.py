@@ -59,6 +59,8 @@ class _WithoutSNGNN:
         pass
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # copy, pickle and friends probing for hooks
+            raise AttributeError(name)
         raise RuntimeError(f"SocNavGym's SNGNN reward needs DGL, left out here; {CONFIG.name} uses dsrnn")
 
 
