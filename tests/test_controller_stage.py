@@ -178,6 +178,23 @@ def test_controller_training_resumes_the_search_exactly(pipeline_logdir, tmp_pat
     assert (a / "ctrl" / "args.json").is_file() and list((a / "ctrl").glob("events.out.tfevents.*"))
 
 
+def test_a_new_best_must_also_win_on_the_confirmation_tracks(pipeline_logdir, tmp_path):
+    """--confirm-episodes 3: a controller that beats the best on the 2 evaluation tracks is driven on 3
+    more, and its mean over all 5 is what it is kept (or refused) by."""
+    logdir = copy_logdir(pipeline_logdir, tmp_path / "c")
+    summary = run_ctrl(logdir, "--generations", "3", "--confirm-episodes", "3")
+    best = torch.load(logdir / "ctrl" / "best.tar", weights_only=False)
+    assert len(best["returns"]) == 5 and best["score"] == pytest.approx(np.mean(best["returns"]))
+    assert best["score"] == pytest.approx(summary["best_score"])
+    confirmed = [h for h in summary["history"] if "eval_confirmed" in h]
+    assert confirmed and confirmed[0]["generation"] == 1  # the first evaluation always beats -inf
+    # Only a confirmed score ever becomes the best, and each one that beats the best does.
+    assert summary["best_score"] == pytest.approx(max(h["eval_confirmed"] for h in confirmed))
+    # The first two evaluation tracks are the same as without confirmation: the first evaluation agrees.
+    plain = run_ctrl(copy_logdir(pipeline_logdir, tmp_path / "p"), "--generations", "1")
+    assert plain["history"][0]["eval_mean"] == summary["history"][0]["eval_mean"]
+
+
 def test_test_controller_measures_and_records(pipeline_logdir, tmp_path):
     logdir = copy_logdir(pipeline_logdir, tmp_path / "exp")
     run_ctrl(logdir, "--generations", "1")
