@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +116,19 @@ def hold_until_end(env, action: np.ndarray, seed: int) -> tuple[int, bool, bool,
         steps += 1
         if terminated or truncated:
             return steps, terminated, truncated, info
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_demo(preset: str, logdir: Path, *flags) -> subprocess.CompletedProcess:
+    """``scripts/demo.py --preset PRESET --logdir LOGDIR FLAGS`` from the repository root; it must succeed."""
+    res = subprocess.run(
+        [sys.executable, "scripts/demo.py", "--preset", preset, "--logdir", str(logdir), *map(str, flags)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res

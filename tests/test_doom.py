@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +25,7 @@ from models.controller import ControllerBatch, ControllerConfig  # noqa: E402
 from models.dream import Dream, dream_returns  # noqa: E402
 from models.mdrnn import MDRNN, MDRNNCell  # noqa: E402
 from scripts import demo  # noqa: E402
+from tests.conftest import run_demo  # noqa: E402
 from utils.checkpoint import load_checkpoint  # noqa: E402
 
 ENV = "doom-takecover"
@@ -285,14 +284,7 @@ def test_doom_recipe_runs_every_stage_at_its_smallest(tmp_path):
         "--test-episodes",
         2,
     ]
-    res = subprocess.run(
-        [sys.executable, "scripts/demo.py", "--preset", "doom", "--logdir", str(logdir), *map(str, sizes)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
+    run_demo("doom", logdir, *sizes)
     summary = json.loads((logdir / "stages.json").read_text())
     for key in ("env", "dream", "temperature", "weight_penalty", "z_mode", "seq_len", "vae_lr"):
         assert summary["knobs"][key] == demo.PRESETS["doom"][key]

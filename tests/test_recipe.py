@@ -2,8 +2,6 @@
 shipped pretrained agent."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ import test_controller
 from experiment.logdir import load_mdrnn, load_vae
 from scripts import demo, export_pretrained
 from scripts import dream as dream_script
+from tests.conftest import run_demo
 from utils.cli import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,14 +39,7 @@ def drive(logdir: Path, out: Path, episodes: int, steps: int, *flags: str) -> di
 @pytest.fixture(scope="module")
 def recipe_run(tmp_path_factory) -> Path:
     logdir = tmp_path_factory.mktemp("recipe") / "budget"
-    res = subprocess.run(
-        [sys.executable, "scripts/demo.py", "--preset", "budget", "--logdir", str(logdir), *SMALLEST],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
+    run_demo("budget", logdir, *SMALLEST)
     return logdir
 
 

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,11 +15,10 @@ import torch
 
 from envs import available_envs, get_env_spec, make_env, socnav
 from scripts import demo
-from tests.conftest import hold_until_end
+from tests.conftest import hold_until_end, run_demo
 from utils.cli import UserError
 
 ENV = "socnav"
-ROOT = Path(__file__).resolve().parent.parent
 SPEC = get_env_spec(ENV)
 
 
@@ -158,15 +155,7 @@ def test_socnav_recipe_runs_every_stage_at_its_smallest(tmp_path):
         "--episode-steps": 30,
         "--test-episodes": 3,
     }
-    args = [str(x) for kv in sizes.items() for x in kv]
-    res = subprocess.run(
-        [sys.executable, "scripts/demo.py", "--preset", ENV, "--logdir", str(logdir), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
+    res = run_demo(ENV, logdir, *[x for kv in sizes.items() for x in kv])
     summary = json.loads((logdir / "stages.json").read_text())
     for key in ("env", "dream", "train_renderer", "test_renderer", "random_baseline"):
         assert summary["knobs"][key] == demo.PRESETS[ENV][key]
