@@ -1,15 +1,40 @@
-"""Shared by the env benches: steps/s of an episode worker driving an env with V + M + C in the loop."""
+"""Shared by the env benches: steps/s of an env alone under its random policy, and of an episode worker
+driving it with V + M + C in the loop."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
+import gymnasium as gym
 import numpy as np
 
 from driving.agent import random_agent_spec
 from driving.episode import Episode, EpisodeSettings, drive_chunk, make_worker
 from driving.pool import WorkerPool
 from envs import get_env_spec
+
+
+def env_rate(
+    env: str, renderer: str, steps: int, step: Callable[[gym.Env, np.ndarray], bool] | None = None
+) -> float:
+    """Steps/s of ``env`` alone on one core under its default random policy, episodes from seeds 0, 1, ...
+    until ``steps`` steps; ``step(env, action) -> ended`` replaces the env's own step (e.g. to time a part
+    of it)."""
+    spec = get_env_spec(env)
+    game = spec.make_env(renderer)
+    done, seed, start = 0, 0, time.perf_counter()
+    while done < steps:
+        game.reset(seed=seed)
+        for a in spec.policies[spec.default_policy](np.random.default_rng(seed), spec.max_episode_steps):
+            done += 1
+            action = spec.to_env_action(a)
+            if step(game, action) if step is not None else any(game.step(action)[2:4]):
+                break
+        seed += 1
+    rate = done / (time.perf_counter() - start)
+    game.close()
+    return rate
 
 
 def episodes(n: int, size: int) -> list[Episode]:

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench.agent_rates import agent_rate  # noqa: E402
+from bench.agent_rates import agent_rate, env_rate  # noqa: E402
 from driving.agent import random_agent_spec  # noqa: E402
 from envs import get_env_spec  # noqa: E402
 from models.controller import ControllerBatch  # noqa: E402
@@ -54,22 +54,6 @@ def build_parser():
     return parser
 
 
-def raw_rate(steps: int) -> float:
-    spec = get_env_spec(ENV)
-    env = spec.make_env()
-    done, seed, start = 0, 0, time.perf_counter()
-    while done < steps:
-        env.reset(seed=seed)
-        for a in spec.policies["held"](np.random.default_rng(seed), spec.max_episode_steps):
-            done += 1
-            if any(env.step(spec.to_env_action(a))[2:4]):
-                break
-        seed += 1
-    rate = done / (time.perf_counter() - start)
-    env.close()
-    return rate
-
-
 def dream_rate(rows: int, steps: int, threads: int, matmul_dtype: torch.dtype | None = None) -> float:
     torch.set_num_threads(threads)
     sizes, spec = get_env_spec(ENV).model, random_agent_spec(env=ENV)
@@ -93,7 +77,7 @@ def main(args) -> dict[str, float]:
     dream = dream_rate(args.rows, args.dream_steps, args.threads)
     bf16 = dream_rate(args.rows, args.dream_steps, args.threads, torch.bfloat16)
     torch.set_num_threads(1)
-    raw = raw_rate(args.steps)
+    raw = env_rate(ENV, "160x120", args.steps)
     one, every = agent_rate(ENV, "160x120", args.steps, args.envs_per_worker, args.workers)
     rows = [
         ("raw game (160x120), 1 core", raw),

@@ -16,16 +16,13 @@ Rows, all measured in this run, each against the first (SocNavGym's own step, th
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench.agent_rates import agent_rate  # noqa: E402
-from envs import get_env_spec  # noqa: E402
+from bench.agent_rates import agent_rate, env_rate  # noqa: E402
 from utils.cli import make_parser, positive_int, run  # noqa: E402
 
 ENV = "socnav"
@@ -41,34 +38,18 @@ def build_parser():
     return parser
 
 
-def env_rate(steps: int, renderer: str, frames: bool) -> float:
-    """Steps/s of the env under the random policy; ``frames=False`` steps SocNavGym's simulator alone."""
-    spec = get_env_spec(ENV)
-    env = spec.make_env(renderer)
+def simulator_step(env, action) -> bool:
+    """SocNavGym's own step, without our frame: whether the episode ended."""
     game = env.unwrapped
-    done, seed, start = 0, 0, time.perf_counter()
-    while done < steps:
-        env.reset(seed=seed)
-        for a in spec.policies[spec.default_policy](np.random.default_rng(seed), spec.max_episode_steps):
-            done += 1
-            if frames:
-                ended = any(env.step(a)[2:4])
-            else:
-                with game._own_generators():
-                    ended = any(game.sim.step(a)[2:4])
-            if ended:
-                break
-        seed += 1
-    rate = done / (time.perf_counter() - start)
-    env.close()
-    return rate
+    with game._own_generators():
+        return any(game.sim.step(action)[2:4])
 
 
 def main(args) -> dict[str, float]:
     torch.set_num_threads(1)
-    sim = env_rate(args.steps, "256x256", frames=False)
-    small = env_rate(args.steps, "256x256", frames=True)
-    large = env_rate(args.steps, "1024x1024", frames=True)
+    sim = env_rate(ENV, "256x256", args.steps, simulator_step)
+    small = env_rate(ENV, "256x256", args.steps)
+    large = env_rate(ENV, "1024x1024", args.steps)
     one, every = agent_rate(ENV, "256x256", args.steps, args.envs_per_worker, args.workers)
     rows = [
         ("SocNavGym's simulator alone, 1 core", sim),
