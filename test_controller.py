@@ -197,9 +197,9 @@ def random_returns(
             _, reward, terminated, truncated, info = game.step(spec.to_env_action(action))
             returns[i] += reward
             steps[i] += 1
-            outcomes[i] = info.get("outcome") or ""
             if terminated or truncated:
                 break
+        outcomes[i] = info.get("outcome") or ""
     game.close()
     return returns, steps, outcomes
 

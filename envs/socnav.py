@@ -31,7 +31,6 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium.wrappers import TimeLimit
 
 from envs.policies import brownian_actions
 from envs.preprocess import area_resize
@@ -103,7 +102,7 @@ class SocNav(gym.Env):
             raise ValueError(f"unknown resolution {resolution!r}; expected one of {RESOLUTIONS}")
         self.size = int(resolution.split("x")[0])
         self.render_mode = render_mode
-        self.max_steps = max_steps  # a cap below SocNavGym's own (200 steps) also ends as a timeout
+        self.max_steps = max_steps  # the episode cap, a timeout (below SocNavGym's own 200 steps too)
         self._steps = 0
         self.observation_space = gym.spaces.Box(0, 255, (self.size, self.size, 3), np.uint8)
         self.action_space = gym.spaces.Box(LOW, HIGH, dtype=np.float32)
@@ -216,7 +215,8 @@ def outcome(info: dict) -> str | None:
 def make(
     renderer: str = RESOLUTIONS[0], render_mode: str | None = None, max_episode_steps: int = MAX_STEPS
 ) -> gym.Env:
-    return TimeLimit(SocNav(renderer, render_mode, max_episode_steps), max_episode_steps=max_episode_steps)
+    """SocNavGym's env; it ends episodes at ``max_episode_steps`` itself (as a timeout), so no TimeLimit."""
+    return SocNav(renderer, render_mode, max_episode_steps)
 
 
 def preprocess(frames: np.ndarray, mode: str = "full") -> np.ndarray:

@@ -316,7 +316,7 @@ def main(args) -> list[tuple[str, float]]:
         f"{stats['max_steps']} steps (min {stats['min']:.1f}, max {stats['max']:.1f})"
     )
     if args.random_baseline:
-        baseline = json.loads((args.logdir / "ctrl" / RANDOM_RESULTS).read_text())
+        baseline = json.loads((Logdir(args.logdir).stage("ctrl") / RANDOM_RESULTS).read_text())
         print(f"the random policy on the same episodes: {baseline['mean']:.1f} +- {baseline['std']:.1f}")
         for name, result in (("agent", stats), ("random policy", baseline)):
             if "outcome_rates" in result:
