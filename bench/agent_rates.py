@@ -9,7 +9,7 @@ from collections.abc import Callable
 import gymnasium as gym
 import numpy as np
 
-from driving.agent import random_agent_spec
+from driving.agent import AgentSpec, random_agent_spec
 from driving.episode import Episode, EpisodeSettings, drive_chunk, make_worker
 from driving.pool import WorkerPool
 from envs import get_env_spec
@@ -54,10 +54,19 @@ def agent_rate(env: str, renderer: str, steps: int, n_envs: int, workers: int) -
     for i in range(0, len(eps), n_envs):
         done += sum(r.steps for r in drive_chunk(agent, envs, eps[i : i + n_envs], settings))
     one = done / (time.perf_counter() - start)
-    eps = episodes(len(eps) * workers, spec.controller.vector_size)
+    every = pool_rate(
+        spec, settings, episodes(len(eps) * workers, spec.controller.vector_size), n_envs, workers
+    )
+    return one, every
+
+
+def pool_rate(
+    spec: AgentSpec, settings: EpisodeSettings, eps: list[Episode], n_envs: int, workers: int
+) -> float:
+    """Agent steps/s of ``workers`` episode workers of ``n_envs`` envs driving ``eps``, after a warm-up
+    (start-up, imports, envs built) on the first ``n_envs * workers`` of them."""
     with WorkerPool(spec, settings, workers, n_envs) as pool:
-        pool.evaluate(eps[: n_envs * workers])  # start-up and warm-up
+        pool.evaluate(eps[: n_envs * workers])
         start = time.perf_counter()
         done = sum(r.steps for r in pool.evaluate(eps).values())
-        every = done / (time.perf_counter() - start)
-    return one, every
+        return done / (time.perf_counter() - start)

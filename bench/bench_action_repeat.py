@@ -21,10 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench.agent_rates import episodes  # noqa: E402
+from bench.agent_rates import episodes, pool_rate  # noqa: E402
 from driving.agent import random_agent_spec  # noqa: E402
 from driving.episode import EpisodeSettings  # noqa: E402
-from driving.pool import WorkerPool  # noqa: E402
 from envs import get_env_spec  # noqa: E402
 from utils.cli import make_parser, positive_int, run  # noqa: E402
 
@@ -60,13 +59,8 @@ def pool_frames_per_s(
     spec = get_env_spec(env_name)
     agent = random_agent_spec(seed=0, env=env_name)
     settings = EpisodeSettings(max_steps=frames // spec.action_repeat, renderer=renderer)
-    size = agent.controller.vector_size
-    with WorkerPool(agent, settings, workers, per_worker) as pool:
-        pool.evaluate(episodes(workers * per_worker, size))  # warm-up: workers start and build envs
-        start = time.perf_counter()
-        results = pool.evaluate(episodes(n, size))
-        steps = sum(r.steps for r in results.values())
-        return steps * spec.action_repeat / (time.perf_counter() - start)
+    eps = episodes(max(n, per_worker * workers), agent.controller.vector_size)
+    return pool_rate(agent, settings, eps, per_worker, workers) * spec.action_repeat
 
 
 def main(args) -> list[tuple[str, int, float, float]]:
