@@ -46,6 +46,7 @@ from experiment.logdir import (
     load_start_latents,
     load_vae,
 )
+from experiment.search import continue_search, new_search
 from models.controller import Controller, ControllerBatch, ControllerConfig
 from models.dream import (
     DEFAULT_TEMPERATURE,
@@ -254,20 +255,6 @@ def build_parser():
     return parser
 
 
-def new_search(dim: int, args) -> cma.CMAEvolutionStrategy:  # noqa: F821
-    import cma
-
-    # Its own random stream, pickled with it, so a resumed search draws what an uninterrupted one would.
-    rng = np.random.RandomState(derive_seed(args.seed, 0xC3A))
-    opts = {
-        "popsize": args.pop_size,
-        "seed": derive_seed(args.seed, 0xC3A) + 1,
-        "verbose": -9,
-        "randn": rng.randn,
-    }
-    return cma.CMAEvolutionStrategy(np.zeros(dim), args.sigma, opts)
-
-
 def evaluate(
     pool: EpisodePool,
     candidates: np.ndarray,
@@ -334,9 +321,12 @@ def search(args) -> dict:
     logdir = Logdir(args.logdir)
     out_dir = logdir.stage("ctrl")
     checkpoint_path, best_path = logdir.checkpoint("ctrl"), logdir.best("ctrl")
-    state = None
-    if checkpoint_path.is_file() and not args.noreload:
-        state = check_stage(load_checkpoint(checkpoint_path), "ctrl", checkpoint_path)
+    # A rerun resumes the run's own search; an exported agent (no checkpoint) continues its shipped one.
+    state, state_path = None, None
+    if not args.noreload:
+        state_path = next((p for p in (checkpoint_path, logdir.search_state) if p.is_file()), None)
+    if state_path is not None:
+        state = check_stage(load_checkpoint(state_path), "ctrl", state_path)
     # C's shape: a resumed search keeps its own; a new one reads the env's spec.
     controller = ControllerConfig.from_dict(state["controller"]) if state and "controller" in state else None
     spec = load_agent_spec(args.logdir, controller)
@@ -349,16 +339,24 @@ def search(args) -> dict:
     if state is not None:
         if state.get("dim", dim) != dim:
             raise UserError(
-                f"{checkpoint_path} searches {state['dim']} parameters, this V and M need {dim}; "
-                f"use --noreload"
+                f"{state_path} searches {state['dim']} parameters, this V and M need {dim}; use --noreload"
             )
         # The one unpickling of the project: CMA-ES's state has no plain form. The checkpoint itself was
         # loaded weights-only; these bytes are read only to resume a search, from the run's own logdir.
-        es = pickle.loads(state["cma"])
+        if state_path == checkpoint_path:
+            es = pickle.loads(state["cma"])
+            print(f"resuming the search after generation {state['generation']}", end=" ")
+        else:  # an exported agent's search, plain tensors only (experiment/search.py): never unpickled
+            if "search" not in state:
+                raise UserError(f"{state_path} holds no search state; re-export the agent, or use --noreload")
+            es = continue_search(state["search"], args.pop_size, args.seed)
+            print(
+                f"continuing the exported search {state_path} after generation {state['generation']}", end=" "
+            )
         generation, best_score, history = state["generation"], state["best_score"], state["history"]
-        print(f"resuming the search after generation {generation} (best evaluated return {best_score:.1f})")
+        print(f"(best evaluated return {best_score:.1f})")
     else:
-        es = new_search(dim, args)
+        es = new_search(dim, args.pop_size, args.sigma, args.seed)
         if best_path.is_file():
             best_path.unlink()  # a new search starts with no best
     save_args(args, out_dir)

@@ -3,6 +3,7 @@
     <logdir>/vae/    checkpoint.tar, best.tar, args.json, samples/, TensorBoard events      trainvae.py
     <logdir>/mdrnn/  checkpoint.tar, best.tar, latents.npz (or start_latents.npz), ...  trainmdrnn.py
     <logdir>/ctrl/   checkpoint.tar, best.tar, learning_curve.png, test_returns.json    traincontroller.py
+                     (an exported agent: best.tar and search.tar, the search in plain tensors)
 
 What a stage hands the next is stored in its checkpoint: V's ``data`` record (rollouts, split, env,
 preprocessing), M's ``vae_id`` (the digest of the V checkpoint it was trained on), C's ``model_config``.
@@ -60,6 +61,11 @@ class Logdir:
     def checkpoint(self, stage: str) -> Path:
         """The full training state a rerun resumes from: ``<logdir>/<stage>/checkpoint.tar``."""
         return self.stage(stage) / CHECKPOINT
+
+    @property
+    def search_state(self) -> Path:
+        """An exported agent's CMA-ES search (experiment/search.py), continued when there is no checkpoint."""
+        return self.stage("ctrl") / "search.tar"
 
     @property
     def latents(self) -> Path:

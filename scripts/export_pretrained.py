@@ -3,8 +3,10 @@
 Usage:
     python scripts/export_pretrained.py --logdir runs/budget --out pretrained/carracing
 
-Only what the stages load is kept (no optimizer, scheduler or CMA-ES state, no latent cache: the
-first frames' latents are kept so that scripts/dream.py can start dreams). The weights the agent
+Only what the stages load is kept (no optimizer or scheduler, no latent cache: the first frames'
+latents are kept so that scripts/dream.py can start dreams). C's CMA-ES search goes in plain tensors
+to <out>/ctrl/search.tar (experiment/search.py, ~1.5 MB for CarRacing), so that
+`traincontroller.py --logdir <out>` continues the search instead of starting a new one. The weights the agent
 acts with (V's encoder, M's LSTM, C) stay float32, so the exported agent drives exactly as the run's
 did; the rest (V's decoder, M's mixture heads: dreams and images only) is stored as float16 and cast
 back to float32 on load. M's record of the VAE it was trained on is updated to the exported file.
@@ -14,6 +16,7 @@ size) to ~1.5 MB more, in <out>/run/
 
 from __future__ import annotations
 
+import pickle
 import sys
 from pathlib import Path
 
@@ -26,8 +29,9 @@ import torch  # noqa: E402
 
 from data.latents import save_start_pool  # noqa: E402
 from data.rollouts import DataRecord  # noqa: E402
-from experiment.logdir import Logdir, load_agent, load_mdrnn, load_start_latents, load_vae  # noqa: E402
-from utils.checkpoint import atomic_write, file_digest, save_checkpoint  # noqa: E402
+from experiment.logdir import Logdir, check_stage, load_agent, load_mdrnn, load_start_latents, load_vae  # noqa: E402
+from experiment.search import portable_state  # noqa: E402
+from utils.checkpoint import atomic_write, file_digest, load_checkpoint, save_checkpoint  # noqa: E402
 from utils.cli import UserError, make_parser, run  # noqa: E402
 from utils.visuals import save_animation  # noqa: E402
 
@@ -72,6 +76,17 @@ def compact_state(state: dict, exact: set[str]) -> dict:
     }
 
 
+def portable_checkpoint(path: Path) -> dict:
+    """C's checkpoint with the pickled CMA-ES object replaced by its plain-tensor state. The pickle is
+    read here only, from the owner's own run (the file being exported)."""
+    state = check_stage(load_checkpoint(path), "ctrl", path)
+    if "cma" not in state:
+        raise UserError(f"{path} holds no CMA-ES search (a dream or exported search?): nothing to export")
+    portable = {k: v for k, v in state.items() if k != "cma"}
+    portable["search"] = portable_state(pickle.loads(state["cma"]))
+    return portable
+
+
 def main(args) -> dict[str, int]:
     source, target = Logdir(args.logdir), Logdir(args.out)
     # One clear line, before anything is written, if the run is incomplete or inconsistent.
@@ -97,6 +112,10 @@ def main(args) -> dict[str, int]:
     # Dreams start from real first frames (scripts/dream.py): keep those latents only.
     save_start_pool(mu, offsets, target.start_latents)
     copy(source.best("ctrl"), target.best("ctrl"))
+    if source.checkpoint("ctrl").is_file():
+        save_checkpoint(portable_checkpoint(source.checkpoint("ctrl")), target.search_state)
+    else:
+        print(f"{source.checkpoint('ctrl')} not found: the export has no search state to continue")
     for path, name in RECORD.items():
         if (source.root / path).is_file():
             (half_size_gif if name.endswith(".gif") else copy)(source.root / path, target.root / "run" / name)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -121,6 +122,27 @@ def test_resume_never_unpickles_a_crafted_training_checkpoint(pipeline_logdir, t
         text=True,
     )
     assert res.returncode == 2 and not marker.exists() and "refused to load" in last_line(res.stderr)
+
+
+def test_an_exported_search_is_never_unpickled(pipeline_logdir, tmp_path):
+    """ctrl/search.tar travels with exported agents: pickled bytes put in it are not read."""
+    logdir = copy_logdir(pipeline_logdir, tmp_path / "exp")
+    marker = tmp_path / "pwned"
+    save_checkpoint(
+        {
+            "stage": "ctrl",
+            "cma": pickle.dumps(Marker(marker)),
+            "generation": 3,
+            "best_score": 0.0,
+            "history": [],
+        },
+        logdir / "ctrl" / "search.tar",
+    )
+    (logdir / "ctrl" / "checkpoint.tar").unlink(missing_ok=True)
+    args = traincontroller.build_parser().parse_args(["--logdir", str(logdir), "--generations", "4"])
+    with pytest.raises(UserError, match="search.tar holds no search state"):
+        traincontroller.main(args)
+    assert not marker.exists()
 
 
 def test_old_checkpoints_are_refused_then_converted_by_their_owner(pipeline_logdir, tmp_path):

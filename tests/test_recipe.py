@@ -2,6 +2,8 @@
 shipped pretrained agent."""
 
 import json
+import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,10 +11,12 @@ import pytest
 import torch
 
 import test_controller
+import traincontroller
 from experiment.logdir import load_mdrnn, load_vae
 from scripts import demo, export_pretrained
 from scripts import dream as dream_script
 from tests.conftest import run_demo
+from utils.checkpoint import load_checkpoint
 from utils.cli import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,3 +144,54 @@ def test_pretrained_agent_loads_and_drives(tmp_path):
     # The shipped record is the 100-track test of these weights.
     record = json.loads((PRETRAINED / "run" / "test_returns.json").read_text())
     assert record["episodes"] == 100 and len(record["returns"]) == 100
+
+
+def test_an_exported_search_continues(recipe_run, tmp_path, capsys):
+    out = tmp_path / "exported"
+    sizes = export_pretrained.main(
+        export_pretrained.build_parser().parse_args(["--logdir", str(recipe_run), "--out", str(out)])
+    )
+    assert "ctrl/search.tar" in sizes and "ctrl/checkpoint.tar" not in sizes
+    run_state = torch.load(recipe_run / "ctrl" / "checkpoint.tar", weights_only=True)
+    shipped = load_checkpoint(out / "ctrl" / "search.tar")  # weights-only: no pickled object inside
+    assert "cma" not in shipped and shipped["generation"] == run_state["generation"] == 2
+    np.testing.assert_array_equal(shipped["search"]["mean"].numpy(), pickle.loads(run_state["cma"]).mean)
+    best_before = (out / "ctrl" / "best.tar").read_bytes()
+    # traincontroller.py on the export goes on from generation 2 with the run's own settings.
+    ctrl = json.loads((recipe_run / "ctrl" / "args.json").read_text())
+    flags = ("pop_size", "n_samples", "max_steps", "train_max_steps", "eval_every", "eval_episodes")
+    flags += ("renderer", "seed")
+    argv = ["--logdir", str(out), "--generations", "3", "--max-workers", "2"]
+    for name in flags:
+        argv += [f"--{name.replace('_', '-')}", str(ctrl[name])]
+    summary = traincontroller.main(traincontroller.build_parser().parse_args(argv))
+    assert "continuing the exported search" in capsys.readouterr().out
+    assert summary["generation"] == 3 and len(summary["history"]) == 3
+    assert summary["history"][:2] == shipped["history"]
+    assert summary["best_score"] >= shipped["best_score"]
+    if summary["best_score"] == shipped["best_score"]:  # no new best: the shipped one stays
+        assert (out / "ctrl" / "best.tar").read_bytes() == best_before
+    # From now on the continued run resumes from its own checkpoint.
+    assert (out / "ctrl" / "checkpoint.tar").is_file()
+
+
+@pytest.mark.skipif(not (PRETRAINED / "ctrl" / "search.tar").is_file(), reason="no shipped search state")
+def test_the_shipped_search_continues(tmp_path, capsys):
+    logdir = tmp_path / "more"
+    shutil.copytree(PRETRAINED, logdir)
+    shipped = load_checkpoint(PRETRAINED / "ctrl" / "search.tar")
+    done = shipped["generation"]
+    # One more generation at toy scale (other flags are allowed: the search distribution carries over).
+    argv = ["--logdir", str(logdir), "--generations", str(done + 1), "--pop-size", "4", "--n-samples", "1"]
+    argv += ["--max-steps", "20", "--eval-episodes", "2", "--max-workers", "2"]
+    argv += ["--seed", str(shipped["args"]["seed"])]
+    summary = traincontroller.main(traincontroller.build_parser().parse_args(argv))
+    assert "continuing the exported search" in capsys.readouterr().out
+    assert summary["generation"] == done + 1 and summary["history"][:done] == shipped["history"]
+    # 20-step evaluations cannot beat the shipped score: the shipped controller stays the best.
+    assert summary["best_score"] == shipped["best_score"]
+    assert (logdir / "ctrl" / "best.tar").read_bytes() == (PRETRAINED / "ctrl" / "best.tar").read_bytes()
+    es = pickle.loads(load_checkpoint(logdir / "ctrl" / "checkpoint.tar")["cma"])  # our own run's state
+    assert es.countiter == shipped["search"]["iterations"] + 1
+    # It went on from the shipped step size (a new search would start at --sigma 0.1).
+    assert abs(np.log(es.sigma / shipped["search"]["sigma"])) < np.log(1.5) and es.sigma < 0.08
