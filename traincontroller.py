@@ -9,7 +9,8 @@ shape (what it reads: [z, h] for CarRacing) comes from its spec. Every generatio
 return. Every --eval-every generations the CMA-ES mean and the generation's best are evaluated on
 --eval-episodes fixed tracks, and the best evaluated controller goes to <logdir>/ctrl/best.tar.
 The whole CMA-ES state is saved every generation to <logdir>/ctrl/checkpoint.tar; a rerun resumes the
-search unless --noreload.
+search unless --noreload. An exported agent (scripts/export_pretrained.py) has no checkpoint but its
+search in plain tensors, <logdir>/ctrl/search.tar: that search continues (experiment/search.py).
 
 With --dream, candidates are scored inside M's dream instead (models/dream.py: --dream-steps steps at
 temperature --temperature, from real first frames of the latent cache, all candidates as one batched
