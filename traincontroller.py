@@ -24,7 +24,6 @@ from __future__ import annotations
 import pickle
 import sys
 import time
-import warnings
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -47,7 +46,7 @@ from experiment.logdir import (
     load_start_latents,
     load_vae,
 )
-from experiment.search import continue_search, new_search
+from experiment.search import continue_search, import_cma, new_search
 from models.controller import Controller, ControllerBatch, ControllerConfig
 from models.dream import (
     DEFAULT_TEMPERATURE,
@@ -314,9 +313,7 @@ def main(args) -> dict:
 
 
 def search(args) -> dict:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # cma warns that matplotlib is missing: plotting is not used
-        import cma  # noqa: F401
+    import_cma()  # before a resume unpickles a search, which imports it too
     seed_everything(args.seed)
     devices = worker_devices(args.device)
     logdir = Logdir(args.logdir)

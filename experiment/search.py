@@ -22,9 +22,10 @@ from utils.seeding import derive_seed
 _CMA_STREAM = 0xC3A
 
 
-def _cma():
+def import_cma():
+    """The cma package, imported without its warning that matplotlib is missing (no plotting here)."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # cma warns that matplotlib is missing: plotting is not used
+        warnings.simplefilter("ignore")
         import cma
     return cma
 
@@ -37,7 +38,7 @@ def new_search(
     It draws from its own random stream (``seed``, ``stream``), pickled with it, so that a resumed search
     draws what an uninterrupted one would.
     """
-    cma = _cma()
+    cma = import_cma()
     rng = np.random.RandomState(derive_seed(seed, _CMA_STREAM, *((stream,) if stream else ())))
     opts = {
         "popsize": pop_size,
@@ -86,7 +87,7 @@ def continue_search(state: dict[str, Any], pop_size: int, seed: int):
     if hasattr(es.adapt_sigma, "s"):
         es.adapt_sigma.s = state["tpa_s"]
     if es.countiter:  # what the generations so far would have left behind
-        es.timer = _cma().utilities.utils.ElapsedWCTime()
+        es.timer = import_cma().utilities.utils.ElapsedWCTime()
         es.mean_old = state["mean_old"].numpy().copy()
         if es.mean_shift_samples:
             shift = es.mean - es.mean_old
