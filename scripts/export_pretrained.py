@@ -115,6 +115,8 @@ def main(args) -> dict[str, int]:
     copy(source.best("ctrl"), target.best("ctrl"))
     if source.checkpoint("ctrl").is_file():
         save_checkpoint(portable_checkpoint(source.checkpoint("ctrl")), target.search_state)
+    elif source.search_state.is_file():  # an export of an export: its search, as it is
+        copy(source.search_state, target.search_state)
     else:
         print(f"{source.checkpoint('ctrl')} not found: the export has no search state to continue")
     for path, name in RECORD.items():

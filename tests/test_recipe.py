@@ -136,6 +136,8 @@ def test_pretrained_agent_loads_and_drives(tmp_path):
     export_pretrained.main(
         export_pretrained.build_parser().parse_args(["--logdir", str(PRETRAINED), "--out", str(zero)])
     )
+    # An export of the export keeps the shipped search.
+    assert (zero / "ctrl" / "search.tar").read_bytes() == (PRETRAINED / "ctrl" / "search.tar").read_bytes()
     ckpt = torch.load(zero / "ctrl" / "best.tar", weights_only=False)
     ckpt["model"] = {k: torch.zeros_like(v) for k, v in ckpt["model"].items()}
     torch.save(ckpt, zero / "ctrl" / "best.tar")
