@@ -46,7 +46,7 @@ from experiment.logdir import (
     load_start_latents,
     load_vae,
 )
-from experiment.search import continue_search, import_cma, new_search
+from experiment.search import continue_search, new_search, resume_search
 from models.controller import Controller, ControllerBatch, ControllerConfig
 from models.dream import (
     DEFAULT_TEMPERATURE,
@@ -313,7 +313,6 @@ def main(args) -> dict:
 
 
 def search(args) -> dict:
-    import_cma()  # before a resume unpickles a search, which imports it too
     seed_everything(args.seed)
     devices = worker_devices(args.device)
     logdir = Logdir(args.logdir)
@@ -339,10 +338,8 @@ def search(args) -> dict:
             raise UserError(
                 f"{state_path} searches {state['dim']} parameters, this V and M need {dim}; use --noreload"
             )
-        # The one unpickling of the project: CMA-ES's state has no plain form. The checkpoint itself was
-        # loaded weights-only; these bytes are read only to resume a search, from the run's own logdir.
-        if state_path == checkpoint_path:
-            es = pickle.loads(state["cma"])
+        if state_path == checkpoint_path:  # the run's own search
+            es = resume_search(state["cma"])
             print(f"resuming the search after generation {state['generation']}", end=" ")
         else:  # an exported agent's search, plain tensors only (experiment/search.py): never unpickled
             if "search" not in state:

@@ -11,6 +11,7 @@ float32 and re-decomposed, and the continued search draws from a stream of its o
 
 from __future__ import annotations
 
+import pickle
 import warnings
 from typing import Any
 
@@ -48,6 +49,17 @@ def new_search(
     }
     x0 = np.zeros(dim) if mean is None else np.asarray(mean, dtype=np.float64)
     return cma.CMAEvolutionStrategy(x0, sigma, opts)
+
+
+def resume_search(pickled: bytes):
+    """The search a run's own ``ctrl/checkpoint.tar`` pickled (its ``cma`` bytes), exactly as it was.
+
+    The one unpickling of the project: CMA-ES's full state has no plain form. The checkpoint itself is
+    loaded weights-only; these bytes are read only from the owner's own run (to resume it, or to export
+    it as :func:`portable_state`), never from an exported agent.
+    """
+    import_cma()  # unpickling imports cma: without its warning
+    return pickle.loads(pickled)
 
 
 def portable_state(es) -> dict[str, Any]:

@@ -16,7 +16,6 @@ size) to ~1.5 MB more, in <out>/run/
 
 from __future__ import annotations
 
-import pickle
 import sys
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import torch  # noqa: E402
 from data.latents import save_start_pool  # noqa: E402
 from data.rollouts import DataRecord  # noqa: E402
 from experiment.logdir import Logdir, check_stage, load_agent, load_mdrnn, load_start_latents, load_vae  # noqa: E402
-from experiment.search import import_cma, portable_state  # noqa: E402
+from experiment.search import portable_state, resume_search  # noqa: E402
 from utils.checkpoint import atomic_write, file_digest, load_checkpoint, save_checkpoint  # noqa: E402
 from utils.cli import UserError, make_parser, run  # noqa: E402
 from utils.visuals import save_animation  # noqa: E402
@@ -83,8 +82,7 @@ def portable_checkpoint(path: Path) -> dict:
     if "cma" not in state:
         raise UserError(f"{path} holds no CMA-ES search (a dream or exported search?): nothing to export")
     portable = {k: v for k, v in state.items() if k != "cma"}
-    import_cma()  # unpickling imports it: without its warning
-    portable["search"] = portable_state(pickle.loads(state["cma"]))
+    portable["search"] = portable_state(resume_search(state["cma"]))
     return portable
 
 
