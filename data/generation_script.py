@@ -303,11 +303,15 @@ def generate(args, job: Job) -> list[int]:
                 pool.shutdown()
             except BaseException:
                 # Ctrl-C, SIGTERM or a failure: stop now, without waiting for the rollouts in progress
-                # (their files were never renamed into place; a rerun makes them).
+                # (their files were never renamed into place; a rerun makes them). A worker killed in the
+                # middle of a write leaves its temporary: wait for the workers to end, then remove it.
                 workers = list((getattr(pool, "_processes", None) or {}).values())  # the executor's own
                 pool.shutdown(wait=False, cancel_futures=True)
                 for process in workers:
                     process.kill()
+                for process in workers:
+                    process.join(timeout=10)
+                remove_stale_temporaries(args.rootdir)
                 raise
     except BrokenProcessPool as err:
         raise UserError(
