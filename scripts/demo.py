@@ -16,6 +16,9 @@ Presets (any flag given on the command line overrides the preset's value):
     small run of the four stages, C trained in the real simulator, then tested on 100 episodes
     beside the random policy on the same episodes (success, collision and timeout rates).
 
+--rounds 2 is iterative training in one command: round 0 in <logdir>/round0, then rollouts
+driven by round 0's agent, and V, M and C retrained on both sets of rollouts in <logdir>.
+
 Everything goes under --logdir (rollouts in <logdir>/rollouts); rerunning resumes each stage.
 A stage table with wall-clock times is printed at the end and written to <logdir>/stages.json.
 """
@@ -76,6 +79,8 @@ PRESETS = {
         "pretrained_episodes": 2,
         "doom_episodes": 2,
         "random_baseline": 0,
+        "rounds": 1,
+        "round_noise": 0.1,
         **CARRACING,
     },
     # CarRacing with C deciding every 2 frames (carracing-repeat2): every step-counting knob is in steps
@@ -104,6 +109,8 @@ PRESETS = {
         "pretrained_episodes": 0,
         "doom_episodes": 0,
         "random_baseline": 0,
+        "rounds": 1,
+        "round_noise": 0.1,
         **CARRACING,
         "env": "carracing-repeat2",
     },
@@ -132,6 +139,8 @@ PRESETS = {
         "pretrained_episodes": 0,
         "doom_episodes": 0,
         "random_baseline": 0,
+        "rounds": 1,
+        "round_noise": 0.1,
         "dream": 1,
         "temperature": 1.15,
         "dream_steps": 2100,
@@ -163,6 +172,8 @@ PRESETS = {
         "pretrained_episodes": 0,
         "doom_episodes": 0,
         "random_baseline": 1,
+        "rounds": 1,
+        "round_noise": 0.1,
         "dream": 0,
         "temperature": 1.15,
         "dream_steps": 200,
@@ -180,7 +191,19 @@ def build_parser():
     parser.add_argument("--seed", type=int, default=0, help="seed of every stage")
     knobs = parser.add_argument_group("stage knobs (default: the preset's value)")
     add = knobs.add_argument
-    add("--rollouts", type=positive_int, help="rollouts to generate")
+    add(
+        "--rounds",
+        type=int,
+        choices=(1, 2),
+        help="2: iterative training, a second round of rollouts driven by the first round's agent, then V, "
+        "M and C retrained on both",
+    )
+    add(
+        "--round-noise",
+        type=positive_float,
+        help="std of the noise on the first round's actions (--rounds 2)",
+    )
+    add("--rollouts", type=positive_int, help="rollouts to generate (per round)")
     add("--max-steps", type=positive_int, help="steps per generated rollout")
     add("--vae-epochs", type=positive_int, help="VAE epochs")
     add("--vae-batch", type=positive_int, help="VAE batch size")
@@ -227,38 +250,58 @@ def resolve(args):
 
 def stages(args) -> list[tuple[str, list[str]]]:
     """(name, command) of each stage."""
-    data, logdir, seed = args.logdir / "rollouts", args.logdir, args.seed
+    logdir, seed = args.logdir, args.seed
     engine = (
         f"--max-workers {args.threads} --max-steps {args.episode_steps} --z-mode {args.z_mode} --seed {seed}"
     )
     dream = (
         f" --dream --temperature {args.temperature} --dream-steps {args.dream_steps}" if args.dream else ""
     )
-    commands = [
-        (
-            "generate rollouts",
-            f"data/generation_script.py --env {args.env} --rollouts {args.rollouts} --rootdir {data} "
-            f"--threads {args.threads} --max-steps {args.max_steps} --seed {seed}",
-        ),
-        (
-            "train V (VAE)",
-            f"trainvae.py --logdir {logdir} --dataset {data} --epochs {args.vae_epochs} "
-            f"--batch-size {args.vae_batch} --lr {args.vae_lr} --workers {args.threads} --seed {seed}",
-        ),
-        (
-            "train M (MDN-RNN)",
-            f"trainmdrnn.py --logdir {logdir} --epochs {args.mdrnn_epochs} --batch-size {args.mdrnn_batch} "
-            f"--seq-len {args.seq_len} --seed {seed}",
-        ),
-        (
-            "train C (CMA-ES)",
-            f"traincontroller.py --logdir {logdir} --pop-size {args.pop_size} --n-samples {args.n_samples} "
-            f"--generations {args.generations} --eval-every {args.eval_every} "
-            f"--eval-episodes {args.eval_episodes} --confirm-episodes {args.confirm_episodes} "
-            f"--train-max-steps {args.train_max_steps} "
-            f"--negative-cutoff {args.negative_cutoff} --weight-penalty {args.weight_penalty} "
-            f"--renderer {args.train_renderer} {engine}{dream}",
-        ),
+    # One round: rollouts of the random policy in <logdir>/rollouts, V, M and C in <logdir>. Two rounds
+    # (iterative training): round 0 is that in <logdir>/round0 from <logdir>/rollouts/round0; round 1
+    # adds rollouts driven by round 0's agent (<logdir>/rollouts/round1, new tracks) and trains V, M and C
+    # again on both sets, in <logdir>.
+    commands = []
+    for r in range(args.rounds):
+        last = r == args.rounds - 1
+        experiment = logdir if last else logdir / f"round{r}"
+        new_data = logdir / "rollouts" if args.rounds == 1 else logdir / "rollouts" / f"round{r}"
+        data = logdir / "rollouts" if last else new_data
+        policy = (
+            f"--policy controller --logdir {logdir / f'round{r - 1}'} --noise {args.round_noise} "
+            if r
+            else ""
+        )
+        suffix = f" (round {r})" if args.rounds > 1 else ""
+        commands += [
+            (
+                f"generate rollouts{suffix}",
+                f"data/generation_script.py --env {args.env} {policy}--rollouts {args.rollouts} "
+                f"--rootdir {new_data} --threads {args.threads} --max-steps {args.max_steps} "
+                f"--seed {seed + r}",
+            ),
+            (
+                f"train V (VAE){suffix}",
+                f"trainvae.py --logdir {experiment} --dataset {data} --epochs {args.vae_epochs} "
+                f"--batch-size {args.vae_batch} --lr {args.vae_lr} --workers {args.threads} --seed {seed}",
+            ),
+            (
+                f"train M (MDN-RNN){suffix}",
+                f"trainmdrnn.py --logdir {experiment} --epochs {args.mdrnn_epochs} "
+                f"--batch-size {args.mdrnn_batch} --seq-len {args.seq_len} --seed {seed}",
+            ),
+            (
+                f"train C (CMA-ES){suffix}",
+                f"traincontroller.py --logdir {experiment} --pop-size {args.pop_size} "
+                f"--n-samples {args.n_samples} --generations {args.generations} "
+                f"--eval-every {args.eval_every} "
+                f"--eval-episodes {args.eval_episodes} --confirm-episodes {args.confirm_episodes} "
+                f"--train-max-steps {args.train_max_steps} "
+                f"--negative-cutoff {args.negative_cutoff} --weight-penalty {args.weight_penalty} "
+                f"--renderer {args.train_renderer} {engine}{dream}",
+            ),
+        ]
+    commands += [
         (
             "test C",
             f"test_controller.py --logdir {logdir} --episodes {args.test_episodes} "

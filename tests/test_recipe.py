@@ -12,7 +12,8 @@ import torch
 
 import test_controller
 import traincontroller
-from experiment.logdir import load_mdrnn, load_vae
+from data.rollouts import load_rollout
+from experiment.logdir import load_data_record, load_mdrnn, load_vae
 from scripts import demo, export_pretrained
 from scripts import dream as dream_script
 from tests.conftest import run_demo
@@ -67,6 +68,27 @@ def test_budget_recipe_runs_every_stage(recipe_run):
     assert test["episodes"] == 2 and test["renderer"] == "fast" and test["max_steps"] == 50
     assert (recipe_run / "drive.gif").stat().st_size > 1000
     assert (recipe_run / "ctrl" / "learning_curve.png").stat().st_size > 1000
+
+
+def test_two_rounds_retrain_on_rollouts_of_the_first_rounds_agent(tmp_path):
+    logdir = tmp_path / "budget"
+    run_demo("budget", logdir, *SMALLEST, "--rounds", "2")
+    summary = json.loads((logdir / "stages.json").read_text())
+    names = [s["stage"] for s in summary["stages"]]
+    first = ["generate rollouts", "train V (VAE)", "train M (MDN-RNN)", "train C (CMA-ES)"]
+    assert names == [f"{n} (round 0)" for n in first] + [f"{n} (round 1)" for n in first] + ["test C"]
+    assert summary["knobs"]["rounds"] == 2
+    round0 = [load_rollout(p) for p in sorted((logdir / "rollouts" / "round0").glob("*.npz"))]
+    round1 = [load_rollout(p) for p in sorted((logdir / "rollouts" / "round1").glob("*.npz"))]
+    assert len(round0) == len(round1) == 3
+    assert {r.policy for r in round0} == {"brown"} and {r.policy for r in round1} == {"controller"}
+    assert not {r.track_seed for r in round0} & {r.track_seed for r in round1}  # new tracks
+    # Round 0 is a whole experiment on its own rollouts; round 1 retrains V on both sets, M on that V.
+    assert load_data_record(logdir / "round0").rootdir == str((logdir / "rollouts" / "round0").resolve())
+    assert load_data_record(logdir).rootdir == str((logdir / "rollouts").resolve())
+    assert (logdir / "round0" / "ctrl" / "best.tar").exists() and (logdir / "ctrl" / "best.tar").exists()
+    assert {r.seed for r in round0} == {0} and {r.seed for r in round1} == {1}
+    assert summary["test"]["episodes"] == 2
 
 
 def test_watch_track_must_be_a_test_track(recipe_run, tmp_path):

@@ -12,7 +12,10 @@ def derive_seed(*keys: int) -> int:
     """A 32-bit seed that depends only on ``keys`` (e.g. ``(seed, rollout_index)``).
 
     Uses NumPy's SeedSequence, so nearby keys give unrelated streams and the result does not depend
-    on process, thread count or call order.
+    on process, thread count or call order. Generation's (seed, index, 0) equals an episode's
+    (seed, namespace, 0) when index == namespace, and SeedSequence ignores trailing zero keys: with the
+    same seed, test track 0 is generated rollout 3's track (README, test_controller.py); kept so that
+    every recorded track stays the same.
     """
     return int(np.random.SeedSequence([int(k) & 0xFFFFFFFF for k in keys]).generate_state(1)[0])
 
