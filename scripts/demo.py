@@ -201,7 +201,7 @@ def build_parser():
     add(
         "--round-noise",
         type=positive_float,
-        help="std of the noise on the first round's actions (--rounds 2)",
+        help="std of the noise added to round 0's actions when its agent drives round 1's rollouts",
     )
     add("--rollouts", type=positive_int, help="rollouts to generate (per round)")
     add("--max-steps", type=positive_int, help="steps per generated rollout")
