@@ -87,6 +87,7 @@ def plot_learning_curve(history: list[dict], path: Path, dream: bool, env: str) 
     """Evaluation returns of the CMA-ES mean and the generation's best, with the best fitness, as a PNG
     (with the paper's score where there is one)."""
     evals = [h for h in history if "eval_mean" in h]
+    confirmed = [h for h in history if "eval_confirmed" in h]
     fitness = "best dream fitness" if dream else "best fitness (training episodes)"
     curves_png(
         {
@@ -99,6 +100,11 @@ def plot_learning_curve(history: list[dict], path: Path, dream: bool, env: str) 
                 [h["eval_best"] for h in evals],
             ),
             fitness: ([h["generation"] for h in history], [h["best"] for h in history]),
+            # --confirm-episodes: a would-be best's mean over the evaluation and the confirmation tracks.
+            "would-be best, evaluation + confirmation episodes": (
+                [h["generation"] for h in confirmed],
+                [h["eval_confirmed"] for h in confirmed],
+            ),
         },
         path,
         "controller return per generation",
