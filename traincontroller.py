@@ -84,27 +84,22 @@ from utils.visuals import save_animation
 
 
 def plot_learning_curve(history: list[dict], path: Path, dream: bool, env: str) -> None:
-    """Evaluation returns of the CMA-ES mean and the generation's best, with the best fitness, as a PNG
+    """Evaluation returns of the CMA-ES mean and the generation's best, the best fitness and (with
+    --confirm-episodes) each would-be best's mean over the evaluation and confirmation tracks, as a PNG
     (with the paper's score where there is one)."""
-    evals = [h for h in history if "eval_mean" in h]
-    confirmed = [h for h in history if "eval_confirmed" in h]
+
+    def series(key: str) -> tuple[list[int], list[float]]:
+        """(generations, values) of the records that have ``key``."""
+        rows = [h for h in history if key in h]
+        return [h["generation"] for h in rows], [h[key] for h in rows]
+
     fitness = "best dream fitness" if dream else "best fitness (training episodes)"
     curves_png(
         {
-            "CMA-ES mean, evaluation episodes": (
-                [h["generation"] for h in evals],
-                [h["eval_mean"] for h in evals],
-            ),
-            "best candidate, evaluation episodes": (
-                [h["generation"] for h in evals],
-                [h["eval_best"] for h in evals],
-            ),
-            fitness: ([h["generation"] for h in history], [h["best"] for h in history]),
-            # --confirm-episodes: a would-be best's mean over the evaluation and the confirmation tracks.
-            "would-be best, evaluation + confirmation episodes": (
-                [h["generation"] for h in confirmed],
-                [h["eval_confirmed"] for h in confirmed],
-            ),
+            "CMA-ES mean, evaluation episodes": series("eval_mean"),
+            "best candidate, evaluation episodes": series("eval_best"),
+            fitness: series("best"),
+            "would-be best, evaluation + confirmation episodes": series("eval_confirmed"),
         },
         path,
         "controller return per generation",
