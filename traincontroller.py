@@ -12,6 +12,11 @@ The whole CMA-ES state is saved every generation to <logdir>/ctrl/checkpoint.tar
 search unless --noreload. An exported agent (scripts/export_pretrained.py) has no checkpoint but its
 search in plain tensors, <logdir>/ctrl/search.tar: that search continues (experiment/search.py).
 
+--searches N runs N independent searches one after the other, search k from seed --seed + k (its own
+start and training tracks: search k is the search a run with --seed + k would make) for --generations
+each; all are evaluated on the same tracks, so best.tar is the best controller of them all. The seed of
+one search moves the final score more than most settings do; picking among several is the remedy.
+
 With --dream, candidates are scored inside M's dream instead (models/dream.py: --dream-steps steps at
 temperature --temperature, from real first frames of the latent cache, all candidates as one batched
 tensor computation, seeded in a namespace of its own); the evaluations still run in the real env, so
@@ -83,15 +88,29 @@ from utils.seeding import (
 from utils.visuals import save_animation
 
 
+def generation_steps(history: list[dict]) -> list[int]:
+    """Each record's generation counted over all searches so far (``--searches``): search k's
+    generations follow the last generation of search k - 1."""
+    steps, offset, search, last = [], 0, 0, 0
+    for h in history:
+        if h.get("search", 0) != search:
+            offset, search = offset + last, h.get("search", 0)
+        last = h["generation"]
+        steps.append(offset + last)
+    return steps
+
+
 def plot_learning_curve(history: list[dict], path: Path, dream: bool, env: str) -> None:
     """Evaluation returns of the CMA-ES mean and the generation's best, the best fitness and (with
     --confirm-episodes) each would-be best's mean over the evaluation and confirmation tracks, as a PNG
     (with the paper's score where there is one)."""
 
+    steps = generation_steps(history)
+
     def series(key: str) -> tuple[list[int], list[float]]:
-        """(generations, values) of the records that have ``key``."""
-        rows = [h for h in history if key in h]
-        return [h["generation"] for h in rows], [h[key] for h in rows]
+        """(generations counted over all searches, values) of the records that have ``key``."""
+        rows = [(x, h) for x, h in zip(steps, history, strict=True) if key in h]
+        return [x for x, _ in rows], [h[key] for _, h in rows]
 
     fitness = "best dream fitness" if dream else "best fitness (training episodes)"
     curves_png(
@@ -127,35 +146,35 @@ class DreamFitness:
         numerics = resolve_numerics(args.dream_precision, "contiguous", self.device)
         self.matmul_dtype = numerics.dtype  # None: float32
 
-    def _dream(self, *keys: int) -> tuple[Dream, np.random.Generator]:
-        rng = np.random.default_rng(derive_seed(self.args.seed, DREAM_EPISODES, *keys))
-        gen = torch.Generator(device=self.device).manual_seed(
-            derive_seed(self.args.seed, DREAM_EPISODES, *keys, 1)
-        )
+    def _dream(self, seed: int, *keys: int) -> tuple[Dream, np.random.Generator]:
+        rng = np.random.default_rng(derive_seed(seed, DREAM_EPISODES, *keys))
+        gen = torch.Generator(device=self.device).manual_seed(derive_seed(seed, DREAM_EPISODES, *keys, 1))
         dream = Dream(
             self.cell, self.args.temperature, self.args.dream_done, gen, self.survival, self.matmul_dtype
         )
         return dream, rng
 
-    def _run(self, params: np.ndarray, n: int, keys: tuple[int, ...], record: list | None = None):
-        dream, rng = self._dream(*keys)
+    def _run(self, params: np.ndarray, n: int, seed: int, keys: tuple[int, ...], record: list | None = None):
+        dream, rng = self._dream(seed, *keys)
         starts = start_latents(self.mu, self.frame_offsets, n, rng, self.args.dream_start).to(self.device)
         controllers = ControllerBatch(self.controller, params, self.device, starts.dtype)
         return dream_returns(
             dream, controllers, self.squash, starts.repeat(len(params) // n, 1), self.steps, record
         )
 
-    def fitness(self, candidates: np.ndarray, generation: int) -> np.ndarray:
-        """(C, P) candidates -> (C, n_samples) dream returns."""
+    def fitness(self, candidates: np.ndarray, generation: int, seed: int) -> np.ndarray:
+        """(C, P) candidates -> (C, n_samples) dream returns, from the streams of the search's ``seed``."""
         n, c = self.args.n_samples, len(candidates)
         keys = (TRAIN_EPISODES, generation)
-        returns, _ = self._run(np.repeat(np.asarray(candidates, np.float32), n, axis=0), n, keys)
+        returns, _ = self._run(np.repeat(np.asarray(candidates, np.float32), n, axis=0), n, seed, keys)
         return returns.cpu().numpy().reshape(c, n)
 
     def save_animation(self, params: np.ndarray, path: Path) -> None:
         """One dream of controller ``params`` (P,) decoded by V, 3x enlarged, as a GIF."""
         record: list = []
-        _, lengths = self._run(np.asarray(params, np.float32)[None], 1, (EVAL_EPISODES, 0), record)
+        _, lengths = self._run(
+            np.asarray(params, np.float32)[None], 1, self.args.seed, (EVAL_EPISODES, 0), record
+        )
         z = torch.cat([r[0] for r in record[: int(lengths[0])]])
         frames = decode_latents(self.vae, z)
         save_animation(list(frames.repeat(3, axis=1).repeat(3, axis=2)), path, fps=25)
@@ -172,7 +191,14 @@ def build_parser():
         "--generations",
         type=positive_int,
         default=100,
-        help="generations in total (a resumed run counts those already done)",
+        help="generations of each search (a resumed run counts those already done)",
+    )
+    parser.add_argument(
+        "--searches",
+        type=positive_int,
+        default=1,
+        help="independent searches one after the other, search k from seed --seed + k, each for "
+        "--generations; best.tar is the best of all, judged on the same evaluation tracks",
     )
     parser.add_argument(
         "--target-return", type=float, default=950.0, help="stop once an evaluation reaches this mean return"
@@ -333,8 +359,9 @@ def search(args) -> dict:
     dream = DreamFitness(args, spec.controller, env) if args.dream else None
     dim = spec.controller.vector_size
 
-    generation, best_score, history = 0, -np.inf, []
+    generation, best_score, history, search_index = 0, -np.inf, [], 0
     if state is not None:
+        search_index = state.get("search_index", 0)  # --searches: the one under way
         if state.get("dim", dim) != dim:
             raise UserError(
                 f"{state_path} searches {state['dim']} parameters, this V and M need {dim}; use --noreload"
@@ -345,7 +372,7 @@ def search(args) -> dict:
         else:  # an exported agent's search, plain tensors only (experiment/search.py): never unpickled
             if "search" not in state:
                 raise UserError(f"{state_path} holds no search state; re-export the agent, or use --noreload")
-            es = continue_search(state["search"], args.pop_size, args.seed)
+            es = continue_search(state["search"], args.pop_size, args.seed + search_index)
             print(
                 f"continuing the exported search {state_path} after generation {state['generation']}", end=" "
             )
@@ -375,14 +402,21 @@ def search(args) -> dict:
             devices,
             args.worker_timeout,
         ) as pool:
-            while generation < args.generations and not reached:
+            while not reached:
+                if generation >= args.generations:  # this search is done: the next one, if any
+                    if search_index + 1 >= args.searches:
+                        break
+                    search_index, generation = search_index + 1, 0
+                    es = new_search(dim, args.pop_size, args.sigma, args.seed + search_index)
+                    print(f"search {search_index + 1} of {args.searches}, seed {args.seed + search_index}")
+                search_seed = args.seed + search_index
                 start = time.perf_counter()
                 candidates = np.asarray(es.ask())
                 seeds = [
-                    episode_seed(args.seed, TRAIN_EPISODES, generation, s) for s in range(args.n_samples)
+                    episode_seed(search_seed, TRAIN_EPISODES, generation, s) for s in range(args.n_samples)
                 ]
                 if dream is not None:  # fitness in M's dream; train/* below are then dream returns
-                    returns = dream.fitness(candidates, generation)
+                    returns = dream.fitness(candidates, generation, search_seed)
                 else:
                     returns = evaluate(
                         pool,
@@ -399,13 +433,15 @@ def search(args) -> dict:
                 best = int(np.argmax(fitness))
                 record = {
                     "generation": generation,
+                    "search": search_index,
                     "best": float(fitness[best]),
                     "mean": float(fitness.mean()),
                     "worst": float(fitness.min()),
                     "sigma": float(es.sigma),
                 }
                 kind = "dream fitness" if dream is not None else "fitness"
-                line = (
+                line = f"search {search_index + 1} | " if args.searches > 1 else ""
+                line += (
                     f"generation {generation:4d} | {kind} best {record['best']:7.1f} "
                     f"mean {record['mean']:7.1f} worst {record['worst']:7.1f} | sigma {es.sigma:.4f}"
                 )
@@ -449,17 +485,19 @@ def search(args) -> dict:
                 history.append(record)
                 if "eval_mean" in record:
                     plot_learning_curve(history, out_dir / "learning_curve.png", dream is not None, env.name)
+                step = generation_steps(history)[-1]  # counted over all searches
                 for k, v in record.items():
-                    if k != "generation":
+                    if k not in ("generation", "search"):
                         tag = f"eval/{k[5:]}_return" if k.startswith("eval_") else f"train/{k}"
-                        writer.add_scalar(tag if k != "sigma" else "train/sigma", v, generation)
-                writer.add_histogram("train/fitness", fitness, generation)
+                        writer.add_scalar(tag if k != "sigma" else "train/sigma", v, step)
+                writer.add_histogram("train/fitness", fitness, step)
                 writer.flush()
                 save_checkpoint(
                     {
                         "stage": "ctrl",
                         "cma": pickle.dumps(es),
                         "generation": generation,
+                        "search_index": search_index,
                         "best_score": best_score,
                         "history": history,
                         "args": args_record(args),

@@ -73,6 +73,7 @@ PRESETS = {
         "eval_every": 2,
         "eval_episodes": 4,
         "confirm_episodes": 0,
+        "searches": 1,
         "train_renderer": "fast",
         "episode_steps": 300,
         "test_episodes": 8,
@@ -106,6 +107,7 @@ PRESETS = {
         "eval_every": 5,
         "eval_episodes": 16,
         "confirm_episodes": 84,
+        "searches": 1,
         "train_renderer": "approx",
         "episode_steps": 500,
         "test_episodes": 100,
@@ -135,6 +137,7 @@ PRESETS = {
         "eval_every": 10,
         "eval_episodes": 16,
         "confirm_episodes": 0,
+        "searches": 1,
         "train_renderer": "160x120",
         "test_renderer": "160x120",
         "episode_steps": 2100,
@@ -168,6 +171,7 @@ PRESETS = {
         "eval_every": 5,
         "eval_episodes": 16,
         "confirm_episodes": 0,
+        "searches": 1,
         "train_renderer": "256x256",
         "test_renderer": "256x256",
         "episode_steps": 200,
@@ -222,6 +226,11 @@ def build_parser():
     add("--eval-every", type=positive_int, help="generations between controller evaluations")
     add("--eval-episodes", type=positive_int, help="tracks of each controller evaluation")
     add("--confirm-episodes", type=nonnegative_int, help="more tracks a new best must also win on (0: none)")
+    add(
+        "--searches",
+        type=positive_int,
+        help="independent searches of C (seeds --seed + k), the best of all kept",
+    )
     add("--env", help="the game (a spec of envs/)")
     add("--train-renderer", help="renderer of controller training and evaluation (CarRacing: fast or approx)")
     add("--test-renderer", help="renderer of the final test (the game's own pixels)")
@@ -299,6 +308,7 @@ def stages(args) -> list[tuple[str, list[str]]]:
                 f"--n-samples {args.n_samples} --generations {args.generations} "
                 f"--eval-every {args.eval_every} "
                 f"--eval-episodes {args.eval_episodes} --confirm-episodes {args.confirm_episodes} "
+                f"--searches {args.searches} "
                 f"--train-max-steps {args.train_max_steps} "
                 f"--negative-cutoff {args.negative_cutoff} --weight-penalty {args.weight_penalty} "
                 f"--renderer {args.train_renderer} {engine}{dream}",

@@ -195,6 +195,28 @@ def test_a_new_best_must_also_win_on_the_confirmation_tracks(pipeline_logdir, tm
     assert plain["history"][0]["eval_mean"] == summary["history"][0]["eval_mean"]
 
 
+def test_several_searches_keep_the_best_of_all(pipeline_logdir, tmp_path):
+    """--searches 2: search 0 is the --seed 0 search, search 1 the --seed 1 search (fitness equal, generation
+    by generation), both judged on seed 0's evaluation tracks; best.tar is the best of both; a run stopped
+    after the first search resumes into the second."""
+    both = run_ctrl(copy_logdir(pipeline_logdir, tmp_path / "both"), "--generations", "2", "--searches", "2")
+    seed0 = run_ctrl(copy_logdir(pipeline_logdir, tmp_path / "s0"), "--generations", "2")
+    seed1 = run_ctrl(copy_logdir(pipeline_logdir, tmp_path / "s1"), "--generations", "2", "--seed", "1")
+    history = both["history"]
+    assert [(h["search"], h["generation"]) for h in history] == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    fitness = [(h["best"], h["mean"], h["worst"]) for h in history]
+    assert fitness[:2] == [(h["best"], h["mean"], h["worst"]) for h in seed0["history"]]
+    assert fitness[2:] == [(h["best"], h["mean"], h["worst"]) for h in seed1["history"]]
+    assert history[:2] == seed0["history"]  # the same evaluation tracks too
+    evaluated = [max(h["eval_mean"], h["eval_best"]) for h in history]
+    assert both["best_score"] == pytest.approx(max(evaluated))
+    assert traincontroller.generation_steps(history) == [1, 2, 3, 4]
+    split = copy_logdir(pipeline_logdir, tmp_path / "split")
+    run_ctrl(split, "--generations", "2")  # one search, then more
+    assert run_ctrl(split, "--generations", "2", "--searches", "2")["history"] == history
+    assert (split / "ctrl" / "learning_curve.png").stat().st_size > 1000
+
+
 def test_test_controller_measures_and_records(pipeline_logdir, tmp_path):
     logdir = copy_logdir(pipeline_logdir, tmp_path / "exp")
     run_ctrl(logdir, "--generations", "1")
