@@ -361,7 +361,8 @@ def search(args) -> dict:
 
     generation, best_score, history, search_index = 0, -np.inf, [], 0
     if state is not None:
-        search_index = state.get("search_index", 0)  # --searches: the one under way
+        # --searches: the one under way is the last record's (every checkpoint follows a record)
+        search_index = state["history"][-1].get("search", 0) if state["history"] else 0
         if state.get("dim", dim) != dim:
             raise UserError(
                 f"{state_path} searches {state['dim']} parameters, this V and M need {dim}; use --noreload"
@@ -497,7 +498,6 @@ def search(args) -> dict:
                         "stage": "ctrl",
                         "cma": pickle.dumps(es),
                         "generation": generation,
-                        "search_index": search_index,
                         "best_score": best_score,
                         "history": history,
                         "args": args_record(args),
