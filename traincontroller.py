@@ -519,7 +519,8 @@ def search(args) -> dict:
     if reached:
         print(f"target return {args.target_return} reached: best evaluated return {best_score:.1f}")
     print(
-        f"best controller: {best_path} (evaluated return {best_score:.1f} on {args.eval_episodes} episodes)"
+        f"best controller: {best_path} (evaluated return {best_score:.1f} on "
+        f"{args.eval_episodes + args.confirm_episodes} episodes)"
     )
     return {"generation": generation, "best_score": best_score, "history": history}
 
