@@ -305,12 +305,15 @@ def generate(args, job: Job) -> list[int]:
                 # Ctrl-C, SIGTERM or a failure: stop now, without waiting for the rollouts in progress
                 # (their files were never renamed into place; a rerun makes them). A worker killed in the
                 # middle of a write leaves its temporary: wait for the workers to end, then remove it.
+                # The pool is shut down only then, and waited for: its threads (which feed the workers'
+                # pipe) end before the run does, instead of racing the interpreter's exit with a write
+                # to a closed pipe (an "OSError: Bad file descriptor" traceback after the last line).
                 workers = list((getattr(pool, "_processes", None) or {}).values())  # the executor's own
-                pool.shutdown(wait=False, cancel_futures=True)
                 for process in workers:
                     process.kill()
                 for process in workers:
                     process.join(timeout=10)
+                pool.shutdown(wait=True, cancel_futures=True)
                 remove_stale_temporaries(args.rootdir)
                 raise
     except BrokenProcessPool as err:

@@ -384,7 +384,7 @@ def test_sigterm_stops_generation_without_partial_files_or_orphans(tmp_path):
     assert workers
     os.kill(proc.pid, signal.SIGTERM)
     _, stderr = proc.communicate(timeout=30)
-    assert proc.returncode == 143 and "stopped by SIGTERM" in last_line(stderr)
+    assert proc.returncode == 143 and "stopped by SIGTERM" in last_line(stderr) and "Traceback" not in stderr
     wait_for(lambda: not any(alive(w) for w in workers), timeout=10)
     assert not list(rootdir.glob(".*.tmp"))
     for path in rootdir.glob("*.npz"):
