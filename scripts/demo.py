@@ -2,7 +2,7 @@
 
 Usage:
     python scripts/demo.py                              # a few minutes: every stage at toy scale
-    python scripts/demo.py --preset budget --logdir runs/budget   # the 2-core recipe (~2 h)
+    python scripts/demo.py --preset budget --logdir runs/budget   # the 2-core recipe (2-2.5 h)
 
 Presets (any flag given on the command line overrides the preset's value):
   * demo: a toy run that checks every stage on this machine, then drives the shipped pretrained
@@ -90,8 +90,8 @@ PRESETS = {
     # not cut short: 1.8x C's time for the largest gain measured (README, "Toward the paper's score").
     # A new best must also win on 84 more tracks (100 in all): the 16-track pick was the luckiest of 24
     # evaluations; on 100 it tested within 10 points of its score, with half the spread. Two searches
-    # from the same V and M, the better kept on those 100 tracks: 841.6 over two seeds against 833.2 for
-    # one, in ~2.1 h instead of ~1 h (README, "Two searches, the best of both").
+    # from the same V and M, the better kept on those 100 tracks: 837.3 over three seeds against 833.2
+    # for one search over two, in 2-2.5 h instead of ~1 h (README, "Two searches, the best of both").
     "budget": {
         "rollouts": 400,
         "max_steps": 500,
