@@ -201,7 +201,7 @@ def train(args) -> list[dict[str, float]]:
     vae, vae_checkpoint = load_vae(logdir.root, device)
     data = DataRecord.from_checkpoint(vae_checkpoint, logdir.best("vae"))
     env = get_env_spec(data.env)
-    rootdir = args.dataset or Path(data.rootdir)
+    rootdir = args.dataset or logdir.root / data.rootdir  # relative in an exported agent's record
     files = list_rollouts(rootdir)
     latents, rebuilt = load_or_build_latents(
         logdir.latents, files, rootdir, vae, logdir.best("vae"), data.env, data.preprocessing, device

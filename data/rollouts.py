@@ -196,7 +196,7 @@ class DataRecord:
     """The rollouts a run was trained on, stored in V's checkpoint (``data``) for the stages after it.
 
     Attributes:
-        rootdir: the rollout directory, absolute.
+        rootdir: the rollout directory: absolute, or relative to the logdir in an exported agent.
         test_fraction: share of rollouts held out (:func:`split_names`).
         env: the env spec's name.
         preprocessing: the frame transform of every file.

@@ -10,6 +10,8 @@ to <out>/ctrl/search.tar (experiment/search.py, ~1.5 MB for CarRacing), so that
 acts with (V's encoder, M's LSTM, C) stay float32, so the exported agent drives exactly as the run's
 did; the rest (V's decoder, M's mixture heads: dreams and images only) is stored as float16 and cast
 back to float32 on load. M's record of the VAE it was trained on is updated to the exported file.
+Paths in the records (flags, the rollout directory) become relative to the run's logdir, so the files
+name no directory of the machine that trained them.
 The weights come to ~12 MB; the run's record (test returns, learning curve, stage times, a GIF at half
 size) to ~1.5 MB more, in <out>/run/
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -75,6 +78,28 @@ def compact_state(state: dict, exact: set[str]) -> dict:
     }
 
 
+def shareable(value: Any, root: str | None) -> Any:
+    """``value`` (a record: flags, the data record) with each absolute path made relative to the run's
+    absolute logdir ``root`` (``.`` for the logdir itself); a path elsewhere, or any path when ``root`` is
+    None, keeps its last part only."""
+    if isinstance(value, dict):
+        return {k: shareable(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shareable(v, root) for v in value]
+    if not isinstance(value, str) or not Path(value).is_absolute():
+        return value
+    path = Path(value)
+    return str(path.relative_to(root)) if root is not None and path.is_relative_to(root) else path.name
+
+
+def shareable_records(checkpoint: dict) -> dict:
+    """``checkpoint`` with its ``args`` and ``data`` records :func:`shareable`, paths taken relative to
+    the logdir it was trained in (its ``--logdir``, when that was given as an absolute path)."""
+    logdir = checkpoint.get("args", {}).get("logdir")
+    root = logdir if isinstance(logdir, str) and Path(logdir).is_absolute() else None
+    return {k: shareable(v, root) if k in ("args", "data") else v for k, v in checkpoint.items()}
+
+
 def portable_checkpoint(path: Path) -> dict:
     """C's checkpoint with the pickled CMA-ES object replaced by its plain-tensor state. The pickle is
     read here only, from the owner's own run (the file being exported)."""
@@ -83,7 +108,7 @@ def portable_checkpoint(path: Path) -> dict:
         raise UserError(f"{path} holds no CMA-ES search (a dream or exported search?): nothing to export")
     portable = {k: v for k, v in state.items() if k != "cma"}
     portable["search"] = portable_state(resume_search(state["cma"]))
-    return portable
+    return shareable_records(portable)
 
 
 def main(args) -> dict[str, int]:
@@ -107,14 +132,14 @@ def main(args) -> dict[str, int]:
             small["data"] = DataRecord.from_checkpoint(ckpt, source.best("vae")).to_dict()
         else:
             small["vae_id"] = file_digest(target.best("vae"))
-        save_checkpoint(small, target.best(stage))
+        save_checkpoint(shareable_records(small), target.best(stage))
     # Dreams start from real first frames (scripts/dream.py): keep those latents only.
     save_start_pool(mu, offsets, target.start_latents)
     copy(source.best("ctrl"), target.best("ctrl"))
     if source.checkpoint("ctrl").is_file():
         save_checkpoint(portable_checkpoint(source.checkpoint("ctrl")), target.search_state)
     elif source.search_state.is_file():  # an export of an export: its search, as it is
-        copy(source.search_state, target.search_state)
+        save_checkpoint(shareable_records(load_checkpoint(source.search_state)), target.search_state)
     else:
         print(f"{source.checkpoint('ctrl')} not found: the export has no search state to continue")
     for path, name in RECORD.items():

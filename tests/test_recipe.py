@@ -12,6 +12,7 @@ import torch
 
 import test_controller
 import traincontroller
+import trainmdrnn
 from data.rollouts import load_rollout
 from experiment.logdir import load_data_record, load_mdrnn, load_vae
 from scripts import demo, export_pretrained
@@ -168,6 +169,37 @@ def test_pretrained_agent_loads_and_drives(tmp_path):
     # The shipped record is the 100-track test of these weights.
     record = json.loads((PRETRAINED / "run" / "test_returns.json").read_text())
     assert record["episodes"] == 100 and len(record["returns"]) == 100
+
+
+def strings(value):
+    """Every string in a checkpoint's nested dicts and lists."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            yield from strings(v)
+    elif isinstance(value, str):
+        yield value
+
+
+def test_an_export_names_no_directory_of_the_machine(recipe_run, tmp_path):
+    out = tmp_path / "exported"
+    export_pretrained.main(
+        export_pretrained.build_parser().parse_args(["--logdir", str(recipe_run), "--out", str(out)])
+    )
+    # The run's own records hold absolute paths (its logdir, its rollouts); the export's none.
+    assert Path(load_data_record(recipe_run).rootdir).is_absolute()
+    for path in sorted(out.rglob("*.tar")):
+        assert not [s for s in strings(load_checkpoint(path)) if Path(s).is_absolute()], path
+    assert load_data_record(out).rootdir == "rollouts"
+    assert load_checkpoint(out / "ctrl" / "search.tar")["args"]["logdir"] == "."
+    # The relative record is read against the logdir: with the rollouts beside the export, M retrains
+    # from them with no --dataset.
+    shutil.copytree(recipe_run / "rollouts", out / "rollouts")
+    history = trainmdrnn.main(
+        trainmdrnn.build_parser().parse_args(["--logdir", str(out), "--epochs", "1", "--noreload"])
+    )
+    assert len(history) == 1
 
 
 def test_an_exported_search_continues(recipe_run, tmp_path, capsys):
