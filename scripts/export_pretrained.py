@@ -108,7 +108,7 @@ def portable_checkpoint(path: Path) -> dict:
         raise UserError(f"{path} holds no CMA-ES search (a dream or exported search?): nothing to export")
     portable = {k: v for k, v in state.items() if k != "cma"}
     portable["search"] = portable_state(resume_search(state["cma"]))
-    return shareable_records(portable)
+    return portable
 
 
 def main(args) -> dict[str, int]:
@@ -136,12 +136,15 @@ def main(args) -> dict[str, int]:
     # Dreams start from real first frames (scripts/dream.py): keep those latents only.
     save_start_pool(mu, offsets, target.start_latents)
     copy(source.best("ctrl"), target.best("ctrl"))
+    search = None
     if source.checkpoint("ctrl").is_file():
-        save_checkpoint(portable_checkpoint(source.checkpoint("ctrl")), target.search_state)
+        search = portable_checkpoint(source.checkpoint("ctrl"))
     elif source.search_state.is_file():  # an export of an export: its search, as it is
-        save_checkpoint(shareable_records(load_checkpoint(source.search_state)), target.search_state)
+        search = load_checkpoint(source.search_state)
     else:
         print(f"{source.checkpoint('ctrl')} not found: the export has no search state to continue")
+    if search is not None:
+        save_checkpoint(shareable_records(search), target.search_state)
     for path, name in RECORD.items():
         if (source.root / path).is_file():
             (half_size_gif if name.endswith(".gif") else copy)(source.root / path, target.root / "run" / name)
