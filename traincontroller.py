@@ -360,6 +360,9 @@ def search(args) -> dict:
     dim = spec.controller.vector_size
 
     generation, best_score, history, search_index = 0, -np.inf, [], 0
+    # --searches: which search found best.tar, and that search's final CMA-ES state once it has ended
+    # (scripts/export_pretrained.py ships it, so that continuing an agent continues the search that found it)
+    best_search, winner = None, None
     if state is not None:
         # --searches: the one under way is the last record's (every checkpoint follows a record)
         search_index = state["history"][-1].get("search", 0) if state["history"] else 0
@@ -378,6 +381,8 @@ def search(args) -> dict:
                 f"continuing the exported search {state_path} after generation {state['generation']}", end=" "
             )
         generation, best_score, history = state["generation"], state["best_score"], state["history"]
+        best_search = state.get("best_search", search_index if state_path != checkpoint_path else None)
+        winner = state.get("winner") if state_path == checkpoint_path else None
         print(f"(best evaluated return {best_score:.1f})")
     else:
         es = new_search(dim, args.pop_size, args.sigma, args.seed)
@@ -407,6 +412,8 @@ def search(args) -> dict:
                 if generation >= args.generations:  # this search is done: the next one, if any
                     if search_index + 1 >= args.searches:
                         break
+                    if best_search == search_index:
+                        winner = {"cma": pickle.dumps(es), "generation": generation, "search": search_index}
                     search_index, generation = search_index + 1, 0
                     es = new_search(dim, args.pop_size, args.sigma, args.seed + search_index)
                     print(f"search {search_index + 1} of {args.searches}, seed {args.seed + search_index}")
@@ -481,6 +488,7 @@ def search(args) -> dict:
                             ("cma_mean", "best_candidate")[pick],
                             settings.z_mode,
                         )
+                        best_search = search_index
                         line += " | new best"
                     reached = best_score >= args.target_return
                 history.append(record)
@@ -503,6 +511,8 @@ def search(args) -> dict:
                         "args": args_record(args),
                         "dim": dim,
                         "controller": spec.controller.to_dict(),
+                        "best_search": best_search,
+                        **({"winner": winner} if winner is not None else {}),
                     },
                     checkpoint_path,
                 )

@@ -211,6 +211,11 @@ def test_several_searches_keep_the_best_of_all(pipeline_logdir, tmp_path):
     evaluated = [max(h["eval_mean"], h["eval_best"]) for h in history]
     assert both["best_score"] == pytest.approx(max(evaluated))
     assert traincontroller.generation_steps(history) == [1, 2, 3, 4]
+    # The checkpoint names the search that found best.tar, and keeps the final CMA-ES state of the search
+    # that held the best when it ended (search 0 here: an export ships it if that is still the best's).
+    state = torch.load(tmp_path / "both" / "ctrl" / "checkpoint.tar", weights_only=True)
+    assert state["best_search"] == history[int(np.argmax(evaluated))]["search"]
+    assert state["winner"]["search"] == 0 and state["winner"]["generation"] == 2
     split = copy_logdir(pipeline_logdir, tmp_path / "split")
     run_ctrl(split, "--generations", "2")  # one search, then more
     assert run_ctrl(split, "--generations", "2", "--searches", "2")["history"] == history
