@@ -51,7 +51,7 @@ from experiment.logdir import (
     load_start_latents,
     load_vae,
 )
-from experiment.search import continue_search, new_search, resume_search
+from experiment.search import continue_search, new_search, portable_state, resume_search
 from models.controller import Controller, ControllerBatch, ControllerConfig
 from models.dream import (
     DEFAULT_TEMPERATURE,
@@ -360,8 +360,9 @@ def search(args) -> dict:
     dim = spec.controller.vector_size
 
     generation, best_score, history, search_index = 0, -np.inf, [], 0
-    # --searches: which search found best.tar, and that search's final CMA-ES state once it has ended
-    # (scripts/export_pretrained.py ships it, so that continuing an agent continues the search that found it)
+    # --searches: which search found best.tar, and that search's final CMA-ES state once it has ended, in
+    # plain tensors (scripts/export_pretrained.py ships it, so that continuing an agent continues the search
+    # that found it; ~1.5 MB in every later checkpoint against ~19 MB pickled)
     best_search, winner = None, None
     if state is not None:
         # --searches: the one under way is the last record's (every checkpoint follows a record)
@@ -382,7 +383,7 @@ def search(args) -> dict:
             )
         generation, best_score, history = state["generation"], state["best_score"], state["history"]
         best_search = state.get("best_search", search_index if state_path != checkpoint_path else None)
-        winner = state.get("winner") if state_path == checkpoint_path else None
+        winner = state.get("winner")  # an export has none
         print(f"(best evaluated return {best_score:.1f})")
     else:
         es = new_search(dim, args.pop_size, args.sigma, args.seed)
@@ -413,7 +414,11 @@ def search(args) -> dict:
                     if search_index + 1 >= args.searches:
                         break
                     if best_search == search_index:
-                        winner = {"cma": pickle.dumps(es), "generation": generation, "search": search_index}
+                        winner = {
+                            "search": search_index,
+                            "generation": generation,
+                            "state": portable_state(es),
+                        }
                     search_index, generation = search_index + 1, 0
                     es = new_search(dim, args.pop_size, args.sigma, args.seed + search_index)
                     print(f"search {search_index + 1} of {args.searches}, seed {args.seed + search_index}")

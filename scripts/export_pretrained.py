@@ -106,13 +106,14 @@ def portable_checkpoint(path: Path) -> dict:
     state = check_stage(load_checkpoint(path), "ctrl", path)
     if "cma" not in state:
         raise UserError(f"{path} holds no CMA-ES search (a dream or exported search?): nothing to export")
-    cma, winner = state["cma"], state.get("winner")
+    winner = state.get("winner")
     portable = {k: v for k, v in state.items() if k not in ("cma", "winner")}
     if winner is not None and winner["search"] == state.get("best_search"):
         # --searches: the agent came from a search that has ended; ship that one, as it stood at its end
-        cma, portable["generation"] = winner["cma"], winner["generation"]
+        portable["search"], portable["generation"] = winner["state"], winner["generation"]
         portable["history"] = [h for h in state["history"] if h.get("search", 0) <= winner["search"]]
-    portable["search"] = portable_state(resume_search(cma))
+    else:
+        portable["search"] = portable_state(resume_search(state["cma"]))
     return portable
 
 

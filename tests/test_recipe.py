@@ -215,8 +215,11 @@ def test_an_exported_search_continues(recipe_run, tmp_path, capsys):
     found = run_state["best_search"]
     assert found in (0, 1) and shipped["history"][-1]["search"] == found
     assert shipped["history"] == [h for h in run_state["history"] if h["search"] <= found]
-    ended = pickle.loads(run_state["winner"]["cma"] if found == 0 else run_state["cma"])
-    np.testing.assert_array_equal(shipped["search"]["mean"].numpy(), ended.mean)
+    if found == 0:
+        ended = run_state["winner"]["state"]["mean"].numpy()
+    else:
+        ended = pickle.loads(run_state["cma"]).mean
+    np.testing.assert_array_equal(shipped["search"]["mean"].numpy(), ended)
     best_before = (out / "ctrl" / "best.tar").read_bytes()
     # traincontroller.py on the export goes on from generation 2 with the run's own settings.
     ctrl = json.loads((recipe_run / "ctrl" / "args.json").read_text())
