@@ -47,6 +47,7 @@ from experiment.logdir import (
     Logdir,
     check_stage,
     load_agent_spec,
+    load_controller,
     load_dream_cell,
     load_start_latents,
     load_vae,
@@ -184,6 +185,13 @@ def build_parser():
     parser = make_parser(__doc__)
     parser.add_argument("--logdir", type=Path, default=Path("exp_dir"), help="experiment directory")
     parser.add_argument("--noreload", action="store_true", help="start a new search instead of resuming")
+    parser.add_argument(
+        "--from-best",
+        action="store_true",
+        help="on an exported agent (ctrl/search.tar, no checkpoint): instead of continuing its search, start "
+        "a new one whose mean is ctrl/best.tar's controller, with step size --sigma; the best, its score, "
+        "the history and the generation count go on (a rerun resumes it like any run)",
+    )
     parser.add_argument("--n-samples", type=positive_int, default=4, help="episodes per candidate")
     parser.add_argument("--pop-size", type=positive_int, default=16, help="CMA-ES population size")
     parser.add_argument("--sigma", type=positive_float, default=0.1, help="CMA-ES initial step size")
@@ -332,6 +340,37 @@ def save_best(
     )
 
 
+def check_same_tracks(state: dict, args, path: Path) -> None:
+    """A resumed or continued search compares new controllers with its best score on the evaluation (and
+    confirmation) tracks of its own --seed: other flags would compare scores from other tracks."""
+    before = state.get("args", {})
+    for flag in ("seed", "eval_episodes", "confirm_episodes"):
+        if flag in before and before[flag] != getattr(args, flag):
+            name = "--" + flag.replace("_", "-")
+            raise UserError(
+                f"{path} was searched with {name} {before[flag]}, whose evaluation tracks its best score "
+                f"was measured on; pass {name} {before[flag]} to go on with it (or --noreload)"
+            )
+
+
+def check_from_best(state: dict | None, state_path: Path | None, logdir: Logdir, args) -> None:
+    """--from-best starts its search on an exported agent; a rerun resumes the search it started."""
+    if args.noreload:
+        raise UserError("--from-best goes on from an exported agent's best.tar: drop --noreload")
+    if state_path is None:
+        raise UserError(
+            f"--from-best needs an exported agent: {logdir.search_state} not found "
+            "(scripts/export_pretrained.py makes one)"
+        )
+    if state_path == logdir.checkpoint("ctrl") and "from_best" not in state:
+        raise UserError(
+            f"{state_path} is a search of this logdir's own; --from-best starts one only on an exported "
+            "agent (ctrl/search.tar and no checkpoint): drop the flag to resume it"
+        )
+    if not logdir.best("ctrl").is_file():
+        raise UserError(f"--from-best: {logdir.best('ctrl')} not found")
+
+
 def main(args) -> dict:
     """Run the search; returns a summary (generations done, best score, history). One run at a time per
     logdir (a second one stops at once, naming the first)."""
@@ -351,6 +390,9 @@ def search(args) -> dict:
         state_path = next((p for p in (checkpoint_path, logdir.search_state) if p.is_file()), None)
     if state_path is not None:
         state = check_stage(load_checkpoint(state_path), "ctrl", state_path)
+        check_same_tracks(state, args, state_path)
+    if args.from_best:
+        check_from_best(state, state_path, logdir, args)
     # C's shape: a resumed search keeps its own; a new one reads the env's spec.
     controller = ControllerConfig.from_dict(state["controller"]) if state and "controller" in state else None
     spec = load_agent_spec(args.logdir, controller)
@@ -371,9 +413,16 @@ def search(args) -> dict:
             raise UserError(
                 f"{state_path} searches {state['dim']} parameters, this V and M need {dim}; use --noreload"
             )
+        from_best = state.get("from_best")
         if state_path == checkpoint_path:  # the run's own search
             es = resume_search(state["cma"])
             print(f"resuming the search after generation {state['generation']}", end=" ")
+        elif args.from_best:  # a new search centred on the exported best (check_from_best: it exists)
+            mean, _, _ = load_controller(args.logdir)
+            seed, done = args.seed + search_index, state["generation"]
+            es = new_search(dim, args.pop_size, args.sigma, seed, mean=mean, stream=done)
+            from_best = state["generation"]
+            print(f"a new search from {best_path} (step size {args.sigma}) after generation {done}", end=" ")
         else:  # an exported agent's search, plain tensors only (experiment/search.py): never unpickled
             if "search" not in state:
                 raise UserError(f"{state_path} holds no search state; re-export the agent, or use --noreload")
@@ -383,9 +432,12 @@ def search(args) -> dict:
             )
         generation, best_score, history = state["generation"], state["best_score"], state["history"]
         best_search = state.get("best_search", search_index if state_path != checkpoint_path else None)
+        if args.from_best and state_path != checkpoint_path:
+            best_search = search_index  # the search under way is centred on the best: an export ships it
         winner = state.get("winner")  # an export has none
         print(f"(best evaluated return {best_score:.1f})")
     else:
+        from_best = None
         es = new_search(dim, args.pop_size, args.sigma, args.seed)
         if best_path.is_file():
             best_path.unlink()  # a new search starts with no best
@@ -518,6 +570,8 @@ def search(args) -> dict:
                         "controller": spec.controller.to_dict(),
                         "best_search": best_search,
                         **({"winner": winner} if winner is not None else {}),
+                        # --from-best: the generation after which its search started (a rerun resumes it)
+                        **({"from_best": from_best} if from_best is not None else {}),
                     },
                     checkpoint_path,
                 )

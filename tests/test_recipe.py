@@ -14,7 +14,7 @@ import test_controller
 import traincontroller
 import trainmdrnn
 from data.rollouts import load_rollout
-from experiment.logdir import load_data_record, load_mdrnn, load_vae
+from experiment.logdir import load_controller, load_data_record, load_mdrnn, load_vae
 from scripts import demo, export_pretrained
 from scripts import dream as dream_script
 from tests.conftest import run_demo
@@ -224,7 +224,7 @@ def test_an_exported_search_continues(recipe_run, tmp_path, capsys):
     # traincontroller.py on the export goes on from generation 2 with the run's own settings.
     ctrl = json.loads((recipe_run / "ctrl" / "args.json").read_text())
     flags = ("pop_size", "n_samples", "max_steps", "train_max_steps", "eval_every", "eval_episodes")
-    flags += ("renderer", "seed")
+    flags += ("confirm_episodes", "renderer", "seed")
     argv = ["--logdir", str(out), "--generations", "3", "--max-workers", "2"]
     for name in flags:
         argv += [f"--{name.replace('_', '-')}", str(ctrl[name])]
@@ -250,11 +250,16 @@ def test_the_shipped_search_continues(tmp_path, capsys):
     done = shipped["generation"]
     # One more generation at toy scale (other flags are allowed: the search distribution carries over).
     argv = ["--logdir", str(logdir), "--generations", str(done + 1), "--pop-size", "4", "--n-samples", "1"]
-    argv += ["--max-steps", "20", "--eval-episodes", "2", "--max-workers", "2"]
-    argv += ["--seed", str(shipped["args"]["seed"])]
+    argv += ["--max-steps", "20", "--max-workers", "2"]
+    # ... but the best's score was measured on the run's evaluation tracks: the same ones decide.
+    for name in ("seed", "eval_episodes", "confirm_episodes"):
+        argv += [f"--{name.replace('_', '-')}", str(shipped["args"][name])]
     summary = traincontroller.main(traincontroller.build_parser().parse_args(argv))
     assert "continuing the exported search" in capsys.readouterr().out
-    assert summary["generation"] == done + 1 and summary["history"][:done] == shipped["history"]
+    # (the history holds every search of the run: more records than this search's generations)
+    records = len(shipped["history"])
+    assert summary["generation"] == done + 1 and summary["history"][:records] == shipped["history"]
+    assert len(summary["history"]) == records + 1
     # 20-step evaluations cannot beat the shipped score: the shipped controller stays the best.
     assert summary["best_score"] == shipped["best_score"]
     assert (logdir / "ctrl" / "best.tar").read_bytes() == (PRETRAINED / "ctrl" / "best.tar").read_bytes()
@@ -262,3 +267,78 @@ def test_the_shipped_search_continues(tmp_path, capsys):
     assert es.countiter == shipped["search"]["iterations"] + 1
     # It went on from the shipped step size (a new search would start at --sigma 0.1).
     assert abs(np.log(es.sigma / shipped["search"]["sigma"])) < np.log(1.5) and es.sigma < 0.08
+
+
+def continue_export(logdir: Path, run: Path, *flags: str) -> dict:
+    """traincontroller.py on ``logdir`` with the flags of the run in ``run`` (its args.json) but ``flags``."""
+    ctrl = json.loads((run / "ctrl" / "args.json").read_text())
+    argv = ["--logdir", str(logdir), "--eval-every", "1", "--max-workers", "2"]
+    for name in ("pop_size", "n_samples", "max_steps", "train_max_steps", "renderer", "seed"):
+        argv += [f"--{name.replace('_', '-')}", str(ctrl[name])]
+    for name in ("eval_episodes", "confirm_episodes"):
+        argv += [f"--{name.replace('_', '-')}", str(ctrl[name])]
+    return traincontroller.main(traincontroller.build_parser().parse_args([*argv, *flags]))
+
+
+def test_from_best_starts_a_search_at_the_exported_best(recipe_run, tmp_path, capsys):
+    out = tmp_path / "exported"
+    export_pretrained.main(
+        export_pretrained.build_parser().parse_args(["--logdir", str(recipe_run), "--out", str(out)])
+    )
+    shipped = load_checkpoint(out / "ctrl" / "search.tar")
+    best = load_checkpoint(out / "ctrl" / "best.tar")
+    best_vector = load_controller(out)[0]
+    # A step size of 1e-9: every candidate is the best's controller, so the mean stays there.
+    summary = continue_export(out, recipe_run, "--from-best", "--sigma", "1e-9", "--generations", "3")
+    assert f"a new search from {out / 'ctrl' / 'best.tar'} (step size 1e-09) after generation 2" in (
+        capsys.readouterr().out
+    )
+    records = len(shipped["history"])  # both searches of the recipe's run
+    assert summary["generation"] == 3 and summary["history"][:records] == shipped["history"]
+    assert len(summary["history"]) == records + 1 and summary["history"][-1]["generation"] == 3
+    state = load_checkpoint(out / "ctrl" / "checkpoint.tar")
+    assert state["from_best"] == 2 and state["best_search"] == shipped["history"][-1]["search"]
+    es = pickle.loads(state["cma"])
+    np.testing.assert_allclose(es.mean, best_vector, atol=1e-6)
+    assert es.sigma < 1e-6 < shipped["search"]["sigma"]  # a new search, not the shipped one continued
+    # Its candidates were the best's controller: a generation's best fitness is the best's on the
+    # generation's tracks, and no evaluation can beat its own score (the best stays).
+    record = summary["history"][-1]
+    assert record["best"] == pytest.approx(record["worst"], abs=1e-3)
+    assert summary["best_score"] == best["score"]
+    # The same command again resumes that search (a killed run resumes; it does not restart).
+    summary = continue_export(out, recipe_run, "--from-best", "--sigma", "1e-9", "--generations", "4")
+    assert "resuming the search after generation 3" in capsys.readouterr().out
+    assert summary["generation"] == 4 and load_checkpoint(out / "ctrl" / "checkpoint.tar")["from_best"] == 2
+    # An export of that run ships the search under way: the one centred on the best.
+    again = tmp_path / "again"
+    export_pretrained.main(
+        export_pretrained.build_parser().parse_args(["--logdir", str(out), "--out", str(again)])
+    )
+    continued = load_checkpoint(again / "ctrl" / "search.tar")
+    np.testing.assert_allclose(continued["search"]["mean"].numpy(), best_vector, atol=1e-6)
+    assert continued["from_best"] == 2 and continued["generation"] == 4
+
+
+def test_from_best_and_other_tracks_are_refused_with_one_line(recipe_run, tmp_path):
+    out = tmp_path / "exported"
+    export_pretrained.main(
+        export_pretrained.build_parser().parse_args(["--logdir", str(recipe_run), "--out", str(out)])
+    )
+    with pytest.raises(
+        UserError, match="--from-best goes on from an exported agent's best.tar: drop --noreload"
+    ):
+        continue_export(out, recipe_run, "--from-best", "--noreload", "--generations", "3")
+    with pytest.raises(
+        UserError, match="search of this logdir's own; --from-best starts one only on an export"
+    ):
+        continue_export(recipe_run, recipe_run, "--from-best", "--generations", "3")
+    # Another --seed (or number of evaluation tracks) would compare scores from other tracks.
+    with pytest.raises(UserError, match="was searched with --seed 0, .* pass --seed 0 to go on"):
+        continue_export(out, recipe_run, "--seed", "1", "--generations", "3")
+    with pytest.raises(UserError, match="was searched with --eval-episodes 2, .* pass --eval-episodes 2"):
+        continue_export(out, recipe_run, "--eval-episodes", "3", "--generations", "3")
+    (out / "ctrl" / "search.tar").unlink()
+    with pytest.raises(UserError, match="--from-best needs an exported agent: .*search.tar not found"):
+        continue_export(out, recipe_run, "--from-best", "--generations", "3")
+    assert not (out / "ctrl" / "checkpoint.tar").exists()  # nothing started
