@@ -87,7 +87,7 @@ def main() -> None:
     args = parser.parse_args()
     device = resolve_device(args.device)
     fp32 = resolve_numerics("fp32", "contiguous", device)
-    default = resolve_numerics(args.precision, args.memory_format, device)
+    default = resolve_numerics(args.precision, args.memory_format, device, auto_bf16_on_cuda=False)
     machine = platform.processor() or platform.machine()
     print(f"{machine}, torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
     print(f"cpu capability {torch.backends.cpu.get_cpu_capability()}; default numerics: {default}")

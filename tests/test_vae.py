@@ -102,6 +102,19 @@ def test_auto_precision_falls_back_to_fp32_without_native_bf16(monkeypatch):
     assert precision.resolve_numerics("fp32", "contiguous", cpu).memory_format is torch.contiguous_format
 
 
+def test_auto_precision_of_v_on_cuda_is_fp32(monkeypatch):
+    import utils.precision as precision
+
+    cuda = torch.device("cuda")  # resolving touches no GPU: only whether it has bf16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    v = precision.resolve_numerics("auto", "auto", cuda, auto_bf16_on_cuda=False)
+    assert v.dtype is None and v.memory_format is torch.contiguous_format
+    dream = precision.resolve_numerics("auto", "contiguous", cuda)  # M's dream keeps bf16 there
+    assert dream.dtype is torch.bfloat16
+    forced = precision.resolve_numerics("bf16", "auto", cuda, auto_bf16_on_cuda=False)
+    assert forced.dtype is torch.bfloat16 and forced.memory_format is torch.channels_last
+
+
 def test_bf16_autocast_loss_close_to_fp32():
     import utils.precision as precision
 

@@ -3,7 +3,10 @@
 ``auto`` picks the fastest numerics measured to leave the VAE's loss curve unchanged: bf16 autocast
 where the hardware computes bf16 natively (CUDA with bf16 support; CPUs with AVX-512 BF16 or AMX),
 fp32 elsewhere (without native support oneDNN emulates bf16 and it is many times slower than fp32);
-channels_last on CPU always, and on CUDA with bf16.
+channels_last on CPU always, and on CUDA with bf16. V on CUDA is the exception (``auto_bf16_on_cuda``
+False): on an H100 its training ran at 0.77-0.79x of fp32 under bf16 autocast (bench/bench_vae.py,
+batches 32 and 128; trainvae.py's epochs alike): the model is too small for bf16's faster products
+to pay for the casts, and cuDNN's fp32 convolutions already use TF32.
 """
 
 from __future__ import annotations
@@ -51,10 +54,13 @@ class Numerics:
         return f"{dtype}, {layout}"
 
 
-def resolve_numerics(precision: str, memory_format: str, device: torch.device) -> Numerics:
-    """``precision`` in :data:`PRECISIONS`, ``memory_format`` in :data:`MEMORY_FORMATS`."""
+def resolve_numerics(
+    precision: str, memory_format: str, device: torch.device, *, auto_bf16_on_cuda: bool = True
+) -> Numerics:
+    """``precision`` in :data:`PRECISIONS`, ``memory_format`` in :data:`MEMORY_FORMATS`; with
+    ``auto_bf16_on_cuda`` False, ``auto`` means fp32 on CUDA (V: the module docstring)."""
     if device.type == "cuda":
-        native = torch.cuda.is_bf16_supported()
+        native = auto_bf16_on_cuda and torch.cuda.is_bf16_supported()
     else:
         native = cpu_has_native_bf16()
     bf16 = precision == "bf16" or (precision == "auto" and native)
