@@ -354,7 +354,8 @@ def check_same_tracks(state: dict, args, path: Path) -> None:
 
 
 def check_from_best(state: dict | None, state_path: Path | None, logdir: Logdir, args) -> None:
-    """--from-best starts its search on an exported agent; a rerun resumes the search it started."""
+    """--from-best starts its search on an exported agent; a rerun resumes the search it started (the
+    checkpoint's flags say so: a checkpoint written without --from-best is another search)."""
     if args.noreload:
         raise UserError("--from-best goes on from an exported agent's best.tar: drop --noreload")
     if state_path is None:
@@ -362,7 +363,7 @@ def check_from_best(state: dict | None, state_path: Path | None, logdir: Logdir,
             f"--from-best needs an exported agent: {logdir.search_state} not found "
             "(scripts/export_pretrained.py makes one)"
         )
-    if state_path == logdir.checkpoint("ctrl") and "from_best" not in state:
+    if state_path == logdir.checkpoint("ctrl") and not state.get("args", {}).get("from_best"):
         raise UserError(
             f"{state_path} is a search of this logdir's own; --from-best starts one only on an exported "
             "agent (ctrl/search.tar and no checkpoint): drop the flag to resume it"

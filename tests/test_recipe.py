@@ -342,3 +342,11 @@ def test_from_best_and_other_tracks_are_refused_with_one_line(recipe_run, tmp_pa
     with pytest.raises(UserError, match="--from-best needs an exported agent: .*search.tar not found"):
         continue_export(out, recipe_run, "--from-best", "--generations", "3")
     assert not (out / "ctrl" / "checkpoint.tar").exists()  # nothing started
+    # An export that went on with its own search has a search of its own: --from-best does not restart it.
+    again = tmp_path / "again"
+    export_pretrained.main(
+        export_pretrained.build_parser().parse_args(["--logdir", str(recipe_run), "--out", str(again)])
+    )
+    continue_export(again, recipe_run, "--generations", "3")
+    with pytest.raises(UserError, match="search of this logdir's own; --from-best starts one only on"):
+        continue_export(again, recipe_run, "--from-best", "--generations", "4")
