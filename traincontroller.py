@@ -406,7 +406,7 @@ def search(args) -> dict:
     # --searches: which search found best.tar, and that search's final CMA-ES state once it has ended, in
     # plain tensors (scripts/export_pretrained.py ships it, so that continuing an agent continues the search
     # that found it; ~1.5 MB in every later checkpoint against ~19 MB pickled)
-    best_search, winner = None, None
+    best_search, winner, from_best = None, None, None  # from_best: see the checkpoint below
     if state is not None:
         # --searches: the one under way is the last record's (every checkpoint follows a record)
         search_index = state["history"][-1].get("search", 0) if state["history"] else 0
@@ -415,6 +415,7 @@ def search(args) -> dict:
                 f"{state_path} searches {state['dim']} parameters, this V and M need {dim}; use --noreload"
             )
         from_best = state.get("from_best")
+        best_search = state.get("best_search", search_index if state_path != checkpoint_path else None)
         if state_path == checkpoint_path:  # the run's own search
             es = resume_search(state["cma"])
             print(f"resuming the search after generation {state['generation']}", end=" ")
@@ -422,7 +423,8 @@ def search(args) -> dict:
             mean, _, _ = load_controller(args.logdir)
             seed, done = args.seed + search_index, state["generation"]
             es = new_search(dim, args.pop_size, args.sigma, seed, mean=mean, stream=done)
-            from_best = state["generation"]
+            from_best = done
+            best_search = search_index  # the search under way is centred on the best: an export ships it
             print(f"a new search from {best_path} (step size {args.sigma}) after generation {done}", end=" ")
         else:  # an exported agent's search, plain tensors only (experiment/search.py): never unpickled
             if "search" not in state:
@@ -432,13 +434,9 @@ def search(args) -> dict:
                 f"continuing the exported search {state_path} after generation {state['generation']}", end=" "
             )
         generation, best_score, history = state["generation"], state["best_score"], state["history"]
-        best_search = state.get("best_search", search_index if state_path != checkpoint_path else None)
-        if args.from_best and state_path != checkpoint_path:
-            best_search = search_index  # the search under way is centred on the best: an export ships it
         winner = state.get("winner")  # an export has none
         print(f"(best evaluated return {best_score:.1f})")
     else:
-        from_best = None
         es = new_search(dim, args.pop_size, args.sigma, args.seed)
         if best_path.is_file():
             best_path.unlink()  # a new search starts with no best

@@ -273,9 +273,8 @@ def continue_export(logdir: Path, run: Path, *flags: str) -> dict:
     """traincontroller.py on ``logdir`` with the flags of the run in ``run`` (its args.json) but ``flags``."""
     ctrl = json.loads((run / "ctrl" / "args.json").read_text())
     argv = ["--logdir", str(logdir), "--eval-every", "1", "--max-workers", "2"]
-    for name in ("pop_size", "n_samples", "max_steps", "train_max_steps", "renderer", "seed"):
-        argv += [f"--{name.replace('_', '-')}", str(ctrl[name])]
-    for name in ("eval_episodes", "confirm_episodes"):
+    same = ("pop_size", "n_samples", "max_steps", "train_max_steps", "renderer", "seed")
+    for name in (*same, "eval_episodes", "confirm_episodes"):
         argv += [f"--{name.replace('_', '-')}", str(ctrl[name])]
     return traincontroller.main(traincontroller.build_parser().parse_args([*argv, *flags]))
 
