@@ -375,6 +375,39 @@ def test_controller_stage_stops_its_workers_and_keeps_its_search(pipeline_logdir
     assert load_checkpoint(logdir / "ctrl" / "checkpoint.tar")["generation"] >= 1
 
 
+def test_a_second_stop_signal_does_not_cut_the_stop_short(pipeline_logdir, tmp_path):
+    """Ctrl-C pressed twice: the second arrives while the pool is stopping its workers. It must not
+    interrupt that, or the process would wait at exit for daemon workers that ignore SIGTERM, until
+    they have driven every episode still queued (here a generation of 64 full episodes, ~40 s)."""
+    logdir = copy_logdir(pipeline_logdir, tmp_path / "exp")
+    proc = script(
+        "traincontroller.py",
+        "--logdir",
+        logdir,
+        "--pop-size",
+        16,
+        "--n-samples",
+        4,
+        "--generations",
+        1000,
+        "--max-workers",
+        2,
+        "--envs-per-worker",
+        1,
+    )
+    wait_for(lambda: len(children(proc.pid)) >= 3)  # the pool's two workers and multiprocessing's tracker
+    time.sleep(5.0)  # the workers are driving the first generation's episodes, 62 more queued
+    workers = children(proc.pid)
+    os.kill(proc.pid, signal.SIGTERM)
+    time.sleep(0.5)  # within the pool's 2 s of waiting for its workers to stop
+    os.kill(proc.pid, signal.SIGTERM)
+    start = time.monotonic()
+    _, stderr = proc.communicate(timeout=120)
+    assert time.monotonic() - start < 20, "the second signal left the workers driving the whole queue"
+    assert proc.returncode == 143 and "stopped by SIGTERM" in last_line(stderr) and "Traceback" not in stderr
+    wait_for(lambda: not any(alive(w) for w in workers), timeout=10)
+
+
 def test_sigterm_stops_generation_without_partial_files_or_orphans(tmp_path):
     rootdir = tmp_path / "rollouts"
     argv = ["--rootdir", rootdir, "--rollouts", 40, "--max-steps", 200, "--threads", 2]

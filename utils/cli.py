@@ -52,8 +52,13 @@ class Terminated(KeyboardInterrupt):
     ``finally`` runs: worker pools stop, writers close, and what was saved stays saved."""
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise Terminated
+def _stop(signum: int, frame: object) -> None:
+    """The first Ctrl-C or SIGTERM stops the run; later ones are ignored while it cleans up (a few
+    seconds: worker pools have deadlines), so that pressing Ctrl-C again cannot cut the cleanup short
+    and leave the process waiting at exit for workers that were never stopped."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
 
 def run(
@@ -63,12 +68,15 @@ def run(
 ) -> None:
     """Parse ``argv`` and call ``main``; a :class:`UserError` becomes one line on stderr and exit 2.
 
-    Ctrl-C and SIGTERM stop the run within seconds with one line: every stage writes its state
-    atomically after each unit of work (rollout, epoch, generation), so rerunning the same command
-    resumes from the last one completed.
+    Ctrl-C and SIGTERM stop the run within seconds with one line (more of them while it stops are
+    ignored): every stage writes its state atomically after each unit of work (rollout, epoch,
+    generation), so rerunning the same command resumes from the last one completed.
     """
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    stops = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not a job started with SIGINT ignored
+        stops.append(signal.SIGINT)
+    previous = {signum: signal.signal(signum, _stop) for signum in stops}
     try:
         main(args)
     except UserError as err:
@@ -82,3 +90,6 @@ def run(
             file=sys.stderr,
         )
         sys.exit(143 if terminated else 130)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
