@@ -339,28 +339,18 @@ def test_sigterm_stops_vae_training_with_its_last_epoch_saved(vae_rollouts, tmp_
     assert res.returncode == 0 and load_checkpoint(checkpoint)["epoch"] == done + 1, res.stderr
 
 
+def start_endless_search(pipeline_logdir: Path, tmp_path: Path, *flags) -> tuple[Path, subprocess.Popen]:
+    """traincontroller.py with 2 workers and 1000 generations on a copy of the tiny pipeline, to be
+    stopped by the test; ``flags`` set the rest. Returns the copy and the process."""
+    logdir = copy_logdir(pipeline_logdir, tmp_path / "exp")
+    argv = ["--logdir", logdir, "--generations", 1000, "--max-workers", 2, *flags]
+    return logdir, script("traincontroller.py", *argv)
+
+
 @pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C"])
 def test_controller_stage_stops_its_workers_and_keeps_its_search(pipeline_logdir, tmp_path, how):
-    logdir = copy_logdir(pipeline_logdir, tmp_path / "exp")
-    proc = script(
-        "traincontroller.py",
-        "--logdir",
-        logdir,
-        "--pop-size",
-        6,
-        "--n-samples",
-        2,
-        "--max-steps",
-        100,
-        "--generations",
-        1000,
-        "--max-workers",
-        2,
-        "--envs-per-worker",
-        2,
-        "--eval-every",
-        1000,
-    )
+    flags = ("--pop-size", 6, "--n-samples", 2, "--max-steps", 100, "--envs-per-worker", 2)
+    logdir, proc = start_endless_search(pipeline_logdir, tmp_path, *flags, "--eval-every", 1000)
     wait_for(lambda: (logdir / "ctrl" / "checkpoint.tar").is_file())
     workers = children(proc.pid)
     assert workers
@@ -379,22 +369,8 @@ def test_a_second_stop_signal_does_not_cut_the_stop_short(pipeline_logdir, tmp_p
     """Ctrl-C pressed twice: the second arrives while the pool is stopping its workers. It must not
     interrupt that, or the process would wait at exit for daemon workers that ignore SIGTERM, until
     they have driven every episode still queued (here a generation of 64 full episodes, ~40 s)."""
-    logdir = copy_logdir(pipeline_logdir, tmp_path / "exp")
-    proc = script(
-        "traincontroller.py",
-        "--logdir",
-        logdir,
-        "--pop-size",
-        16,
-        "--n-samples",
-        4,
-        "--generations",
-        1000,
-        "--max-workers",
-        2,
-        "--envs-per-worker",
-        1,
-    )
+    flags = ("--pop-size", 16, "--n-samples", 4, "--envs-per-worker", 1)
+    _, proc = start_endless_search(pipeline_logdir, tmp_path, *flags)
     wait_for(lambda: len(children(proc.pid)) >= 3)  # the pool's two workers and multiprocessing's tracker
     time.sleep(5.0)  # the workers are driving the first generation's episodes, 62 more queued
     workers = children(proc.pid)
