@@ -212,12 +212,19 @@ def main(args) -> dict:
         return test_random_policy(args)
     if args.in_dream:
         return test_in_dream(args)
+    seeds = [episode_seed(args.seed, TEST_EPISODES, i) for i in range(args.episodes)]
+    returns, steps, outcomes, extra = drive_agent(args, seeds)
+    return save_results(args, returns, steps, TEST_RESULTS, "returns", extra, "test_histogram.png", outcomes)
+
+
+def drive_agent(args, seeds: list[int]) -> tuple[np.ndarray, np.ndarray, list[str], dict]:
+    """The best controller of --logdir on the tracks ``seeds``, with the flags of this script: returns,
+    lengths, outcomes and what was driven (env, renderer, ...)."""
     devices = worker_devices(args.device)
     spec, params, ckpt = load_agent(args.logdir)
     settings = episode_settings(
         args, get_env_spec(spec.env), exact_only=True, z_mode=ckpt.get("z_mode", "mu")
     )
-    seeds = [episode_seed(args.seed, TEST_EPISODES, i) for i in range(args.episodes)]
     if args.record is not None or args.display:
         watch(spec, settings, params, seeds[args.watch_track], args.record, args.display)
     episodes = [Episode(i, params, s) for i, s in enumerate(seeds)]
@@ -236,7 +243,7 @@ def main(args) -> dict:
         "controller_generation": ckpt.get("generation"),
         "seconds": time.perf_counter() - start,
     }
-    return save_results(args, returns, steps, TEST_RESULTS, "returns", extra, "test_histogram.png", outcomes)
+    return returns, steps, outcomes, extra
 
 
 def save_results(

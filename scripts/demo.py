@@ -19,6 +19,12 @@ Presets (any flag given on the command line overrides the preset's value):
 --rounds 2 is iterative training in one command: round 0 in <logdir>/round0, then rollouts
 driven by round 0's agent, and V, M and C retrained on both sets of rollouts in <logdir>.
 
+--pipelines N runs the whole pipeline N times, pipeline k in <logdir>/pipeline<k> with seed --seed + k
+(its own rollouts, V, M and C), then drives every pipeline's C on the same tracks, which none of them
+trained or evaluated on (--test-episodes of them, never test tracks), and copies the best one's V, M
+and C into <logdir>: the test, exports and continued training then read <logdir> as a one-pipeline run.
+The scores are in <logdir>/pick.json.
+
 Everything goes under --logdir (rollouts in <logdir>/rollouts); rerunning resumes each stage.
 A stage table with wall-clock times is printed at the end and written to <logdir>/stages.json.
 """
@@ -26,18 +32,25 @@ A stage table with wall-clock times is printed at the end and written to <logdir
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from experiment.logdir import RANDOM_RESULTS, TEST_RESULTS, Logdir  # noqa: E402
+import test_controller  # noqa: E402
+from experiment.logdir import RANDOM_RESULTS, STAGES, TEST_RESULTS, Logdir  # noqa: E402
 from utils.checkpoint import atomic_write  # noqa: E402
 from utils.cli import UserError, make_parser, nonnegative_int, positive_float, positive_int, run  # noqa: E402
+from utils.seeding import EVAL_EPISODES, episode_seed  # noqa: E402
+
+PICK_RESULTS = "pick.json"
 
 PRETRAINED = ROOT / "pretrained" / "carracing"
 PRETRAINED_DOOM = ROOT / "pretrained" / "doom-takecover"
@@ -81,6 +94,7 @@ PRESETS = {
         "doom_episodes": 2,
         "random_baseline": 0,
         "rounds": 1,
+        "pipelines": 1,
         "round_noise": 0.1,
         **CARRACING,
     },
@@ -119,6 +133,7 @@ PRESETS = {
         "doom_episodes": 0,
         "random_baseline": 0,
         "rounds": 1,
+        "pipelines": 1,
         "round_noise": 0.1,
         **CARRACING,
         "env": "carracing-repeat2",
@@ -150,6 +165,7 @@ PRESETS = {
         "doom_episodes": 0,
         "random_baseline": 0,
         "rounds": 1,
+        "pipelines": 1,
         "round_noise": 0.1,
         "dream": 1,
         "temperature": 1.15,
@@ -184,6 +200,7 @@ PRESETS = {
         "doom_episodes": 0,
         "random_baseline": 1,
         "rounds": 1,
+        "pipelines": 1,
         "round_noise": 0.1,
         "dream": 0,
         "temperature": 1.15,
@@ -213,6 +230,12 @@ def build_parser():
         "--round-noise",
         type=positive_float,
         help="std of the noise added to round 0's actions when its agent drives round 1's rollouts",
+    )
+    add(
+        "--pipelines",
+        type=positive_int,
+        help="independent whole pipelines (rollouts, V, M and C; seeds --seed + k), the one whose C drives "
+        "best on tracks none of them saw kept",
     )
     add("--rollouts", type=positive_int, help="rollouts to generate (per round)")
     add("--max-steps", type=positive_int, help="steps per generated rollout")
@@ -264,65 +287,82 @@ def resolve(args):
     return args
 
 
-def stages(args) -> list[tuple[str, list[str]]]:
-    """(name, command) of each stage."""
+def pipeline_dirs(args) -> list[Path]:
+    """Where each pipeline of --pipelines runs: <logdir> itself when there is one."""
+    if args.pipelines == 1:
+        return [args.logdir]
+    return [args.logdir / f"pipeline{k}" for k in range(args.pipelines)]
+
+
+def stages(args) -> list[tuple[str, list[str] | Callable[[], None]]]:
+    """(name, command) of each stage; a command is a script's argv or, for the pick, a function."""
     logdir, seed = args.logdir, args.seed
-    engine = (
-        f"--max-workers {args.threads} --max-steps {args.episode_steps} --z-mode {args.z_mode} --seed {seed}"
-    )
+
+    def engine(seed: int) -> str:
+        return (
+            f"--max-workers {args.threads} --max-steps {args.episode_steps} --z-mode {args.z_mode} "
+            f"--seed {seed}"
+        )
+
     dream = (
         f" --dream --temperature {args.temperature} --dream-steps {args.dream_steps}" if args.dream else ""
     )
     # One round: rollouts of the random policy in <logdir>/rollouts, V, M and C in <logdir>. Two rounds
     # (iterative training): round 0 is that in <logdir>/round0 from <logdir>/rollouts/round0; round 1
     # adds rollouts driven by round 0's agent (<logdir>/rollouts/round1, new tracks) and trains V, M and C
-    # again on both sets, in <logdir>.
+    # again on both sets, in <logdir>. Pipelines (--pipelines > 1) are each such a run in
+    # <logdir>/pipeline<k>, from seed --seed + k.
     commands = []
-    for r in range(args.rounds):
-        last = r == args.rounds - 1
-        experiment = logdir if last else logdir / f"round{r}"
-        new_data = logdir / "rollouts" if args.rounds == 1 else logdir / "rollouts" / f"round{r}"
-        data = logdir / "rollouts" if last else new_data
-        policy = (
-            f"--policy controller --logdir {logdir / f'round{r - 1}'} --noise {args.round_noise} "
-            if r
-            else ""
-        )
-        suffix = f" (round {r})" if args.rounds > 1 else ""
-        commands += [
-            (
-                f"generate rollouts{suffix}",
-                f"data/generation_script.py --env {args.env} {policy}--rollouts {args.rollouts} "
-                f"--rootdir {new_data} --threads {args.threads} --max-steps {args.max_steps} "
-                f"--seed {seed + r}",
-            ),
-            (
-                f"train V (VAE){suffix}",
-                f"trainvae.py --logdir {experiment} --dataset {data} --epochs {args.vae_epochs} "
-                f"--batch-size {args.vae_batch} --lr {args.vae_lr} --workers {args.threads} --seed {seed}",
-            ),
-            (
-                f"train M (MDN-RNN){suffix}",
-                f"trainmdrnn.py --logdir {experiment} --epochs {args.mdrnn_epochs} "
-                f"--batch-size {args.mdrnn_batch} --seq-len {args.seq_len} --seed {seed}",
-            ),
-            (
-                f"train C (CMA-ES){suffix}",
-                f"traincontroller.py --logdir {experiment} --pop-size {args.pop_size} "
-                f"--n-samples {args.n_samples} --generations {args.generations} "
-                f"--eval-every {args.eval_every} "
-                f"--eval-episodes {args.eval_episodes} --confirm-episodes {args.confirm_episodes} "
-                f"--searches {args.searches} "
-                f"--train-max-steps {args.train_max_steps} "
-                f"--negative-cutoff {args.negative_cutoff} --weight-penalty {args.weight_penalty} "
-                f"--renderer {args.train_renderer} {engine}{dream}",
-            ),
-        ]
+    for k, pipeline in enumerate(pipeline_dirs(args)):
+        pipeline_seed = seed + k
+        for r in range(args.rounds):
+            last = r == args.rounds - 1
+            experiment = pipeline if last else pipeline / f"round{r}"
+            new_data = pipeline / "rollouts" if args.rounds == 1 else pipeline / "rollouts" / f"round{r}"
+            data = pipeline / "rollouts" if last else new_data
+            policy = (
+                f"--policy controller --logdir {pipeline / f'round{r - 1}'} --noise {args.round_noise} "
+                if r
+                else ""
+            )
+            suffix = f" (round {r})" if args.rounds > 1 else f" (pipeline {k})" if args.pipelines > 1 else ""
+            commands += [
+                (
+                    f"generate rollouts{suffix}",
+                    f"data/generation_script.py --env {args.env} {policy}--rollouts {args.rollouts} "
+                    f"--rootdir {new_data} --threads {args.threads} --max-steps {args.max_steps} "
+                    f"--seed {pipeline_seed + r}",
+                ),
+                (
+                    f"train V (VAE){suffix}",
+                    f"trainvae.py --logdir {experiment} --dataset {data} --epochs {args.vae_epochs} "
+                    f"--batch-size {args.vae_batch} --lr {args.vae_lr} --workers {args.threads} "
+                    f"--seed {pipeline_seed}",
+                ),
+                (
+                    f"train M (MDN-RNN){suffix}",
+                    f"trainmdrnn.py --logdir {experiment} --epochs {args.mdrnn_epochs} "
+                    f"--batch-size {args.mdrnn_batch} --seq-len {args.seq_len} --seed {pipeline_seed}",
+                ),
+                (
+                    f"train C (CMA-ES){suffix}",
+                    f"traincontroller.py --logdir {experiment} --pop-size {args.pop_size} "
+                    f"--n-samples {args.n_samples} --generations {args.generations} "
+                    f"--eval-every {args.eval_every} "
+                    f"--eval-episodes {args.eval_episodes} --confirm-episodes {args.confirm_episodes} "
+                    f"--searches {args.searches} "
+                    f"--train-max-steps {args.train_max_steps} "
+                    f"--negative-cutoff {args.negative_cutoff} --weight-penalty {args.weight_penalty} "
+                    f"--renderer {args.train_renderer} {engine(pipeline_seed)}{dream}",
+                ),
+            ]
+    if args.pipelines > 1:
+        commands.append(("pick the best pipeline", lambda: pick_pipeline(args)))
     commands += [
         (
             "test C",
             f"test_controller.py --logdir {logdir} --episodes {args.test_episodes} "
-            f"--renderer {args.test_renderer} --record {logdir / 'drive.gif'} {engine}",
+            f"--renderer {args.test_renderer} --record {logdir / 'drive.gif'} {engine(seed)}",
         ),
     ]
     if args.random_baseline:
@@ -352,20 +392,92 @@ def stages(args) -> list[tuple[str, list[str]]]:
                 f"--seed {seed}",
             )
         )
-    return [(name, shlex.split(command)) for name, command in commands]
+    return [(name, command if callable(command) else shlex.split(command)) for name, command in commands]
+
+
+def check_pipelines(args) -> None:
+    """One line when --pipelines does not match what --logdir holds, or cannot run."""
+    if args.pipelines > 1 and args.rounds > 1:
+        raise UserError("--pipelines and --rounds 2 do not combine: give one of them")
+    pick = args.logdir / PICK_RESULTS
+    held = json.loads(pick.read_text())["pipelines"] if pick.exists() else None
+    if held is not None and len(held) != args.pipelines:
+        raise UserError(
+            f"{args.logdir} holds a run of {len(held)} pipelines ({pick.name}): rerun it with --pipelines "
+            f"{len(held)}"
+        )
+    if held is None and args.pipelines > 1 and Logdir(args.logdir).stage("vae").exists():
+        raise UserError(
+            f"{args.logdir} holds a one-pipeline run: give --pipelines {args.pipelines} a new --logdir"
+        )
+
+
+def pick_pipeline(args) -> dict:
+    """Drive every pipeline's C on the same tracks: --test-episodes tracks of the evaluation namespace of
+    seed --seed + --pipelines, which no pipeline trained or evaluated on and which are never test tracks.
+    The best mean wins; its V, M and C are copied into --logdir (each stage directory renamed into place
+    whole, so a killed copy is redone). A rerun keeps the pick of <logdir>/pick.json."""
+    path = args.logdir / PICK_RESULTS
+    if path.exists():
+        pick = json.loads(path.read_text())
+    else:
+        pick_seed = args.seed + args.pipelines
+        seeds = [episode_seed(pick_seed, EVAL_EPISODES, i) for i in range(args.test_episodes)]
+        pipelines = []
+        for k, pipeline in enumerate(pipeline_dirs(args)):
+            flags = test_controller.build_parser().parse_args(
+                [
+                    "--logdir", str(pipeline), "--renderer", args.test_renderer,
+                    "--max-workers", str(args.threads), "--max-steps", str(args.episode_steps),
+                    "--z-mode", args.z_mode,
+                ]
+            )  # fmt: skip
+            returns = test_controller.drive_agent(flags, seeds)[0]
+            pipelines.append(
+                {
+                    "logdir": pipeline.name,
+                    "seed": args.seed + k,
+                    "mean": float(returns.mean()),
+                    "std": float(returns.std()),
+                    "returns": returns.tolist(),
+                }
+            )
+            print(f"pipeline {k}: {returns.mean():.1f} +- {returns.std():.1f} over {len(seeds)} tracks")
+        best = max(range(len(pipelines)), key=lambda k: pipelines[k]["mean"])
+        pick = {"tracks": {"seed": pick_seed, "namespace": EVAL_EPISODES, "episodes": len(seeds)}}
+        pick |= {"pipelines": pipelines, "winner": best}
+        text = json.dumps(pick, indent=1).encode()
+        atomic_write(path, lambda f: f.write(text))
+    winner = args.logdir / pick["pipelines"][pick["winner"]]["logdir"]
+    for stage in STAGES:
+        target = Logdir(args.logdir).stage(stage)
+        if not target.exists():
+            partial = target.with_name(f".{stage}.copying")
+            shutil.rmtree(partial, ignore_errors=True)
+            shutil.copytree(Logdir(winner).stage(stage), partial)
+            os.replace(partial, target)
+    print(f"kept pipeline {pick['winner']} ({winner}): its V, M and C copied into {args.logdir}")
+    return pick
 
 
 def main(args) -> list[tuple[str, float]]:
     resolve(args)
     # The stages run from the repository root; the logdir must mean the same place there and here.
     args.logdir = args.logdir.resolve()
+    check_pipelines(args)
     timings = []
     for name, cmd in stages(args):
-        cmd = [sys.executable, *cmd]
-        print(f"\n=== {name}: {shlex.join(cmd[1:])}", flush=True)
         start = time.perf_counter()
-        if subprocess.run(cmd, cwd=ROOT).returncode != 0:
-            raise UserError(f"stage '{name}' failed (see above); fix it and rerun, finished stages resume")
+        if callable(cmd):
+            print(f"\n=== {name}", flush=True)
+            cmd()
+        else:
+            cmd = [sys.executable, *cmd]
+            print(f"\n=== {name}: {shlex.join(cmd[1:])}", flush=True)
+            if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+                raise UserError(
+                    f"stage '{name}' failed (see above); fix it and rerun, finished stages resume"
+                )
         timings.append((name, time.perf_counter() - start))
     stats = json.loads(Logdir(args.logdir).test_results.read_text())
     summary = {
@@ -385,6 +497,10 @@ def main(args) -> list[tuple[str, float]]:
         f"\nscore: {stats['mean']:.1f} +- {stats['std']:.1f} over {stats['episodes']} episodes of at most "
         f"{stats['max_steps']} steps (min {stats['min']:.1f}, max {stats['max']:.1f})"
     )
+    if args.pipelines > 1:
+        pick = json.loads((args.logdir / PICK_RESULTS).read_text())
+        scores = ", ".join(f"{p['logdir']} {p['mean']:.1f}" for p in pick["pipelines"])
+        print(f"kept pipeline {pick['winner']} of {scores} on {pick['tracks']['episodes']} tracks none saw")
     if args.random_baseline:
         baseline = json.loads((Logdir(args.logdir).stage("ctrl") / RANDOM_RESULTS).read_text())
         print(f"the random policy on the same episodes: {baseline['mean']:.1f} +- {baseline['std']:.1f}")

@@ -20,6 +20,7 @@ from scripts import dream as dream_script
 from tests.conftest import run_demo
 from utils.checkpoint import load_checkpoint
 from utils.cli import UserError
+from utils.seeding import EVAL_EPISODES, episode_seed
 
 ROOT = Path(__file__).resolve().parent.parent
 PRETRAINED = ROOT / "pretrained" / "carracing"
@@ -90,6 +91,57 @@ def test_two_rounds_retrain_on_rollouts_of_the_first_rounds_agent(tmp_path):
     assert (logdir / "round0" / "ctrl" / "best.tar").exists() and (logdir / "ctrl" / "best.tar").exists()
     assert {r.seed for r in round0} == {0} and {r.seed for r in round1} == {1}
     assert summary["test"]["episodes"] == 2
+
+
+def test_pipelines_keep_the_one_that_drives_best_on_tracks_none_saw(recipe_run, tmp_path):
+    logdir = tmp_path / "budget"
+    run_demo("budget", logdir, *SMALLEST, "--searches", "1", "--pipelines", "2")
+    summary = json.loads((logdir / "stages.json").read_text())
+    first = ["generate rollouts", "train V (VAE)", "train M (MDN-RNN)", "train C (CMA-ES)"]
+    names = [f"{n} (pipeline {k})" for k in (0, 1) for n in first] + ["pick the best pipeline", "test C"]
+    assert [s["stage"] for s in summary["stages"]] == names
+    # Each pipeline is a whole run from its own seed: its own rollouts, V, M and C.
+    for k in (0, 1):
+        pipeline = logdir / f"pipeline{k}"
+        assert {load_rollout(p).seed for p in (pipeline / "rollouts").glob("*.npz")} == {k}
+        assert json.loads((pipeline / "ctrl" / "args.json").read_text())["seed"] == k
+    vaes = [(logdir / f"pipeline{k}" / "vae" / "best.tar").read_bytes() for k in (0, 1)]
+    assert vaes[0] != vaes[1]
+    # Every C drove the same tracks, the evaluation tracks of seed 2, which neither pipeline evaluated on;
+    # the recorded returns are those tracks' returns.
+    pick = json.loads((logdir / demo.PICK_RESULTS).read_text())
+    assert pick["tracks"] == {"seed": 2, "namespace": EVAL_EPISODES, "episodes": 2}
+    seeds = [episode_seed(2, EVAL_EPISODES, i) for i in range(2)]
+    for k, record in enumerate(pick["pipelines"]):
+        assert record["logdir"] == f"pipeline{k}" and record["seed"] == k
+        flags = ["--logdir", str(logdir / f"pipeline{k}"), "--max-steps", "50", "--max-workers", "2"]
+        returns = test_controller.drive_agent(test_controller.build_parser().parse_args(flags), seeds)[0]
+        assert returns.tolist() == record["returns"] and record["mean"] == pytest.approx(returns.mean())
+    # The best mean wins; its V, M and C are copied into the logdir, which the test drove.
+    assert pick["winner"] == int(np.argmax([p["mean"] for p in pick["pipelines"]]))
+    winner = logdir / f"pipeline{pick['winner']}"
+    for stage in ("vae", "mdrnn", "ctrl"):
+        assert (logdir / stage / "best.tar").read_bytes() == (winner / stage / "best.tar").read_bytes()
+    assert summary["test"]["episodes"] == 2 and (logdir / "ctrl" / "test_returns.json").is_file()
+    # A copy cut short is redone from the recorded pick, without driving again.
+    shutil.rmtree(logdir / "ctrl")
+    args = demo.resolve(
+        demo.build_parser().parse_args(["--preset", "budget", "--logdir", str(logdir), "--pipelines", "2"])
+    )
+    (logdir / demo.PICK_RESULTS).write_text(json.dumps({**pick, "winner": 1 - pick["winner"]}))
+    demo.pick_pipeline(args)
+    other = logdir / f"pipeline{1 - pick['winner']}"
+    assert (logdir / "ctrl" / "best.tar").read_bytes() == (other / "ctrl" / "best.tar").read_bytes()
+    # A logdir holds one layout: other --pipelines, or pipelines with rounds, get one line.
+    args.pipelines = 1
+    with pytest.raises(UserError, match="holds a run of 2 pipelines .*: rerun it with --pipelines 2"):
+        demo.check_pipelines(args)
+    args.logdir, args.pipelines = recipe_run, 2
+    with pytest.raises(UserError, match="holds a one-pipeline run: give --pipelines 2 a new --logdir"):
+        demo.check_pipelines(args)
+    args.logdir, args.rounds = tmp_path / "new", 2
+    with pytest.raises(UserError, match="--pipelines and --rounds 2 do not combine"):
+        demo.check_pipelines(args)
 
 
 def test_watch_track_must_be_a_test_track(recipe_run, tmp_path):
