@@ -2,14 +2,15 @@
 
 Usage:
     python scripts/demo.py                              # a few minutes: every stage at toy scale
-    python scripts/demo.py --preset budget --logdir runs/budget   # the 2-core recipe (2-2.5 h)
+    python scripts/demo.py --preset budget --logdir runs/budget   # the 2-core recipe (~2 h)
 
 Presets (any flag given on the command line overrides the preset's value):
   * demo: a toy run that checks every stage on this machine, then drives the shipped pretrained
     agent (pretrained/carracing) on full tracks and records the last one, and plays the shipped Doom
     agent (pretrained/doom-takecover) likewise;
   * budget: the recipe behind the README's score: every stage at the scale chosen for 2 CPU cores,
-    then test_controller.py on 100 fixed tracks with the exact (stock-pixel) renderer;
+    in two whole pipelines with the better kept (--pipelines 2, below), then test_controller.py on
+    100 fixed tracks with the exact (stock-pixel) renderer;
   * doom: the paper's second experiment on VizDoom take-cover: C trained only inside M's dream
     (tau 1.15, the paper's weight penalty, z sampled), evaluated and tested in the real game;
   * socnav: social navigation in SocNavGym (the optional extra: bash scripts/setup.sh --socnav): a
@@ -103,11 +104,12 @@ PRESETS = {
     # C seeds, against 711.7) in a third of the time. C's training episodes run the whole 1000 frames,
     # not cut short: 1.8x C's time for the largest gain measured (README, "Toward the paper's score").
     # A new best must also win on 84 more tracks (100 in all): the 16-track pick was the luckiest of 24
-    # evaluations; on 100 it tested within 10 points of its score, with half the spread. Two searches
-    # from the same V and M, the better kept on those 100 tracks, in 2-2.5 h instead of ~1 h (README,
-    # "Two searches, the best of both"). A population of 32 candidates x 2 tracks (the same 64 episodes
-    # a generation as 16 x 4): 857.7 over seeds 0, 2 and 4 against 837.3 for 16 x 4 (README,
-    # "Population 32 x 2 tracks").
+    # evaluations; on 100 it tested within 10 points of its score, with half the spread. A population of
+    # 32 candidates x 2 tracks (the same 64 episodes a generation as 16 x 4): 857.7 over seeds 0, 2 and 4
+    # against 837.3 for 16 x 4 (README, "Population 32 x 2 tracks"). Two whole pipelines (rollouts, V, M
+    # and C), one search each, the better kept on 100 tracks neither saw, in about the time of two
+    # searches from one V and M: V and M set where a run ends, and a second pair lifted the weak seed
+    # (README, "Whole pipelines, the best kept").
     "budget": {
         "rollouts": 400,
         "max_steps": 500,
@@ -125,7 +127,7 @@ PRESETS = {
         "eval_every": 5,
         "eval_episodes": 16,
         "confirm_episodes": 84,
-        "searches": 2,
+        "searches": 1,
         "train_renderer": "approx",
         "episode_steps": 500,
         "test_episodes": 100,
@@ -133,7 +135,7 @@ PRESETS = {
         "doom_episodes": 0,
         "random_baseline": 0,
         "rounds": 1,
-        "pipelines": 1,
+        "pipelines": 2,
         "round_noise": 0.1,
         **CARRACING,
         "env": "carracing-repeat2",
@@ -398,7 +400,7 @@ def stages(args) -> list[tuple[str, list[str] | Callable[[], None]]]:
 def check_pipelines(args) -> None:
     """One line when --pipelines does not match what --logdir holds, or cannot run."""
     if args.pipelines > 1 and args.rounds > 1:
-        raise UserError("--pipelines and --rounds 2 do not combine: give one of them")
+        raise UserError(f"--rounds 2 and --pipelines {args.pipelines} do not combine: add --pipelines 1")
     pick = args.logdir / PICK_RESULTS
     held = json.loads(pick.read_text())["pipelines"] if pick.exists() else None
     if held is not None and len(held) != args.pipelines:
@@ -407,8 +409,12 @@ def check_pipelines(args) -> None:
             f"{len(held)}"
         )
     if held is None and args.pipelines > 1 and Logdir(args.logdir).stage("vae").exists():
+        ctrl_args = Logdir(args.logdir).stage("ctrl") / "args.json"  # its C's flags, once C has started
+        held_searches = json.loads(ctrl_args.read_text())["searches"] if ctrl_args.exists() else args.searches
+        searches = f" --searches {held_searches}" if held_searches != args.searches else ""
         raise UserError(
-            f"{args.logdir} holds a one-pipeline run: give --pipelines {args.pipelines} a new --logdir"
+            f"{args.logdir} holds a one-pipeline run: resume it with --pipelines 1{searches}, or give "
+            f"--pipelines {args.pipelines} a new --logdir"
         )
 
 

@@ -45,8 +45,10 @@ def drive(logdir: Path, out: Path, episodes: int, steps: int, *flags: str) -> di
 
 @pytest.fixture(scope="module")
 def recipe_run(tmp_path_factory) -> Path:
+    """One pipeline with two searches from its V and M (the recipe before --pipelines 2, and the layout
+    the shipped agent came from): the runs that exports and continued searches start from."""
     logdir = tmp_path_factory.mktemp("recipe") / "budget"
-    run_demo("budget", logdir, *SMALLEST)
+    run_demo("budget", logdir, *SMALLEST, "--pipelines", "1", "--searches", "2")
     return logdir
 
 
@@ -74,7 +76,7 @@ def test_budget_recipe_runs_every_stage(recipe_run):
 
 def test_two_rounds_retrain_on_rollouts_of_the_first_rounds_agent(tmp_path):
     logdir = tmp_path / "budget"
-    run_demo("budget", logdir, *SMALLEST, "--rounds", "2")
+    run_demo("budget", logdir, *SMALLEST, "--rounds", "2", "--pipelines", "1")
     summary = json.loads((logdir / "stages.json").read_text())
     names = [s["stage"] for s in summary["stages"]]
     first = ["generate rollouts", "train V (VAE)", "train M (MDN-RNN)", "train C (CMA-ES)"]
@@ -95,8 +97,9 @@ def test_two_rounds_retrain_on_rollouts_of_the_first_rounds_agent(tmp_path):
 
 def test_pipelines_keep_the_one_that_drives_best_on_tracks_none_saw(recipe_run, tmp_path):
     logdir = tmp_path / "budget"
-    run_demo("budget", logdir, *SMALLEST, "--searches", "1", "--pipelines", "2")
+    run_demo("budget", logdir, *SMALLEST)  # the preset's own: two pipelines, one search each
     summary = json.loads((logdir / "stages.json").read_text())
+    assert summary["knobs"]["pipelines"] == 2 and summary["knobs"]["searches"] == 1
     first = ["generate rollouts", "train V (VAE)", "train M (MDN-RNN)", "train C (CMA-ES)"]
     names = [f"{n} (pipeline {k})" for k in (0, 1) for n in first] + ["pick the best pipeline", "test C"]
     assert [s["stage"] for s in summary["stages"]] == names
@@ -137,10 +140,15 @@ def test_pipelines_keep_the_one_that_drives_best_on_tracks_none_saw(recipe_run, 
     with pytest.raises(UserError, match="holds a run of 2 pipelines .*: rerun it with --pipelines 2"):
         demo.check_pipelines(args)
     args.logdir, args.pipelines = recipe_run, 2
-    with pytest.raises(UserError, match="holds a one-pipeline run: give --pipelines 2 a new --logdir"):
+    # The hint names the searches the held run's C was started with, where they differ from this command's.
+    one_pipeline = "one-pipeline run: resume it with --pipelines 1 --searches 2, or give --pipelines 2"
+    with pytest.raises(UserError, match=one_pipeline):
+        demo.check_pipelines(args)
+    args.searches = 2
+    with pytest.raises(UserError, match="resume it with --pipelines 1, or give --pipelines 2 a new --logdir"):
         demo.check_pipelines(args)
     args.logdir, args.rounds = tmp_path / "new", 2
-    with pytest.raises(UserError, match="--pipelines and --rounds 2 do not combine"):
+    with pytest.raises(UserError, match="--rounds 2 and --pipelines 2 do not combine: add --pipelines 1"):
         demo.check_pipelines(args)
 
 
@@ -263,7 +271,7 @@ def test_an_exported_search_continues(recipe_run, tmp_path, capsys):
     run_state = torch.load(recipe_run / "ctrl" / "checkpoint.tar", weights_only=True)
     shipped = load_checkpoint(out / "ctrl" / "search.tar")  # weights-only: no pickled object inside
     assert "cma" not in shipped and shipped["generation"] == run_state["generation"] == 2
-    # The preset runs two searches: the export carries the one that found best.tar, as it ended.
+    # This run has two searches: the export carries the one that found best.tar, as it ended.
     found = run_state["best_search"]
     assert found in (0, 1) and shipped["history"][-1]["search"] == found
     assert shipped["history"] == [h for h in run_state["history"] if h["search"] <= found]
