@@ -49,6 +49,7 @@ import test_controller  # noqa: E402
 from experiment.logdir import RANDOM_RESULTS, STAGES, TEST_RESULTS, Logdir  # noqa: E402
 from utils.checkpoint import atomic_write  # noqa: E402
 from utils.cli import UserError, make_parser, nonnegative_int, positive_float, positive_int, run  # noqa: E402
+from utils.logging import load_args  # noqa: E402
 from utils.seeding import EVAL_EPISODES, episode_seed  # noqa: E402
 
 PICK_RESULTS = "pick.json"
@@ -408,9 +409,10 @@ def check_pipelines(args) -> None:
             f"{args.logdir} holds a run of {len(held)} pipelines ({pick.name}): rerun it with --pipelines "
             f"{len(held)}"
         )
-    if held is None and args.pipelines > 1 and Logdir(args.logdir).stage("vae").exists():
-        ctrl_args = Logdir(args.logdir).stage("ctrl") / "args.json"  # its C's flags, once C has started
-        held_searches = json.loads(ctrl_args.read_text())["searches"] if ctrl_args.exists() else args.searches
+    logdir = Logdir(args.logdir)
+    if held is None and args.pipelines > 1 and logdir.stage("vae").exists():
+        ctrl_args = load_args(logdir.stage("ctrl"))  # its C's flags, once C has started
+        held_searches = args.searches if ctrl_args is None else ctrl_args["searches"]
         searches = f" --searches {held_searches}" if held_searches != args.searches else ""
         raise UserError(
             f"{args.logdir} holds a one-pipeline run: resume it with --pipelines 1{searches}, or give "

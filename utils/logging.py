@@ -17,10 +17,19 @@ def args_record(args: argparse.Namespace) -> dict[str, Any]:
     return json.loads(json.dumps(vars(args), default=str))
 
 
+ARGS_FILE = "args.json"
+
+
 def save_args(args: argparse.Namespace, directory: str | Path) -> None:
     """Write the parsed flags as ``<directory>/args.json`` (atomically)."""
     text = json.dumps(args_record(args), indent=2, sort_keys=True)
-    atomic_write(Path(directory) / "args.json", lambda f: f.write(text.encode() + b"\n"))
+    atomic_write(Path(directory) / ARGS_FILE, lambda f: f.write(text.encode() + b"\n"))
+
+
+def load_args(directory: str | Path) -> dict[str, Any] | None:
+    """The flags :func:`save_args` wrote in ``directory``, or None where that stage has not started."""
+    path = Path(directory) / ARGS_FILE
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def make_writer(directory: str | Path):
