@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data.latents import Latents, load_or_build_latents, make_batch, sequence_windows
+from data.latents import Latents, first_step_windows, load_or_build_latents, make_batch, sequence_windows
 from data.rollouts import DataRecord, list_rollouts, split_names
 from envs import get_env_spec
 from experiment.logdir import Logdir, check_trained_on_this_vae, load_vae
@@ -166,24 +166,39 @@ def write_visuals(mdrnn: MDRNN, vae, latents, test_ids: np.ndarray, epoch: int, 
     writer.add_image("samples/real_prediction_dream", strip, epoch, dataformats="HWC")
 
 
+FIRST_STEPS = 20  # a rollout's opening steps, M run from the zero state as when it acts and dreams
+
+
 def evaluate(
     mdrnn: MDRNN, latents: Latents, ids: np.ndarray, args, device, reward: bool, done_weight: float
 ) -> dict[str, float]:
-    """Step-weighted mean losses over every window of rollouts ``ids``, with the same z draws each epoch."""
+    """Step-weighted mean losses over every window of rollouts ``ids``, with the same z draws each epoch,
+    and ``first20``: the loss of each rollout's first :data:`FIRST_STEPS` steps, M started from the
+    zero state at step 0 as when it acts and dreams."""
     mdrnn.eval()
     windows = sequence_windows(latents, ids, args.seq_len)
     if args.max_batches:
         windows = windows[: args.max_batches * args.batch_size]
+    means = batch_means(mdrnn, latents, windows, args.seq_len, args, device, reward, done_weight)
+    first = first_step_windows(latents, ids, FIRST_STEPS)
+    opening = batch_means(mdrnn, latents, first, FIRST_STEPS, args, device, reward, done_weight)
+    return {**means, f"first{FIRST_STEPS}": opening["loss"]}
+
+
+@torch.no_grad()
+def batch_means(
+    mdrnn: MDRNN, latents: Latents, windows: np.ndarray, seq_len: int, args, device, reward: bool, done_weight
+) -> dict[str, float]:
+    """Step-weighted mean losses over ``windows``, z drawn from a generator seeded with --seed."""
     totals, n_steps = dict.fromkeys(("loss", "gmm", "bce", "mse"), 0.0), 0.0
     generator = torch.Generator().manual_seed(args.seed)  # the same z draws every epoch: comparable losses
-    with torch.no_grad():
-        for b in range(0, len(windows), args.batch_size):
-            batch = make_batch(latents, windows[b : b + args.batch_size], args.seq_len, device, generator)
-            terms = losses(mdrnn, batch, reward, done_weight)
-            steps = batch["mask"].sum().item()
-            for k in totals:
-                totals[k] += terms[k].item() * steps
-            n_steps += steps
+    for b in range(0, len(windows), args.batch_size):
+        batch = make_batch(latents, windows[b : b + args.batch_size], seq_len, device, generator)
+        terms = losses(mdrnn, batch, reward, done_weight)
+        steps = batch["mask"].sum().item()
+        for k in totals:
+            totals[k] += terms[k].item() * steps
+        n_steps += steps
     return {k: v / max(n_steps, 1) for k, v in totals.items()}
 
 

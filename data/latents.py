@@ -156,20 +156,31 @@ def load_or_build_latents(
 def sequence_windows(
     latents: Latents, rollouts: np.ndarray, seq_len: int, rng: np.random.Generator | None = None
 ) -> np.ndarray:
-    """(W, 2) int64 rows (rollout, start) tiling every step of ``rollouts`` exactly once.
+    """(W, 3) int64 rows (rollout, start, stop) tiling every step of ``rollouts`` exactly once.
 
-    Windows are ``seq_len`` long; with ``rng`` each rollout's tiling starts at a random offset in
-    (-seq_len, 0] (so window borders move between epochs), else at 0. Windows that stick out of a
-    rollout are masked there (see :func:`make_batch`): no step is dropped and rollouts shorter than
-    ``seq_len`` still count.
+    Every window starts at a step >= 0 and M runs it from the zero state, so a rollout's first steps are
+    learned from the state M starts from when it acts and dreams. Windows hold at most ``seq_len``
+    steps; with ``rng`` each rollout's first window is cut short at a random length in [1, seq_len]
+    (so window borders move between epochs), else every window but a rollout's last is ``seq_len``
+    long. A window's steps from ``stop`` on are padding, masked out (see :func:`make_batch`): they come
+    after every step the loss counts, where an LSTM running forward never reads them. No step is
+    dropped and rollouts shorter than ``seq_len`` still count.
     """
     rows = []
     for r in rollouts:
-        offset = -int(rng.integers(seq_len)) if rng is not None else 0
-        for start in range(offset, int(latents.lengths[r]), seq_len):
-            if start + seq_len > 0:
-                rows.append((r, start))
-    return np.asarray(rows, np.int64).reshape(-1, 2)
+        length = int(latents.lengths[r])
+        first = seq_len - int(rng.integers(seq_len)) if rng is not None else seq_len
+        starts = [0, *range(first, length, seq_len)]
+        stops = [*starts[1:], length]
+        rows.extend((r, start, stop) for start, stop in zip(starts, stops, strict=True))
+    return np.asarray(rows, np.int64).reshape(-1, 3)
+
+
+def first_step_windows(latents: Latents, rollouts: np.ndarray, steps: int) -> np.ndarray:
+    """(W, 3) rows (rollout, 0, stop): the first ``steps`` steps of each of ``rollouts`` (all of a shorter
+    one), one window each, for :func:`make_batch` with ``seq_len=steps``."""
+    stops = np.minimum(latents.lengths[rollouts], steps)
+    return np.stack([rollouts, np.zeros_like(rollouts), stops], 1).astype(np.int64).reshape(-1, 3)
 
 
 def make_batch(
@@ -179,19 +190,19 @@ def make_batch(
     device: torch.device,
     generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Tensors for a batch of windows (B = len(windows), S = seq_len).
+    """Tensors for a batch of windows (rows (rollout, start, stop); B = len(windows), S = seq_len).
 
     Returns ``latents`` (B, S, L) z_t, ``next_latents`` (B, S, L) z_{t+1} (one z draw per frame, so
     z_{t+1} is both the target at t and the input at t + 1), ``actions`` (B, S, 3), ``rewards`` and
-    ``terminals`` (B, S) float, and ``mask`` (B, S) float: 1 where the step exists.
+    ``terminals`` (B, S) float, and ``mask`` (B, S) float: 1 for the window's steps start .. stop - 1.
     """
-    r, start = windows[:, 0], windows[:, 1]
+    r, start, stop = windows[:, 0], windows[:, 1], windows[:, 2]
     t = start[:, None] + np.arange(seq_len + 1)[None]  # (B, S + 1) step index within the rollout
     length = latents.lengths[r][:, None]
-    tc = np.clip(t, 0, length)  # frames exist for 0..T
+    tc = np.minimum(t, length)  # frames exist for 0..T
     frame_idx = latents.frame_offsets[r][:, None] + tc
-    step_idx = latents.step_offsets[r][:, None] + np.clip(t[:, :-1], 0, length - 1)
-    mask = ((t[:, :-1] >= 0) & (t[:, :-1] < length)).astype(np.float32)
+    step_idx = latents.step_offsets[r][:, None] + np.minimum(t[:, :-1], length - 1)
+    mask = (t[:, :-1] < stop[:, None]).astype(np.float32)
 
     mu = torch.from_numpy(latents.mu[frame_idx]).to(device)
     sigma = torch.from_numpy(latents.logsigma[frame_idx]).to(device).exp()

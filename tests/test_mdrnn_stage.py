@@ -58,6 +58,62 @@ def test_windows_cover_every_step_once(random_offsets):
     assert seen == [(r, t) for r, n in enumerate([37, 5, 16, 1]) for t in range(n)]
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_rollouts_start_at_a_window_start_and_padding_only_ends_windows(seed):
+    """M acts and dreams from the zero state at a rollout's step 0: training must run step 0 from it too,
+    so step 0 is always a window's first step, and no padding comes before a counted step."""
+    lengths = [37, 5, 16, 1, 64]
+    lat = synthetic_latents(lengths)
+    windows = sequence_windows(lat, np.arange(len(lengths)), 16, np.random.default_rng(seed))
+    assert (windows[:, 1] >= 0).all()
+    batch = make_batch(lat, windows, 16, torch.device("cpu"))
+    mask = batch["mask"].numpy().astype(bool)
+    assert (np.sort(mask, axis=1)[:, ::-1] == mask).all()  # each window's counted steps are a prefix
+    step = batch["latents"][..., 1].numpy()
+    assert (step[:, 0] == windows[:, 1]).all()
+    assert sorted(windows[step[:, 0] == 0, 0].tolist()) == list(range(len(lengths)))
+    # The borders still move between epochs: first windows of random lengths.
+    firsts = {int(w[2]) for w in windows if w[1] == 0 and lengths[w[0]] >= 16}
+    assert firsts and firsts != {16} or seed == 0
+
+
+def test_first_steps_loss_is_m_run_from_the_zero_state(tmp_path):
+    """``first20`` is the mean loss of each held-out rollout's first 20 steps, M run from the zero state
+    one step at a time (the cell that acts and dreams), whatever --seq-len tiles the rest."""
+    from torch import distributions as D
+
+    from models.mdrnn import MDRNN, MDRNNCell
+
+    torch.manual_seed(0)
+    lat = synthetic_latents([37, 12, 25], latent=4, terminated=(1,))
+    lat.mu = np.random.default_rng(0).normal(size=lat.mu.shape).astype(np.float32)
+    mdrnn = MDRNN(latent=4, action=3, hidden=8, gaussians=2)
+    cell = MDRNNCell.from_config(mdrnn.config)
+    cell.load_state_dict(mdrnn.state_dict())
+    ids = np.arange(3)
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for r in ids:
+            f0, s0, steps = lat.frame_offsets[r], lat.step_offsets[r], min(int(lat.lengths[r]), 20)
+            hidden = None
+            for t in range(steps):
+                z = torch.from_numpy(lat.mu[f0 + t : f0 + t + 1])
+                a = torch.from_numpy(lat.actions[s0 + t : s0 + t + 1])
+                out = cell(a, z, hidden)
+                hidden = out.hidden
+                target = torch.from_numpy(lat.mu[f0 + t + 1 : f0 + t + 2])
+                mixture = D.MixtureSameFamily(D.Categorical(logits=out.logpi), D.Normal(out.mus, out.sigmas))
+                gmm = -mixture.log_prob(target).sum().item()
+                done = torch.tensor([float(lat.terminals[s0 + t])])
+                bce = torch.nn.functional.binary_cross_entropy_with_logits(out.terminations, done).item()
+                mse = (out.rewards - float(lat.rewards[s0 + t])).pow(2).item()
+                total, n = total + (gmm + bce + mse) / 6, n + 1
+    for seq_len in (8, 32):
+        args = trainmdrnn.build_parser().parse_args(["--seq-len", str(seq_len), "--batch-size", "2"])
+        result = trainmdrnn.evaluate(mdrnn, lat, ids, args, torch.device("cpu"), reward=True, done_weight=1.0)
+        assert result["first20"] == pytest.approx(total / n, rel=1e-4)
+
+
 def test_batch_alignment_and_terminals():
     lat = synthetic_latents([20, 20], terminated=(1,))  # rollout 0 truncated, rollout 1 a real death
     windows = sequence_windows(lat, np.arange(2), 8)
