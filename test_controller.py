@@ -5,6 +5,8 @@ Usage:
 
 The paper's protocol is 100 random tracks (its CarRacing agent: 906 +- 21). Episode i's seed derives
 from (--seed, i) in a namespace of its own, so the test never drives the tracks training evaluated on.
+--pick drives the pick episodes instead, another namespace, for choosing between finished agents (a
+temperature, a controller, a lever) without touching the test episodes that are reported.
 The env is the one V was trained on; only renderers that draw the game's own pixels are allowed.
 Writes test_returns.json and test_histogram.png to --out (default <logdir>/ctrl).
 """
@@ -30,6 +32,7 @@ from driving.pool import make_pool
 from envs import get_env_spec
 from experiment.logdir import (
     DREAM_RESULTS,
+    PICK_RETURNS,
     RANDOM_RESULTS,
     TEST_RESULTS,
     Logdir,
@@ -43,7 +46,7 @@ from models.dream import DEFAULT_TEMPERATURE, Dream, dream_returns, start_latent
 from utils.checkpoint import atomic_write
 from utils.cli import UserError, make_parser, nonnegative_int, positive_float, positive_int, run
 from utils.plots import histogram_png
-from utils.seeding import DREAM_EPISODES, TEST_EPISODES, derive_seed, episode_seed
+from utils.seeding import DREAM_EPISODES, PICK_EPISODES, TEST_EPISODES, derive_seed, episode_seed
 from utils.visuals import save_animation
 
 
@@ -87,8 +90,26 @@ def build_parser():
         help="measure the env's random policy (the first of its spec) on the same episodes instead, as a "
         "baseline; writes random_returns.json and random_histogram.png",
     )
+    parser.add_argument(
+        "--pick",
+        action="store_true",
+        help="drive (or dream) the pick episodes instead of the test episodes: for choosing a temperature, a "
+        "controller or a lever, keeping the test episodes for the number reported; the agent's returns go "
+        f"to {PICK_RETURNS}",
+    )
     add_driving_flags(parser)
     return parser
+
+
+def episode_set(args) -> tuple[str, int]:
+    """The name and seed namespace of the episodes this run drives: the test's, or the pick's (--pick)."""
+    return ("pick", PICK_EPISODES) if args.pick else ("test", TEST_EPISODES)
+
+
+def episode_seeds(args) -> list[int]:
+    """Seeds of the --episodes episodes of this run's set (see :func:`episode_set`)."""
+    namespace = episode_set(args)[1]
+    return [episode_seed(args.seed, namespace, i) for i in range(args.episodes)]
 
 
 def watch(
@@ -135,8 +156,9 @@ def test_in_dream(args) -> dict:
     env = get_env_spec(spec.env)
     cell, _ = load_dream_cell(args.logdir)
     mu, offsets = load_start_latents(args.logdir)
-    rng = np.random.default_rng(derive_seed(args.seed, DREAM_EPISODES, TEST_EPISODES))
-    generator = torch.Generator().manual_seed(derive_seed(args.seed, DREAM_EPISODES, TEST_EPISODES, 1))
+    namespace = episode_set(args)[1]
+    rng = np.random.default_rng(derive_seed(args.seed, DREAM_EPISODES, namespace))
+    generator = torch.Generator().manual_seed(derive_seed(args.seed, DREAM_EPISODES, namespace, 1))
     dream = Dream(cell, args.temperature, generator=generator, survival=not env.reward_head)
     controllers = ControllerBatch(spec.controller, np.repeat(params[None], args.episodes, axis=0))
     starts = start_latents(mu, offsets, args.episodes, rng, "first")
@@ -154,8 +176,7 @@ def test_random_policy(args) -> dict:
     """``--random-policy``: the baseline on the test's own episodes, in this process."""
     env = load_data_record(args.logdir).env
     settings = episode_settings(args, get_env_spec(env), exact_only=True)
-    seeds = [episode_seed(args.seed, TEST_EPISODES, i) for i in range(args.episodes)]
-    returns, steps, outcomes = random_returns(env, settings, seeds)
+    returns, steps, outcomes = random_returns(env, settings, episode_seeds(args))
     extra = {"env": env, "policy": get_env_spec(env).default_policy, "max_steps": settings.max_steps}
     return save_results(
         args, returns, steps, RANDOM_RESULTS, "random policy", extra, "random_histogram.png", outcomes
@@ -212,8 +233,7 @@ def main(args) -> dict:
         return test_random_policy(args)
     if args.in_dream:
         return test_in_dream(args)
-    seeds = [episode_seed(args.seed, TEST_EPISODES, i) for i in range(args.episodes)]
-    returns, steps, outcomes, extra = drive_agent(args, seeds)
+    returns, steps, outcomes, extra = drive_agent(args, episode_seeds(args))
     return save_results(args, returns, steps, TEST_RESULTS, "returns", extra, "test_histogram.png", outcomes)
 
 
@@ -257,7 +277,12 @@ def save_results(
     outcomes: list[str] | None = None,
 ) -> dict:
     """Mean +- std, min, max and every return as ``<out>/<name>`` (and a histogram), and one line; for
-    games whose spec names outcomes, the share of episodes that ended in each as well."""
+    games whose spec names outcomes, the share of episodes that ended in each as well. With --pick the
+    files are named for the pick episodes (pick_returns.json, pick_<name>), never overwriting a test's."""
+    if args.pick:
+        name = PICK_RETURNS if name == TEST_RESULTS else f"pick_{name}"
+        histogram = histogram and f"pick_{histogram}"
+        what = f"{what} (pick episodes)"
     known = get_env_spec(extra["env"]).outcomes
     rates = {o: sum(x == o for x in outcomes) / len(returns) for o in known} if known and outcomes else {}
     stats = {
@@ -267,6 +292,7 @@ def save_results(
         "min": float(returns.min()),
         "max": float(returns.max()),
         "seed": args.seed,
+        "episode_set": episode_set(args)[0],
         **extra,
         **({"outcome_rates": rates, "outcomes": outcomes} if rates else {}),
         "returns": returns.tolist(),

@@ -35,8 +35,10 @@ STAGES = ("vae", "mdrnn", "ctrl")
 SCRIPTS = {"vae": "trainvae.py", "mdrnn": "trainmdrnn.py", "ctrl": "traincontroller.py"}
 NAMES = {"vae": "VAE", "mdrnn": "MDN-RNN", "ctrl": "controller"}
 BEST, CHECKPOINT = "best.tar", "checkpoint.tar"
-# test_controller.py's outputs, in <logdir>/ctrl unless --out: the test, --random-policy, --in-dream.
+# test_controller.py's outputs, in <logdir>/ctrl unless --out: the test, --random-policy, --in-dream,
+# and the agent on the pick episodes (--pick).
 TEST_RESULTS, RANDOM_RESULTS, DREAM_RESULTS = "test_returns.json", "random_returns.json", "dream_returns.json"
+PICK_RETURNS = "pick_returns.json"
 
 
 @dataclass(frozen=True)

@@ -6,15 +6,16 @@ Usage:
     python scripts/tau_sweep.py --logdir runs/doom --out runs/doom_sweep --generations 30
 
 For every --taus value: <out>/tau_<tau> gets a copy of <logdir>'s V and M (and latent cache), then
-traincontroller.py --dream --temperature tau --noreload (the knobs below), then test_controller.py
---in-dream (dream score, at that tau) and test_controller.py (the real game), both on --episodes
-episodes. <out>/sweep.json holds every score; a table is printed. Rerunning skips finished taus.
+traincontroller.py --dream --temperature tau (the knobs below), then test_controller.py --pick
+--in-dream (dream score, at that tau) and test_controller.py --pick (the real game), both on --episodes
+pick episodes: the table chooses a temperature, so its real column is not a test number; test the
+chosen controller with test_controller.py on the test episodes. <out>/sweep.json holds every score; a
+table is printed. Rerunning resumes an interrupted search and skips finished taus.
 """
 
 from __future__ import annotations
 
 import json
-import shlex
 import shutil
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from experiment.logdir import DREAM_RESULTS, Logdir  # noqa: E402
+from experiment.logdir import DREAM_RESULTS, PICK_RETURNS, Logdir  # noqa: E402
 from utils.checkpoint import atomic_write  # noqa: E402
 from utils.cli import UserError, make_parser, positive_int, run  # noqa: E402
 
@@ -39,15 +40,19 @@ def build_parser():
     parser.add_argument("--pop-size", type=positive_int, default=32, help="CMA-ES population")
     parser.add_argument("--n-samples", type=positive_int, default=16, help="dreams per candidate")
     parser.add_argument("--eval-every", type=positive_int, default=10, help="real-game evaluations every ...")
-    parser.add_argument("--episodes", type=positive_int, default=100, help="test episodes (game and dream)")
+    parser.add_argument(
+        "--episodes", type=positive_int, default=100, help="pick episodes of each tau (game and dream)"
+    )
     parser.add_argument("--threads", type=positive_int, default=2, help="episode workers")
     return parser
 
 
-def stage(cmd: str) -> None:
-    print(f"=== {cmd}", flush=True)
-    if subprocess.run([sys.executable, *shlex.split(cmd)], cwd=ROOT).returncode != 0:
-        raise UserError(f"failed: {cmd}; rerun the sweep to resume")
+def stage(*argv: str | Path) -> None:
+    """Run one of the project's scripts with ``argv``; one line naming it when it fails."""
+    argv = [str(a) for a in argv]
+    print(f"=== {' '.join(argv)}", flush=True)
+    if subprocess.run([sys.executable, *argv], cwd=ROOT).returncode != 0:
+        raise UserError(f"failed: {' '.join(argv)}; rerun the sweep to resume")
 
 
 def main(args) -> dict:
@@ -63,27 +68,23 @@ def main(args) -> dict:
                         source.stage(name), logdir.stage(name), ignore=shutil.ignore_patterns(".lock")
                     )
             stage(
-                f"traincontroller.py --logdir {logdir.root} --dream --temperature {tau} --noreload "
-                f"--generations {args.generations} --pop-size {args.pop_size} --n-samples {args.n_samples} "
-                f"--dream-steps 2100 --weight-penalty 0.01 --z-mode sample --eval-every {args.eval_every} "
-                f"--eval-episodes 16 --max-workers {args.threads}"
-            )
-            stage(
-                f"test_controller.py --logdir {logdir.root} --in-dream --temperature {tau} "
-                f"--episodes {args.episodes}"
-            )
-            stage(
-                f"test_controller.py --logdir {logdir.root} --episodes {args.episodes} --z-mode sample "
-                f"--max-workers {args.threads}"
-            )
-            dream = json.loads((logdir.stage("ctrl") / DREAM_RESULTS).read_text())
-            real = json.loads(logdir.test_results.read_text())
+                "traincontroller.py", "--logdir", logdir.root, "--dream", "--temperature", tau,
+                "--generations", args.generations, "--pop-size", args.pop_size, "--n-samples", args.n_samples,
+                "--dream-steps", 2100, "--weight-penalty", 0.01, "--z-mode", "sample",
+                "--eval-every", args.eval_every, "--eval-episodes", 16, "--max-workers", args.threads,
+            )  # fmt: skip
+            pick = ("--pick", "--episodes", args.episodes)
+            stage("test_controller.py", "--logdir", logdir.root, "--in-dream", "--temperature", tau, *pick)
+            real = ("--z-mode", "sample", "--max-workers", args.threads, *pick)
+            stage("test_controller.py", "--logdir", logdir.root, *real)
+            dream = json.loads((logdir.stage("ctrl") / f"pick_{DREAM_RESULTS}").read_text())
+            real = json.loads((logdir.stage("ctrl") / PICK_RETURNS).read_text())
             scores = {k: {"mean": d["mean"], "std": d["std"]} for k, d in (("dream", dream), ("real", real))}
             atomic_write(done, lambda f, s=scores: f.write(json.dumps(s).encode()))
         results[tau] = json.loads(done.read_text())
     text = json.dumps({str(k): v for k, v in results.items()}, indent=1)
     atomic_write(args.out / "sweep.json", lambda f: f.write(text.encode()))
-    print(f"{'tau':>6}{'dream score':>20}{'real score':>20}")
+    print(f"{'tau':>6}{'dream score':>20}{'real, pick episodes':>22}")
     for tau, s in results.items():
         d, r = s["dream"], s["real"]
         print(f"{tau:>6g}{d['mean']:>12.0f} +- {d['std']:<5.0f}{r['mean']:>12.0f} +- {r['std']:<5.0f}")

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +28,7 @@ from models.controller import ControllerBatch, ControllerConfig  # noqa: E402
 from models.dream import Dream, dream_returns  # noqa: E402
 from models.mdrnn import MDRNN, MDRNNCell  # noqa: E402
 from scripts import demo  # noqa: E402
-from tests.conftest import run_demo  # noqa: E402
+from tests.conftest import copy_logdir, run_demo  # noqa: E402
 from utils.checkpoint import load_checkpoint  # noqa: E402
 
 ENV = "doom-takecover"
@@ -136,7 +139,10 @@ def parse(module, *argv):
     return module.build_parser().parse_args([str(a) for a in argv])
 
 
-def test_four_stages_on_tiny_doom_data_with_c_trained_in_the_dream(tmp_path):
+@pytest.fixture(scope="module")
+def doom_logdir(tmp_path_factory) -> Path:
+    """Tiny Doom rollouts (4 x 60 frames) with V and M trained on them: a logdir for C and what follows."""
+    tmp_path = tmp_path_factory.mktemp("doom")
     data, logdir = tmp_path / "rollouts", tmp_path / "exp"
     generation_script.main(
         parse(
@@ -153,46 +159,25 @@ def test_four_stages_on_tiny_doom_data_with_c_trained_in_the_dream(tmp_path):
             60,
         )
     )
-    r = load_rollout(list_rollouts(data)[0])
-    assert r.env == ENV and r.actions.shape[1] == 1 and r.policy == "held"
     trainvae.main(
         parse(
-            trainvae,
-            "--logdir",
-            logdir,
-            "--dataset",
-            data,
-            "--epochs",
-            1,
-            "--batch-size",
-            32,
-            "--latent",
-            8,
-            "--device",
-            "cpu",
-            "--test-fraction",
-            0.25,
-            "--nosamples",
+            trainvae, "--logdir", logdir, "--dataset", data, "--epochs", 1, "--batch-size", 32, "--latent", 8,
+            "--device", "cpu", "--test-fraction", 0.25, "--nosamples",
         )
-    )
+    )  # fmt: skip
     trainmdrnn.main(
         parse(
-            trainmdrnn,
-            "--logdir",
-            logdir,
-            "--epochs",
-            1,
-            "--batch-size",
-            4,
-            "--seq-len",
-            16,
-            "--hidden",
-            16,
-            "--device",
-            "cpu",
-            "--nosamples",
+            trainmdrnn, "--logdir", logdir, "--epochs", 1, "--batch-size", 4, "--seq-len", 16, "--hidden", 16,
+            "--device", "cpu", "--nosamples",
         )
-    )
+    )  # fmt: skip
+    return logdir
+
+
+def test_four_stages_on_tiny_doom_data_with_c_trained_in_the_dream(doom_logdir, tmp_path):
+    logdir = copy_logdir(doom_logdir, tmp_path / "exp")
+    r = load_rollout(list_rollouts(doom_logdir.parent / "rollouts")[0])
+    assert r.env == ENV and r.actions.shape[1] == 1 and r.policy == "held"
     mdrnn, ckpt = load_mdrnn(logdir)
     assert ckpt["reward_head"] is False and mdrnn.config["action"] == 1
     summary = traincontroller.main(
@@ -253,6 +238,38 @@ def test_four_stages_on_tiny_doom_data_with_c_trained_in_the_dream(tmp_path):
     )  # +1 a frame
     assert (tmp_path / "drive.gif").stat().st_size > 0 and os.path.getsize(logdir / "ctrl" / "best.tar") > 0
     assert load_checkpoint(logdir / "ctrl" / "best.tar")["model_config"]["bias"] is False
+
+
+def test_tau_sweep_scores_on_pick_episodes_and_resumes_an_interrupted_search(doom_logdir, tmp_path):
+    """The sweep chooses a temperature, so it scores on the pick episodes (the test's stay unused), and a
+    rerun after an interruption resumes the search it cut short instead of starting it again."""
+    out = tmp_path / "sweep dir"  # a space in the path: the stages' command lines are argv lists
+    knobs = ["--generations", 2, "--pop-size", 4, "--n-samples", 2, "--eval-every", 2, "--episodes", 2]
+    # An interrupted sweep: tau 1.15's search stopped after its first generation.
+    tau_dir = out / "tau_1.15"
+    for stage in ("vae", "mdrnn"):
+        shutil.copytree(doom_logdir / stage, tau_dir / stage)
+    traincontroller.main(
+        parse(
+            traincontroller, "--logdir", tau_dir, "--dream", "--temperature", 1.15, "--generations", 1,
+            "--pop-size", 4, "--n-samples", 2, "--dream-steps", 2100, "--weight-penalty", 0.01,
+            "--z-mode", "sample", "--eval-every", 2, "--eval-episodes", 16, "--max-workers", 2,
+        )
+    )  # fmt: skip
+    first = load_checkpoint(tau_dir / "ctrl" / "checkpoint.tar")["history"]
+    sweep = ["scripts/tau_sweep.py", "--logdir", doom_logdir, "--out", out, "--taus", 1.15, *knobs]
+    res = subprocess.run([sys.executable, *map(str, sweep)], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "resuming the search after generation 1" in res.stdout
+    history = load_checkpoint(tau_dir / "ctrl" / "checkpoint.tar")["history"]
+    assert len(history) == 2 and history[0] == first[0]
+    pick = json.loads((tau_dir / "ctrl" / "pick_returns.json").read_text())
+    assert pick["episode_set"] == "pick" and pick["episodes"] == 2
+    assert not (tau_dir / "ctrl" / "test_returns.json").exists()
+    scores = json.loads((out / "sweep.json").read_text())["1.15"]
+    assert scores["real"]["mean"] == pick["mean"]
+    dream = json.loads((tau_dir / "ctrl" / "pick_dream_returns.json").read_text())
+    assert scores["dream"]["mean"] == dream["mean"] and dream["episode_set"] == "pick"
 
 
 def test_doom_recipe_runs_every_stage_at_its_smallest(tmp_path):

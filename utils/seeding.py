@@ -28,8 +28,9 @@ def seed_everything(seed: int) -> None:
 
 
 # Namespaces of episode seeds, so training, evaluation and testing never drive the same tracks; dreams
-# (start latents and M's draws) have their own.
-TRAIN_EPISODES, EVAL_EPISODES, TEST_EPISODES, DREAM_EPISODES = 1, 2, 3, 4
+# (start latents and M's draws) have their own. Pick episodes choose between finished agents (a
+# temperature, a controller, a lever): a number that chose something is not a test number.
+TRAIN_EPISODES, EVAL_EPISODES, TEST_EPISODES, DREAM_EPISODES, PICK_EPISODES = 1, 2, 3, 4, 5
 
 
 def episode_seed(seed: int, namespace: int, *keys: int) -> int:
