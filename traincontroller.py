@@ -26,6 +26,7 @@ mean decoded by V.
 
 from __future__ import annotations
 
+import os
 import pickle
 import sys
 import time
@@ -184,7 +185,12 @@ class DreamFitness:
 def build_parser():
     parser = make_parser(__doc__)
     parser.add_argument("--logdir", type=Path, default=Path("exp_dir"), help="experiment directory")
-    parser.add_argument("--noreload", action="store_true", help="start a new search instead of resuming")
+    parser.add_argument(
+        "--noreload",
+        action="store_true",
+        help="start a new search instead of resuming (the previous ctrl/best.tar is kept as "
+        "ctrl/best.before-noreload.tar)",
+    )
     parser.add_argument(
         "--from-best",
         action="store_true",
@@ -438,8 +444,9 @@ def search(args) -> dict:
         print(f"(best evaluated return {best_score:.1f})")
     else:
         es = new_search(dim, args.pop_size, args.sigma, args.seed)
-        if best_path.is_file():
-            best_path.unlink()  # a new search starts with no best
+        if best_path.is_file():  # a new search starts with no best; the old one is kept, never deleted
+            os.replace(best_path, logdir.previous_best)
+            print(f"a new search: the previous best controller is kept as {logdir.previous_best}")
     save_args(args, out_dir)
     writer = make_writer(out_dir)
     eval_seeds = [episode_seed(args.seed, EVAL_EPISODES, i) for i in range(args.eval_episodes)]

@@ -65,6 +65,11 @@ class Logdir:
         return self.stage(stage) / CHECKPOINT
 
     @property
+    def previous_best(self) -> Path:
+        """Where ``traincontroller.py --noreload`` keeps the best controller of the search it replaces."""
+        return self.stage("ctrl") / "best.before-noreload.tar"
+
+    @property
     def search_state(self) -> Path:
         """An exported agent's CMA-ES search (experiment/search.py), continued when there is no checkpoint."""
         return self.stage("ctrl") / "search.tar"

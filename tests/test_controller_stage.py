@@ -178,6 +178,26 @@ def test_controller_training_resumes_the_search_exactly(pipeline_logdir, tmp_pat
     assert (a / "ctrl" / "args.json").is_file() and list((a / "ctrl").glob("events.out.tfevents.*"))
 
 
+def test_noreload_keeps_the_previous_best_when_the_new_search_fails(pipeline_logdir, tmp_path, monkeypatch):
+    """--noreload starts a new search, but a crash before its first best must not lose the agent it
+    replaces: that best.tar is kept, byte for byte, under a name that says so."""
+    logdir = copy_logdir(pipeline_logdir, tmp_path / "n")
+    run_ctrl(logdir, "--generations", "1")
+    old = (logdir / "ctrl" / "best.tar").read_bytes()
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("the first generation crashed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(traincontroller, "evaluate", crash)
+        with pytest.raises(RuntimeError, match="first generation crashed"):
+            run_ctrl(logdir, "--generations", "1", "--noreload")
+    kept = logdir / "ctrl" / "best.before-noreload.tar"
+    assert kept.read_bytes() == old and not (logdir / "ctrl" / "best.tar").exists()
+    run_ctrl(logdir, "--generations", "1", "--noreload")  # the new search's own best, the old one still kept
+    assert (logdir / "ctrl" / "best.tar").is_file() and kept.read_bytes() == old
+
+
 def test_a_new_best_must_also_win_on_the_confirmation_tracks(pipeline_logdir, tmp_path):
     """--confirm-episodes 3: a controller that beats the best on the 2 evaluation tracks is driven on 3
     more, and its mean over all 5 is what it is kept (or refused) by."""
