@@ -1,7 +1,7 @@
 """Copy a trained run's V, M and C into a small logdir others can drive from at once.
 
 Usage:
-    python scripts/export_pretrained.py --logdir runs/budget --out pretrained/carracing
+    python scripts/export_pretrained.py --logdir runs/budget --out my_agent
 
 Only what the stages load is kept (no optimizer or scheduler, no latent cache: the first frames'
 latents are kept so that scripts/dream.py can start dreams). C's CMA-ES search goes in plain tensors
@@ -14,11 +14,18 @@ Paths in the records (flags, the rollout directory) become relative to the run's
 name no directory of the machine that trained them.
 The weights come to ~12 MB; the run's record (test returns, learning curve, stage times, a GIF at half
 size) to ~1.5 MB more, in <out>/run/
+
+The export is built in a fresh directory beside --out and moved into place once complete. An --out that
+holds anything is refused unless --force, which replaces it whole (nothing of the old one is mixed into
+the new export) only after the new one is complete.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +64,12 @@ RECORD = {
 def build_parser():
     parser = make_parser(__doc__)
     parser.add_argument("--logdir", type=Path, required=True, help="the trained run")
-    parser.add_argument("--out", type=Path, default=Path("pretrained/carracing"), help="exported logdir")
+    parser.add_argument("--out", type=Path, required=True, help="the exported logdir (a new directory)")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an --out that holds files, once the new export is complete",
+    )
     return parser
 
 
@@ -118,12 +130,49 @@ def portable_checkpoint(path: Path) -> dict:
 
 
 def main(args) -> dict[str, int]:
-    source, target = Logdir(args.logdir), Logdir(args.out)
+    source, out = Logdir(args.logdir), args.out
     # One clear line, before anything is written, if the run is incomplete or inconsistent.
     load_agent(source.root)
     mu, offsets = load_start_latents(source.root)
-    if target.root.resolve() == source.root.resolve():
+    if out.resolve() == source.root.resolve():
         raise UserError("--out must differ from --logdir: the export would overwrite the run")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: name a directory")
+    if out.is_dir() and any(out.iterdir()) and not args.force:
+        raise UserError(
+            f"--out {out} already holds files: name a new directory, or add --force to replace it"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    building.chmod(0o777 & ~umask)  # mkdtemp's directory is private; the export is a directory like any
+    try:
+        export(source, Logdir(building), mu, offsets)
+        replace_dir(building, out)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)  # gone after a successful swap; a failed export's part
+    sizes = {str(p.relative_to(out)): p.stat().st_size for p in sorted(out.rglob("*")) if p.is_file()}
+    for name, size in sizes.items():
+        print(f"{name:<28}{size / 1e6:>8.2f} MB")
+    print(f"{'total':<28}{sum(sizes.values()) / 1e6:>8.2f} MB -> {out}")
+    return sizes
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Put the complete directory ``new`` at ``target``; an old ``target`` is moved aside first and
+    deleted only once ``new`` is in its place."""
+    if not target.exists():
+        os.replace(new, target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.replaced-", dir=target.parent))
+    os.replace(target, old / target.name)
+    os.replace(new, target)
+    shutil.rmtree(old)
+
+
+def export(source: Logdir, target: Logdir, mu: np.ndarray, offsets: np.ndarray) -> None:
+    """Write the export of ``source`` into the empty directory ``target``."""
 
     def copy(path: Path, to: Path) -> None:
         atomic_write(to, lambda f: f.write(path.read_bytes()))
@@ -155,13 +204,6 @@ def main(args) -> dict[str, int]:
         if (source.root / path).is_file():
             (half_size_gif if name.endswith(".gif") else copy)(source.root / path, target.root / "run" / name)
     load_agent(target.root)  # the export loads as a logdir
-    sizes = {
-        str(p.relative_to(args.out)): p.stat().st_size for p in sorted(args.out.rglob("*")) if p.is_file()
-    }
-    for name, size in sizes.items():
-        print(f"{name:<28}{size / 1e6:>8.2f} MB")
-    print(f"{'total':<28}{sum(sizes.values()) / 1e6:>8.2f} MB -> {args.out}")
-    return sizes
 
 
 if __name__ == "__main__":

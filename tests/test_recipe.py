@@ -207,6 +207,28 @@ def test_export_keeps_the_acting_weights_exact(recipe_run, tmp_path):
         )
 
 
+def test_export_never_mixes_with_or_loses_what_out_held(recipe_run, tmp_path):
+    """--out is required; an --out holding files is refused (kept as it was) unless --force, which replaces
+    it whole, so a stale checkpoint or record of another agent never rides along."""
+    parse = export_pretrained.build_parser().parse_args
+    with pytest.raises(SystemExit):
+        parse(["--logdir", str(recipe_run)])
+    out = tmp_path / "exported"
+    first = export_pretrained.main(parse(["--logdir", str(recipe_run), "--out", str(out)]))
+    stale = {out / "ctrl" / "checkpoint.tar": b"another search", out / "run" / "notes.json": b"another agent"}
+    for path, data in stale.items():
+        path.write_bytes(data)
+    with pytest.raises(UserError, match="already holds files.*--force"):
+        export_pretrained.main(parse(["--logdir", str(recipe_run), "--out", str(out)]))
+    assert all(path.read_bytes() == data for path, data in stale.items())
+    again = export_pretrained.main(parse(["--logdir", str(recipe_run), "--out", str(out), "--force"]))
+    assert again.keys() == first.keys() and not any(path.exists() for path in stale)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exported"]  # no half-built or set-aside copy left
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="is a file"):
+        export_pretrained.main(parse(["--logdir", str(recipe_run), "--out", str(tmp_path / "file")]))
+
+
 @pytest.mark.skipif(not (PRETRAINED / "ctrl" / "best.tar").is_file(), reason="no shipped weights")
 def test_pretrained_agent_loads_and_drives(tmp_path):
     total = sum(p.stat().st_size for p in PRETRAINED.rglob("*") if p.is_file())
