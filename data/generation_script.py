@@ -10,7 +10,11 @@ episode cap are the env's (see its spec).
 
 Rollout i's track and actions derive from (--seed, i) alone, so the same seed gives the same files
 whatever --threads is. Files appear atomically; rerunning into the same --rootdir skips finished
-rollouts. See data/rollouts.py for the file layout and its time alignment.
+rollouts. The settings that make the files (env, seed, policy, cap, preprocessing, renderer, and the
+driving agent and noise of --policy controller) are recorded in <rootdir>/generation.json: a rerun
+with other settings stops with one line instead of mixing two kinds of rollouts in one directory
+(--rollouts may change: a larger number adds rollouts). See data/rollouts.py for the file layout and
+its time alignment.
 
 Iterative training: --policy controller --logdir exp_dir drives <logdir>/ctrl/best.tar (with V and M
 from the logdir; see driving/controller_policy.py), adding --noise to its actions, so V and M can be
@@ -19,6 +23,7 @@ retrained on the states a good driver visits.
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import sys
@@ -35,12 +40,12 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np
 from tqdm import tqdm
 
-from data.rollouts import Rollout, rollout_name, save_rollout
+from data.rollouts import Rollout, load_rollout, rollout_name, save_rollout
 from driving.agent import AgentSpec
 from driving.controller_policy import ControllerPolicy
 from envs import DEFAULT_ENV, EnvSpec, available_envs, get_env_spec
-from experiment.logdir import load_agent
-from utils.checkpoint import atomic_write, remove_stale_temporaries
+from experiment.logdir import STAGES, Logdir, load_agent
+from utils.checkpoint import atomic_write, file_digest, remove_stale_temporaries
 from utils.cli import UserError, make_parser, positive_int, run
 from utils.locking import exclusive
 from utils.processes import worker_init
@@ -211,6 +216,70 @@ def check_rootdir(rootdir: Path) -> None:
         ) from None
 
 
+SETTINGS = "generation.json"
+# Each recorded setting, as the flag that sets it.
+SETTING_FLAGS = {
+    "env": "--env",
+    "seed": "--seed",
+    "policy": "--policy",
+    "max_steps": "--max-steps",
+    "preprocessing": "--preprocessing",
+    "renderer": "--renderer",
+    "noise": "--noise",
+    "agent": "--logdir",
+}
+
+
+def job_settings(job: Job, logdir: Path | None) -> dict:
+    """What makes a rollout's file besides its index: recorded in <rootdir>/generation.json. The driving
+    agent of --policy controller is named by its three checkpoints' digests (a retrained one is another)."""
+    settings = {
+        k: getattr(job, k) for k in ("env", "seed", "policy", "max_steps", "preprocessing", "renderer")
+    }
+    if job.policy == "controller":
+        digests = [file_digest(Logdir(logdir).best(stage)) for stage in STAGES]
+        settings |= {"noise": job.noise, "agent": "-".join(d[:12] for d in digests)}
+    return settings
+
+
+def check_settings(rootdir: Path, settings: dict) -> None:
+    """Refuse, in one line, a run whose settings differ from those of the rollouts --rootdir holds (its
+    generation.json, or for a directory made before the record, what its first file records); then
+    record them."""
+    path = rootdir / SETTINGS
+    held = None
+    if path.is_file():
+        try:
+            held = json.loads(path.read_text())
+            if not isinstance(held, dict):
+                raise ValueError
+        except (OSError, ValueError):
+            raise UserError(
+                f"{path} is damaged: delete it to record this run's settings, if they are those of the "
+                f"rollouts in {rootdir}"
+            ) from None
+    else:
+        existing = sorted(rootdir.glob("rollout_*.npz"))
+        if existing:
+            first = load_rollout(existing[0])
+            held = {
+                "env": first.env,
+                "seed": first.seed,
+                "policy": first.policy,
+                "preprocessing": first.preprocessing,
+            }
+    for key, value in (held or {}).items():
+        if key in settings and settings[key] != value:
+            shown = "(another agent)" if key == "agent" else settings[key]
+            raise UserError(
+                f"--rootdir {rootdir} holds rollouts made with {SETTING_FLAGS[key]} {value}, not {shown}: "
+                f"use another --rootdir, or the settings it was made with"
+            )
+    if held != settings:
+        text = json.dumps(settings, indent=1)
+        atomic_write(path, lambda f: f.write(text.encode()))
+
+
 def make_job(args, env: EnvSpec) -> Job:
     """The run's job from the flags, each checked against the env's spec (one line when it has no such
     policy, renderer or preprocessing)."""
@@ -256,6 +325,7 @@ def main(args) -> list[int]:
     job = make_job(args, get_env_spec(args.env))
     check_rootdir(args.rootdir)
     with exclusive(args.rootdir, f"rollout directory {args.rootdir}"):  # one generation run per directory
+        check_settings(args.rootdir, job_settings(job, args.logdir))
         return generate(args, job)
 
 

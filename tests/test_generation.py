@@ -1,6 +1,7 @@
 """The generation script run for real on CarRacing with tiny settings."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from data import generation_script
 from data.rollouts import ARRAY_KEYS, load_rollout, rollout_name
 from envs import make_env
 from envs.carracing import preprocess
+from utils.cli import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "data" / "generation_script.py"
@@ -91,6 +93,48 @@ def test_resume_skips_finished_rollouts(two_threads, tmp_path, capsys):
     assert generate(tmp_path, "--rollouts", "3", "--threads", "1", "--max-steps", "40", "--seed", "7") == []
 
 
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--seed", "8"], "made with --seed 7, not 8"),
+        (["--max-steps", "41"], "made with --max-steps 40, not 41"),
+        (["--policy", "white"], "made with --policy brown, not white"),
+        (["--preprocessing", "full"], "made with --preprocessing crop84, not full"),
+        (["--renderer", "stock"], "made with --renderer fast, not stock"),
+    ],
+)
+def test_other_settings_into_the_same_rootdir_are_refused(two_threads, tmp_path, flags, message):
+    """Rerunning into a --rootdir with other settings would mix two kinds of rollouts, or keep the old ones
+    as if they were the new: one line, nothing written. More rollouts with the same settings are added."""
+    rootdir = tmp_path / "rollouts"
+    shutil.copytree(two_threads, rootdir)
+    same = {"--seed": "7", "--max-steps": "40"}
+    argv = [*flags]
+    for flag, value in same.items():
+        if flag not in flags:
+            argv += [flag, value]
+    res = subprocess.run(
+        [sys.executable, str(SCRIPT), "--rootdir", str(rootdir), "--rollouts", "4", "--threads", "1", *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 2 and message in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in rootdir.glob("*.npz")) == [rollout_name(i) for i in range(3)]
+    assert generate(rootdir, "--rollouts", "4", "--threads", "1", "--max-steps", "40", "--seed", "7") == [3]
+
+
+def test_a_directory_made_before_the_record_is_checked_against_its_files(two_threads, tmp_path):
+    rootdir = tmp_path / "rollouts"
+    rootdir.mkdir()
+    (rootdir / rollout_name(0)).write_bytes((two_threads / rollout_name(0)).read_bytes())
+    with pytest.raises(UserError, match="made with --seed 7, not 0"):
+        generate(rootdir, "--rollouts", "2", "--threads", "1", "--max-steps", "40")
+    (rootdir / "generation.json").write_text("{not json")
+    with pytest.raises(UserError, match="generation.json is damaged"):
+        generate(rootdir, "--rollouts", "2", "--threads", "1", "--max-steps", "40", "--seed", "7")
+
+
 def test_white_policy_and_full_frames(tmp_path):
     generate(
         tmp_path,
@@ -137,7 +181,7 @@ def test_killed_run_leaves_no_partial_file_and_resumes(tmp_path):
     for f in finished:
         assert len(load_rollout(f)) == 150
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name != ".lock") == [
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name not in (".lock", "generation.json")) == [
         rollout_name(i) for i in range(4)
     ]
     for i in range(4):
