@@ -26,6 +26,7 @@ mean decoded by V.
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import sys
@@ -215,7 +216,11 @@ def build_parser():
         "--generations; best.tar is the best of all, judged on the same evaluation tracks",
     )
     parser.add_argument(
-        "--target-return", type=float, default=950.0, help="stop once an evaluation reaches this mean return"
+        "--target-return",
+        type=float,
+        default=None,
+        help="stop once an evaluation reaches this mean return (default: the env's: 950 for CarRacing; "
+        "none for games that run every generation, such as Doom)",
     )
     parser.add_argument("--eval-every", type=positive_int, default=5, help="generations between evaluations")
     parser.add_argument(
@@ -378,6 +383,12 @@ def check_from_best(state: dict | None, state_path: Path | None, logdir: Logdir,
         raise UserError(f"--from-best: {logdir.best('ctrl')} not found")
 
 
+def target_return(args, env: EnvSpec) -> float:
+    """The evaluated return that ends the search: --target-return, else the env's (inf: none)."""
+    target = args.target_return if args.target_return is not None else env.target_return
+    return math.inf if target is None else float(target)
+
+
 def main(args) -> dict:
     """Run the search; returns a summary (generations done, best score, history). One run at a time per
     logdir (a second one stops at once, naming the first)."""
@@ -455,7 +466,8 @@ def search(args) -> dict:
         episode_seed(args.seed, EVAL_EPISODES, args.eval_episodes + i) for i in range(args.confirm_episodes)
     ]
     display = Display(spec, settings, seed=args.seed) if args.display else None
-    reached = best_score >= args.target_return
+    target = target_return(args, env)
+    reached = best_score >= target
     try:
         with make_pool(
             args.backend,
@@ -553,7 +565,7 @@ def search(args) -> dict:
                         )
                         best_search = search_index
                         line += " | new best"
-                    reached = best_score >= args.target_return
+                    reached = best_score >= target
                 history.append(record)
                 if "eval_mean" in record:
                     plot_learning_curve(history, out_dir / "learning_curve.png", dream is not None, env.name)
@@ -592,7 +604,7 @@ def search(args) -> dict:
         if display is not None:
             display.close()
     if reached:
-        print(f"target return {args.target_return} reached: best evaluated return {best_score:.1f}")
+        print(f"target return {target:g} reached: best evaluated return {best_score:.1f}")
     print(
         f"best controller: {best_path} (evaluated return {best_score:.1f} on "
         f"{args.eval_episodes + args.confirm_episodes} episodes)"

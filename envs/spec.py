@@ -78,6 +78,8 @@ class EnvSpec:
         inexact_renderers: those whose pixels differ from the game's own (training only, never a test).
         aliases: other names older files recorded for this env.
         reference_returns: published scores drawn as lines on learning curves and test histograms.
+        target_return: the evaluated return at which a controller search stops by default (on the
+            game's own scale); None: it runs every generation it is given.
         reward_head: M learns the reward (CarRacing); False: the reward is +1 per step alive, and a
             dream counts the steps survived (Doom).
         done_weight: weight of the rare positive (death) targets in M's termination loss.
@@ -103,6 +105,7 @@ class EnvSpec:
     inexact_renderers: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
     reference_returns: Mapping[str, float] = field(default_factory=dict)
+    target_return: float | None = None
     reward_head: bool = True
     done_weight: float = 1.0
     outcomes: tuple[str, ...] = ()

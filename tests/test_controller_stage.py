@@ -374,3 +374,18 @@ def test_random_policy_baseline_on_the_test_episodes(pipeline_logdir, tmp_path):
     assert saved["policy"] == "brown" and saved["steps"] == [20, 20] and saved["returns"] == again["returns"]
     assert first["returns"][0] != first["returns"][1]  # two tracks, two different episodes
     assert (tmp_path / "a" / "random_histogram.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    "env,flags,target",
+    [
+        ("carracing", [], 950.0),
+        ("carracing-repeat2", [], 950.0),
+        ("doom-takecover", [], float("inf")),  # survival frames: a Doom search runs every generation
+        ("doom-takecover", ["--target-return", "1500"], 1500.0),
+        ("carracing", ["--target-return", "900"], 900.0),
+    ],
+)
+def test_the_target_return_is_the_games_unless_given(env, flags, target):
+    args = traincontroller.build_parser().parse_args(flags)
+    assert traincontroller.target_return(args, get_env_spec(env)) == target
