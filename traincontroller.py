@@ -351,16 +351,23 @@ def save_best(
     )
 
 
-def check_same_tracks(state: dict, args, path: Path) -> None:
-    """A resumed or continued search compares new controllers with its best score on the evaluation (and
-    confirmation) tracks of its own --seed: other flags would compare scores from other tracks."""
+def check_same_tracks(state: dict, args, path: Path, env: EnvSpec) -> None:
+    """A resumed or continued search compares new controllers with its best score, measured on the
+    evaluation (and confirmation) tracks of its own --seed, with its episode cap, renderer and z: other
+    flags would compare scores measured otherwise. Unset flags count as the env's defaults."""
     before = state.get("args", {})
-    for flag in ("seed", "eval_episodes", "confirm_episodes"):
-        if flag in before and before[flag] != getattr(args, flag):
+    defaults = {"max_steps": env.max_episode_steps, "renderer": env.default_renderer, "z_mode": "mu"}
+    for flag in ("seed", "eval_episodes", "confirm_episodes", "max_steps", "renderer", "z_mode"):
+        if flag not in before:
+            continue
+        held, now = before[flag], getattr(args, flag)
+        if flag in defaults:
+            held, now = held or defaults[flag], now or defaults[flag]
+        if held != now:
             name = "--" + flag.replace("_", "-")
             raise UserError(
-                f"{path} was searched with {name} {before[flag]}, whose evaluation tracks its best score "
-                f"was measured on; pass {name} {before[flag]} to go on with it (or --noreload)"
+                f"{path} was searched with {name} {held}, with which its best score was measured; pass "
+                f"{name} {held} to go on with it (or --noreload)"
             )
 
 
@@ -408,13 +415,14 @@ def search(args) -> dict:
         state_path = next((p for p in (checkpoint_path, logdir.search_state) if p.is_file()), None)
     if state_path is not None:
         state = check_stage(load_checkpoint(state_path), "ctrl", state_path)
-        check_same_tracks(state, args, state_path)
     if args.from_best:
         check_from_best(state, state_path, logdir, args)
     # C's shape: a resumed search keeps its own; a new one reads the env's spec.
     controller = ControllerConfig.from_dict(state["controller"]) if state and "controller" in state else None
     spec = load_agent_spec(args.logdir, controller)
     env = get_env_spec(spec.env)
+    if state is not None:
+        check_same_tracks(state, args, state_path, env)
     settings = episode_settings(args, env)
     dream = DreamFitness(args, spec.controller, env) if args.dream else None
     dim = spec.controller.vector_size

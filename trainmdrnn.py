@@ -32,6 +32,7 @@ from experiment.logdir import Logdir, check_trained_on_this_vae, load_vae
 from experiment.training import (
     EarlyStopping,
     add_training_flags,
+    check_resumed_model,
     plateau_scheduler,
     resume_checkpoint,
     train_epochs,
@@ -230,6 +231,10 @@ def train(args) -> list[dict[str, float]]:
     train_ids, test_ids = np.flatnonzero(~is_test), np.flatnonzero(is_test)
     if len(train_ids) == 0:
         raise UserError(f"{rootdir}: no training rollouts after the train/test split; generate more rollouts")
+    if len(test_ids) == 0:
+        print(
+            "no test rollouts (too few files or V's --test-fraction 0): best.tar is chosen on the train loss"
+        )
 
     out = logdir.stage("mdrnn")
     vae_id = file_digest(logdir.best("vae"))
@@ -243,6 +248,9 @@ def train(args) -> list[dict[str, float]]:
     state = resume_checkpoint(out, args.noreload)
     if state is not None:
         check_trained_on_this_vae(logdir, state, logdir.checkpoint("mdrnn"))
+        check_resumed_model(
+            state, {"hidden": args.hidden, "gaussians": args.gaussians}, logdir.checkpoint("mdrnn")
+        )
         config = state["model_config"]
     mdrnn = MDRNN.from_config(config).to(device)
     reward = env.reward_head and not args.no_reward  # Doom's reward is +1 per frame alive: nothing to learn

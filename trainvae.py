@@ -36,6 +36,7 @@ from experiment.logdir import Logdir
 from experiment.training import (
     EarlyStopping,
     add_training_flags,
+    check_resumed_model,
     plateau_scheduler,
     resume_checkpoint,
     train_epochs,
@@ -169,6 +170,23 @@ def main(args) -> list[dict]:
         return train(args)
 
 
+def check_same_data(trained_on: DataRecord, data: DataRecord, logdir: Logdir) -> None:
+    """A resumed V goes on with its own rollouts and split: its best.tar is ranked on their held-out
+    frames, which another --dataset or --test-fraction would change (or train on)."""
+    path = logdir.checkpoint("vae")
+    rootdir = (logdir.root / trained_on.rootdir).resolve()  # relative in an exported agent's record
+    if trained_on.test_fraction != data.test_fraction:
+        raise UserError(
+            f"{path} was trained with --test-fraction {trained_on.test_fraction}, whose held-out rollouts "
+            f"rank best.tar: pass it to resume, or use another --logdir or --noreload"
+        )
+    if rootdir != Path(data.rootdir):
+        raise UserError(
+            f"{path} was trained on {rootdir}, not --dataset {data.rootdir}: pass --dataset {rootdir} to "
+            f"resume, or use another --logdir or --noreload"
+        )
+
+
 def train(args) -> list[dict]:
     device = resolve_device(args.device)
     numerics = resolve_numerics(args.precision, args.memory_format, device, auto_bf16_on_cuda=False)
@@ -199,10 +217,8 @@ def train(args) -> list[dict]:
                 f"but {args.dataset} holds {data.env} frames ({data.preprocessing}); "
                 f"use another --logdir or --noreload"
             )
-        if args.latent is not None and state["model_config"] != {"latent": args.latent}:
-            print(
-                f"resuming the checkpoint's model {state['model_config']}; --latent {args.latent} is ignored"
-            )
+        check_resumed_model(state, {"latent": args.latent}, logdir.checkpoint("vae"))
+        check_same_data(trained_on, data, logdir)
 
     seed_everything(args.seed)
     vae = VAE.from_config(state["model_config"]) if state else VAE(latent)

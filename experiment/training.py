@@ -24,7 +24,7 @@ import torch
 
 from experiment.logdir import BEST, CHECKPOINT, check_stage
 from utils.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
-from utils.cli import nonnegative_int, positive_float, positive_int
+from utils.cli import UserError, nonnegative_int, positive_float, positive_int
 from utils.logging import args_record, make_writer, save_args
 
 
@@ -158,6 +158,18 @@ def resume_checkpoint(directory: Path, noreload: bool) -> dict[str, Any] | None:
     if noreload or not path.is_file():
         return None
     return check_stage(load_checkpoint(path, hint="delete it or rerun with --noreload"), directory.name, path)
+
+
+def check_resumed_model(state: dict[str, Any], requested: dict[str, int | None], path: Path) -> None:
+    """A resumed run goes on with its checkpoint's model: a size flag (``requested``: name -> value, None
+    when not given) asking for another size is one line, instead of being ignored."""
+    for name, value in requested.items():
+        held = state["model_config"].get(name)
+        if value is not None and held != value:
+            raise UserError(
+                f"{path} is a model with --{name} {held}, not {value}: drop the flag to resume it, or use "
+                f"another --logdir or --noreload"
+            )
 
 
 # (epoch, optimizer steps so far, writer) -> (train means, test means, optimizer steps after the epoch);

@@ -15,6 +15,7 @@ from experiment.logdir import Logdir, load_vae
 from models.vae import VAE, frames_to_tensor
 from tests.conftest import copy_logdir
 from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.cli import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -209,6 +210,35 @@ def test_train_resume_noreload_and_seed(pipeline_logdir, tmp_path):
     assert losses(first) == losses(straight[:1]) and losses(second) == losses(straight)
     # --noreload starts again at epoch 1.
     assert [h["epoch"] for h in run_mdrnn(b, "--epochs", "1", "--noreload")] == [1]
+
+
+def test_m_learns_its_held_out_loss_falls(pipeline_logdir, tmp_path):
+    """Three epochs on latents with something to learn: M's held-out loss, and its loss on each held-out
+    rollout's first steps from the zero state, must fall (they stay put with a learning rate of 0). The
+    tiny pipeline's V has barely left its prior (its z are noise), so its latent cache is given smooth
+    trajectories instead, under the same key: M trains on them as on any V's."""
+    logdir = copy_logdir(pipeline_logdir, tmp_path / "exp")
+    cache = Latents.load(Logdir(logdir).latents)
+    starts = np.repeat(np.arange(len(cache.names)), np.diff(cache.frame_offsets))
+    t = np.arange(len(cache.mu)) - cache.frame_offsets[starts]
+    cache.mu = np.sin(0.2 * t[:, None] + np.arange(cache.mu.shape[1])[None] + starts[:, None]).astype(
+        np.float32
+    )
+    cache.logsigma = np.full_like(cache.mu, -3.0)
+    cache.save(Logdir(logdir).latents)
+    history = run_mdrnn(logdir, "--epochs", "3", "--noreload")
+    test, first = [h["test_loss"] for h in history], [h["test_first20"] for h in history]
+    assert test[0] > test[1] > test[2] and first[2] < first[0], (test, first)
+
+
+def test_resume_refuses_other_model_sizes(pipeline_logdir, tmp_path):
+    logdir = copy_logdir(pipeline_logdir, tmp_path / "exp")
+    run_mdrnn(logdir, "--epochs", "1", "--noreload", "--hidden", "16", "--gaussians", "3")
+    with pytest.raises(UserError, match="is a model with --hidden 16, not 32"):
+        run_mdrnn(logdir, "--epochs", "2", "--hidden", "32")
+    with pytest.raises(UserError, match="is a model with --gaussians 3, not 5"):
+        run_mdrnn(logdir, "--epochs", "2", "--gaussians", "5")
+    assert [h["epoch"] for h in run_mdrnn(logdir, "--epochs", "2", "--hidden", "16")] == [1, 2]
 
 
 def test_visuals_written(pipeline_logdir, tmp_path):

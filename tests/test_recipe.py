@@ -419,6 +419,12 @@ def test_from_best_and_other_tracks_are_refused_with_one_line(recipe_run, tmp_pa
         continue_export(out, recipe_run, "--seed", "1", "--generations", "3")
     with pytest.raises(UserError, match="was searched with --eval-episodes 2, .* pass --eval-episodes 2"):
         continue_export(out, recipe_run, "--eval-episodes", "3", "--generations", "3")
+    # So would another episode cap, renderer or z (unset flags count as the env's defaults).
+    ctrl = json.loads((recipe_run / "ctrl" / "args.json").read_text())
+    for flag, held, other in (("--max-steps", ctrl["max_steps"], 31), ("--renderer", "approx", "fast"),
+                              ("--z-mode", "mu", "sample")):  # fmt: skip
+        with pytest.raises(UserError, match=f"was searched with {flag} {held}, .* pass {flag} {held} to go"):
+            continue_export(out, recipe_run, flag, str(other), "--generations", "3")
     (out / "ctrl" / "search.tar").unlink()
     with pytest.raises(UserError, match="--from-best needs an exported agent: .*search.tar not found"):
         continue_export(out, recipe_run, "--from-best", "--generations", "3")

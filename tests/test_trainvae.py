@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import trainvae
+from data.rollouts import Rollout, rollout_name, save_rollout
 from experiment.logdir import load_data_record, load_vae
 from utils.checkpoint import load_checkpoint
 from utils.cli import UserError
@@ -99,6 +102,57 @@ def test_early_stopping_state_is_kept(vae_rollouts, tmp_path):
     assert checkpoint["early_stopping"]["bad_epochs"] == 1
     again = trainvae.main(flags(vae_rollouts, tmp_path, "--epochs", "5", *args))
     assert len(again) == len(history)  # still stopped after a restart
+
+
+def test_v_learns_its_held_out_loss_falls(tmp_path):
+    """Four short epochs on frames with something to learn (each frame one colour, the colours varying
+    smoothly): V's held-out loss must fall each epoch (it stays put with a learning rate of 0)."""
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        t = np.linspace(0, 1, 17)[:, None] + rng.uniform(0, 1, 3)[None]
+        colours = (127.5 + 100 * np.sin(2 * np.pi * t)).astype(np.uint8)  # (17, 3)
+        frames = np.broadcast_to(colours[:, None, None, :], (17, 64, 64, 3)).copy()
+        save_rollout(
+            tmp_path / "rollouts" / rollout_name(i),
+            Rollout(observations=frames[:-1], actions=np.zeros((16, 3), np.float32),
+                    rewards=np.zeros(16, np.float32), terminals=np.zeros(16, bool),
+                    final_observation=frames[-1], truncated=True, preprocessing="crop84"),
+        )  # fmt: skip
+    history = trainvae.main(
+        flags(
+            tmp_path / "rollouts",
+            tmp_path / "exp",
+            "--epochs",
+            "4",
+            "--latent",
+            "8",
+            "--nosamples",
+            "--lr",
+            "5e-3",
+        )
+    )
+    test = [h["test_loss"] for h in history]
+    assert all(a > b for a, b in zip(test, test[1:], strict=False)) and test[-1] < 0.99 * test[0], test
+
+
+def test_resume_refuses_another_model_dataset_or_split(vae_rollouts, tmp_path):
+    """best.tar is ranked on the held-out rollouts of the run's own dataset and split, and the run trains
+    its own model: a resume asking for another of any is one line (and --noreload starts over)."""
+    logdir = tmp_path / "exp"
+    trainvae.main(flags(vae_rollouts, logdir, "--epochs", "1", "--latent", "8", "--nosamples"))
+    other = tmp_path / "other"
+    shutil.copytree(vae_rollouts, other, ignore=shutil.ignore_patterns(".cache", ".lock"))
+    refused = [
+        (["--latent", "16"], "is a model with --latent 8, not 16"),
+        (["--test-fraction", "0.5"], "trained with --test-fraction 0.3"),
+        (["--dataset", str(other)], f"was trained on {vae_rollouts.resolve()}, not --dataset"),
+    ]
+    for extra, message in refused:
+        with pytest.raises(UserError, match=message):
+            trainvae.main(flags(vae_rollouts, logdir, "--epochs", "2", "--nosamples", *extra))
+    assert load_checkpoint(logdir / "vae" / "checkpoint.tar")["epoch"] == 1
+    history = trainvae.main(flags(vae_rollouts, logdir, "--epochs", "2", "--latent", "8", "--nosamples"))
+    assert [h["epoch"] for h in history] == [1, 2]
 
 
 def test_user_errors(vae_rollouts, tmp_path):
