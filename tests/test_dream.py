@@ -169,6 +169,36 @@ def test_dream_fitness_is_deterministic(dream_logdir):
     assert not np.array_equal(a, dream.fitness(cands, generation=5, seed=4))  # another search's streams
 
 
+def reward_for_steering_right(logdir: Path) -> None:
+    """Replace M's weights in ``logdir`` with a hand-made M whose dream rewards steering right: LSTM unit 0
+    holds tanh(2 a_steer) (input and output gates open, forget gate shut), the reward is that unit's
+    output (in (-0.76, 0.76) a step), latents are N(0, 1) noise and no dream ever ends."""
+    path = logdir / "mdrnn" / "best.tar"
+    ckpt = load_checkpoint(path)
+    state = {k: torch.zeros_like(v) for k, v in ckpt["model"].items()}
+    hidden, latent = ckpt["model_config"]["hidden"], ckpt["model_config"]["latent"]
+    i, f, g, o = (gate * hidden for gate in range(4))  # nn.LSTM's gate order, unit 0 of each
+    state["rnn.bias_ih_l0"][[i, f, o]] = torch.tensor([10.0, -10.0, 10.0])
+    state["rnn.weight_ih_l0"][g, latent] = 2.0  # the input [z, a]: a_steer is column `latent`
+    state["reward_linear.weight"][0, 0] = 1.0
+    state["termination_linear.bias"][0] = -20.0
+    save_checkpoint({**ckpt, "model": state}, path)
+
+
+def test_the_search_learns_what_the_dream_rewards(pipeline_logdir, tmp_path):
+    """CMA-ES must improve C: in a dream that pays for steering right, the population's mean fitness
+    climbs over 6 generations. It falls if the search minimised fitness, and stays flat if it ignored it.
+    At tau 0.01 the dreamed latents are about M's means (0): steering is C's bias and M's unit 0 alone."""
+    logdir = copy_logdir(pipeline_logdir, tmp_path / "exp")
+    reward_for_steering_right(logdir)
+    flags = ["--pop-size", "8", "--dream-steps", "20", "--generations", "6", "--eval-every", "6"]
+    history = traincontroller.main(dream_args(logdir, *flags, "--sigma", "0.5", "--temperature", "0.01"))[
+        "history"
+    ]
+    mean = [h["mean"] for h in history]
+    assert mean[-1] > mean[0] + 4 and mean[-1] > 8, mean  # 20 steps of at most 0.76
+
+
 def test_m_without_reward_head_is_one_clear_error(pipeline_logdir, tmp_path):
     logdir = copy_logdir(pipeline_logdir, tmp_path / "exp")
     path = logdir / "mdrnn" / "best.tar"
