@@ -44,7 +44,15 @@ from experiment.logdir import (
 from models.controller import ControllerBatch
 from models.dream import DEFAULT_TEMPERATURE, Dream, dream_returns, start_latents
 from utils.checkpoint import atomic_write
-from utils.cli import UserError, make_parser, nonnegative_int, positive_float, positive_int, run
+from utils.cli import (
+    UserError,
+    animation_file,
+    make_parser,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    run,
+)
 from utils.plots import histogram_png
 from utils.seeding import DREAM_EPISODES, PICK_EPISODES, TEST_EPISODES, derive_seed, episode_seed
 from utils.visuals import save_animation
@@ -56,7 +64,7 @@ def build_parser():
     parser.add_argument("--episodes", type=positive_int, default=100, help="tracks to drive")
     parser.add_argument(
         "--record",
-        type=Path,
+        type=animation_file,
         default=None,
         help="also save a video of one track's episode (.gif or .mp4; --watch-track picks it)",
     )
@@ -121,8 +129,6 @@ def watch(
     display: bool,
 ) -> float:
     """Drive one episode in this process, in a window and/or recorded; returns its return."""
-    if record is not None and record.suffix.lower() not in (".gif", ".mp4"):
-        raise UserError(f"--record {record}: use a .gif or .mp4 file name")
     env = get_env_spec(spec.env).make_env(
         settings.renderer, "human" if display else "rgb_array", settings.max_steps
     )

@@ -33,7 +33,7 @@ from experiment.logdir import (  # noqa: E402
 )
 from models.controller import ControllerBatch  # noqa: E402
 from models.dream import DEFAULT_TEMPERATURE, Dream, decode_latents, start_latents  # noqa: E402
-from utils.cli import UserError, make_parser, positive_float, positive_int, run  # noqa: E402
+from utils.cli import UserError, animation_file, make_parser, positive_float, positive_int, run  # noqa: E402
 from utils.seeding import DREAM_EPISODES, derive_seed  # noqa: E402
 from utils.visuals import save_animation  # noqa: E402
 
@@ -42,7 +42,7 @@ def build_parser():
     parser = make_parser(__doc__)
     parser.add_argument("--logdir", type=Path, default=Path("exp_dir"), help="experiment directory")
     parser.add_argument(
-        "--out", type=Path, default=Path("dream.gif"), help="animation to write (.gif or .mp4)"
+        "--out", type=animation_file, default=Path("dream.gif"), help="animation to write (.gif or .mp4)"
     )
     parser.add_argument("--controller", action="store_true", help="act with <logdir>/ctrl/best.tar")
     parser.add_argument("--keyboard", action="store_true", help="drive with the arrow keys in a window")

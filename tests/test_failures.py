@@ -245,6 +245,10 @@ def test_damaged_rollouts_are_named_in_one_line(vae_rollouts, tmp_path, damage, 
         (["test_controller.py", "--episodes", "0"], "expected a positive integer"),
         (["test_controller.py", "--worker-timeout", "-1"], "expected a positive number"),
         (["data/generation_script.py", "--rollouts", "-3"], "expected a positive integer"),
+        # checked before the dream or the episodes are computed, not after
+        (["scripts/dream.py", "--out", "x.png"], "expected a .gif or .mp4 file name, got 'x.png'"),
+        (["test_controller.py", "--record", "drive.png"], "expected a .gif or .mp4 file name"),
+        (["scripts/export_pretrained.py", "--logdir", "x"], "the following arguments are required: --out"),
     ],
 )
 def test_out_of_range_flags_are_one_error_line(argv, message):

@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -36,6 +37,16 @@ nonnegative_int = _checked(int, lambda v: v >= 0, "a non-negative integer")
 positive_float = _checked(float, lambda v: v > 0, "a positive number")
 nonnegative_float = _checked(float, lambda v: v >= 0, "a non-negative number")
 fraction = _checked(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
+
+
+def animation_file(text: str) -> Path:
+    """An argparse type: a .gif or .mp4 file to write (checked before any work, not after it)."""
+    path = Path(text)
+    if path.suffix.lower() not in (".gif", ".mp4"):
+        raise argparse.ArgumentTypeError(f"expected a .gif or .mp4 file name, got {text!r}")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory: name a .gif or .mp4 file")
+    return path
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
