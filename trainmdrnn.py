@@ -48,7 +48,7 @@ from utils.cli import (
     run,
 )
 from utils.device import resolve_device
-from utils.locking import exclusive
+from utils.locking import check_not_in_use, exclusive
 from utils.seeding import derive_seed, seed_everything
 from utils.visuals import image_grid, label_rows, save_animation, save_png, to_uint8
 
@@ -219,6 +219,7 @@ def train(args) -> list[dict[str, float]]:
     env = get_env_spec(data.env)
     rootdir = args.dataset or logdir.root / data.rootdir  # relative in an exported agent's record
     files = list_rollouts(rootdir)
+    check_not_in_use(rootdir, f"rollout directory {rootdir}")  # not while rollouts are being written
     latents, rebuilt = load_or_build_latents(
         logdir.latents, files, rootdir, vae, logdir.best("vae"), data.env, data.preprocessing, device
     )

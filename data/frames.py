@@ -39,6 +39,7 @@ from data.rollouts import list_rollouts, load_rollout, split_names
 from envs import DEFAULT_ENV
 from utils.checkpoint import atomic_write
 from utils.cli import UserError
+from utils.locking import check_not_in_use, waiting_for
 
 CACHE_VERSION = 1
 FRAME_SHAPE = (64, 64, 3)
@@ -101,14 +102,29 @@ class FrameCache:
         rootdir = Path(rootdir)
         files = list_rollouts(rootdir)
         cache_dir = Path(cache_dir) if cache_dir is not None else rootdir / ".cache"
+        check_not_in_use(rootdir, f"rollout directory {rootdir}")  # not while rollouts are being written
         key = cache_key(files, rootdir)
         data_path, index_path = cache_dir / f"frames-{key}.u8", cache_dir / f"frames-{key}.json"
+
+        def build(damaged: bool = False) -> None:
+            # One build at a time per cache directory: a second V training on the dataset waits, then
+            # finds the cache built (a build starts by removing the temporaries a killed build left).
+            try:
+                with waiting_for(cache_dir / ".build.lock"):
+                    if damaged or not (index_path.is_file() and data_path.is_file()):
+                        _build(rootdir, files, data_path, index_path, skip_bad_files, workers, verbose)
+            except OSError as err:
+                raise UserError(
+                    f"cannot write the frame cache in {cache_dir} ({err.strerror}); "
+                    f"pass --cache-dir with a writable directory"
+                ) from None
+
         if not (index_path.is_file() and data_path.is_file()):
-            _build(rootdir, files, data_path, index_path, skip_bad_files, workers, verbose)
+            build()
         try:
             index = json.loads(index_path.read_text())
         except (ValueError, UnicodeDecodeError):  # damaged (it is written atomically, so not by us)
-            _build(rootdir, files, data_path, index_path, skip_bad_files, workers, verbose)
+            build(damaged=True)
             index = json.loads(index_path.read_text())
         if index["skipped"] and not skip_bad_files:
             raise UserError(

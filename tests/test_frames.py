@@ -53,6 +53,48 @@ def test_cache_built_once_then_reused(rollouts, monkeypatch):
     assert again.path == first.path
 
 
+def test_a_second_build_waits_for_the_first_and_keeps_its_temporary(rollouts):
+    """Two V trainings on one dataset: while one builds the cache (holding the build lock, its
+    half-written temporary on disk), the other waits instead of deleting that temporary and building
+    beside it; once the first is done, the second opens the cache the first built."""
+    import threading
+
+    from utils.locking import waiting_for
+
+    cache_dir = rollouts / ".cache"
+    cache_dir.mkdir()
+    half_written = cache_dir / ".frames-other-build.tmp"
+    opened = {}
+    with waiting_for(cache_dir / ".build.lock"):
+        half_written.write_bytes(b"half a cache")
+        second = threading.Thread(
+            target=lambda: opened.update(cache=FrameCache.open(rollouts, verbose=False))
+        )
+        second.start()
+        second.join(timeout=2)
+        assert second.is_alive() and half_written.read_bytes() == b"half a cache"
+        # the first build completes (here: in this thread, the lock's holder)
+        data.frames._build(rollouts, list_rollouts(rollouts), *cache_paths(rollouts), False, 1, False)
+    second.join(timeout=30)
+    assert not second.is_alive() and opened["cache"].path == cache_paths(rollouts)[0]
+
+
+def cache_paths(rootdir):
+    key = data.frames.cache_key(list_rollouts(rootdir), rootdir)
+    return rootdir / ".cache" / f"frames-{key}.u8", rootdir / ".cache" / f"frames-{key}.json"
+
+
+def test_rollouts_still_being_generated_are_not_read(rollouts):
+    from utils.locking import exclusive
+
+    with exclusive(rollouts, f"rollout directory {rollouts}"):
+        with pytest.raises(
+            UserError, match=f"rollout directory {rollouts} is in use by pid .*wait for that run"
+        ):
+            FrameCache.open(rollouts, verbose=False)
+    assert len(FrameCache.open(rollouts, verbose=False)) == 6 * 16
+
+
 def test_cache_rebuilt_when_rollouts_change(rollouts):
     old = FrameCache.open(rollouts, verbose=False)
     write_synthetic_rollouts(rollouts, n=1, steps=9, seed=1, start=6)

@@ -52,3 +52,34 @@ def exclusive(directory: str | os.PathLike, what: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+@contextmanager
+def waiting_for(path: str | os.PathLike) -> Iterator[None]:
+    """Hold ``flock`` on the file ``path`` while the block runs, waiting first for any other holder: for
+    shared work a second process should wait for and then find done (a cache built once)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def check_not_in_use(directory: str | os.PathLike, what: str) -> None:
+    """One clear line when a run holds ``<directory>/.lock`` (:func:`exclusive`) now: e.g. rollouts
+    still being generated, which a stage must not read half-made."""
+    path = Path(directory) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # never locked (or unreadable: nothing to wait for)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = path.read_text(errors="replace").strip() or "another process"
+        raise UserError(f"{what} is in use by {holder}; wait for that run to end") from None
+    finally:
+        os.close(fd)
