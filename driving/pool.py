@@ -118,6 +118,7 @@ class WorkerPool:
         ]
         for p in self.processes:
             p.start()
+        self.busy = False  # an evaluation is under way, or was cut short: close() then kills at once
 
     def _check_alive(self) -> None:
         for rank, p in enumerate(self.processes):
@@ -145,6 +146,7 @@ class WorkerPool:
         self, episodes: Sequence[Episode], on_result: Callable[[Result], None] | None = None
     ) -> dict[int, Result]:
         """Drive every episode; returns ``{task_id: Result}``. Raises :class:`WorkerError` on any failure."""
+        self.busy = True
         for chunk in chunked(episodes, self.n_envs):
             self.chunks.put(chunk)
         pending = {e.task_id for e in episodes}
@@ -171,18 +173,22 @@ class WorkerPool:
                 last_progress = time.monotonic()
                 if on_result is not None:
                     on_result(payload)
+        self.busy = False
         return done
 
     def close(self) -> None:
-        """Stop every worker: politely, then by force; never leaves a process behind."""
-        for _ in self.processes:
-            try:
-                self.chunks.put_nowait(None)
-            except (ValueError, OSError):
-                break
-        deadline = time.monotonic() + 2.0
-        for p in self.processes:
-            p.join(timeout=max(0.0, deadline - time.monotonic()))
+        """Stop every worker, never leaving a process behind: politely when idle, by force after an
+        evaluation cut short (Ctrl-C, SIGTERM, a failure), whose queued chunks would otherwise keep the
+        workers driving episodes nobody reads until the polite stop's deadline."""
+        if not self.busy:
+            for _ in self.processes:
+                try:
+                    self.chunks.put_nowait(None)
+                except (ValueError, OSError):
+                    break
+            deadline = time.monotonic() + 2.0
+            for p in self.processes:
+                p.join(timeout=max(0.0, deadline - time.monotonic()))
         for p in self.processes:
             if p.is_alive():
                 p.kill()

@@ -124,6 +124,22 @@ def test_worker_exception_carries_its_traceback(spec):
             pool.evaluate(bad)
 
 
+def test_an_evaluation_cut_short_stops_its_workers_at_once(spec):
+    """Ctrl-C in the middle of an evaluation (here from its progress callback): the workers would drive
+    the queued chunks past the 2 s a polite stop waits for them; closing the pool kills them at once."""
+    pool = WorkerPool(spec, EpisodeSettings(1000, "fast"), n_workers=2, n_envs=1, timeout=60)
+
+    def interrupt(result):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pool.evaluate(episodes(8, steps_seed=1), on_result=interrupt)
+    start = time.monotonic()
+    pool.close()
+    assert time.monotonic() - start < 1.5  # the polite stop's deadline alone is 2 s
+    assert all(p.exitcode == -signal.SIGKILL for p in pool.processes)
+
+
 def test_hung_worker_times_out(spec):
     with WorkerPool(spec, EpisodeSettings(1000, "fast"), n_workers=1, n_envs=1, timeout=4) as pool:
         time.sleep(0.5)
