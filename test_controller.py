@@ -42,14 +42,13 @@ from experiment.logdir import (
     load_start_latents,
 )
 from models.controller import ControllerBatch
-from models.dream import DEFAULT_TEMPERATURE, Dream, dream_returns, start_latents
+from models.dream import Dream, add_temperature_flag, dream_returns, start_latents
 from utils.checkpoint import atomic_write
 from utils.cli import (
     UserError,
     animation_file,
     make_parser,
     nonnegative_int,
-    positive_float,
     positive_int,
     run,
 )
@@ -89,9 +88,7 @@ def build_parser():
         "frames, at --temperature, death when M's probability > 0.5): the paper's 'dream score'; writes "
         "dream_returns.json",
     )
-    parser.add_argument(
-        "--temperature", type=positive_float, default=DEFAULT_TEMPERATURE, help="tau of --in-dream"
-    )
+    add_temperature_flag(parser, "the dreams of --in-dream")
     parser.add_argument(
         "--random-policy",
         action="store_true",

@@ -57,10 +57,10 @@ from experiment.logdir import (
 from experiment.search import continue_search, new_search, portable_state, resume_search
 from models.controller import Controller, ControllerBatch, ControllerConfig
 from models.dream import (
-    DEFAULT_TEMPERATURE,
     DONE_MODES,
     START_MODES,
     Dream,
+    add_temperature_flag,
     decode_latents,
     dream_returns,
     start_latents,
@@ -267,12 +267,7 @@ def build_parser():
         help="score candidates inside M's dream (M's reward head, or the frames survived where the env's "
         "reward is survival); evaluations stay in the real env",
     )
-    dream.add_argument(
-        "--temperature",
-        type=positive_float,
-        default=DEFAULT_TEMPERATURE,
-        help="tau of the dream: mixture logits / tau, sigmas * sqrt(tau)",
-    )
+    add_temperature_flag(dream, "the dream C is trained in")
     dream.add_argument(
         "--dream-steps",
         type=positive_int,

@@ -37,13 +37,12 @@ from experiment.training import (
     resume_checkpoint,
     train_epochs,
 )
-from models.dream import DEFAULT_TEMPERATURE, Dream
+from models.dream import Dream, add_temperature_flag
 from models.mdrnn import MDRNN, MDRNNCell, gmm_loss, sample_latent
 from utils.checkpoint import file_digest
 from utils.cli import (
     UserError,
     make_parser,
-    nonnegative_float,
     positive_int,
     run,
 )
@@ -81,12 +80,7 @@ def build_parser():
         help="do not train the reward head (dream training on an env whose reward M must predict, such as "
         "CarRacing, then cannot use this M); envs whose reward is survival never train it",
     )
-    parser.add_argument(
-        "--temperature",
-        type=nonnegative_float,
-        default=DEFAULT_TEMPERATURE,
-        help="tau of the dreams drawn each epoch (the controller stage's default)",
-    )
+    add_temperature_flag(parser, "the dreams drawn each epoch (the controller stage's default)")
     return parser
 
 

@@ -27,6 +27,7 @@ import torch
 from models.controller import ControllerBatch
 from models.mdrnn import MDRNNCell, sample_latent
 from models.vae import VAE
+from utils.cli import positive_float
 from utils.visuals import to_uint8
 
 DONE_MODES = ("threshold", "sample")
@@ -34,6 +35,14 @@ START_MODES = ("first", "random")
 # The paper's best for VizDoom; on CarRacing the best mean real-env transfer of those we measured
 # (tau 0.5, 1.0, 1.15, 1.5; 3 seeds each; a tiny V and M, so a weak preference: see the README).
 DEFAULT_TEMPERATURE = 1.15
+
+
+def add_temperature_flag(parser, help: str, default: float | None = DEFAULT_TEMPERATURE) -> None:
+    """``--temperature``, tau of M's sampling in a dream (mixture logits / tau, sigmas x sqrt(tau)): one
+    definition and one check (tau > 0) for every script that dreams. ``parser`` may be a group."""
+    parser.add_argument(
+        "--temperature", type=positive_float, default=default, help=f"tau of M's sampling: {help}"
+    )
 
 
 class DreamStep(NamedTuple):

@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 import test_controller  # noqa: E402
 from experiment.logdir import RANDOM_RESULTS, STAGES, TEST_RESULTS, Logdir  # noqa: E402
+from models.dream import add_temperature_flag  # noqa: E402
 from utils.checkpoint import atomic_write  # noqa: E402
 from utils.cli import UserError, make_parser, nonnegative_int, positive_float, positive_int, run  # noqa: E402
 from utils.logging import load_args  # noqa: E402
@@ -265,7 +266,7 @@ def build_parser():
     add("--train-renderer", help="renderer of controller training and evaluation (CarRacing: fast or approx)")
     add("--test-renderer", help="renderer of the final test (the game's own pixels)")
     add("--dream", type=int, choices=(0, 1), help="1: train C inside M's dream (traincontroller.py --dream)")
-    add("--temperature", type=positive_float, help="tau of the dream")
+    add_temperature_flag(knobs, "the dream C is trained in", default=None)
     add("--dream-steps", type=positive_int, help="dream length cap")
     add("--weight-penalty", type=float, help="fitness penalty x mean(w^2)")
     add("--z-mode", choices=("mu", "sample"), help="C and M see the encoder mean or a sample of z")

@@ -32,8 +32,8 @@ from experiment.logdir import (  # noqa: E402
     load_vae,
 )
 from models.controller import ControllerBatch  # noqa: E402
-from models.dream import DEFAULT_TEMPERATURE, Dream, decode_latents, start_latents  # noqa: E402
-from utils.cli import UserError, animation_file, make_parser, positive_float, positive_int, run  # noqa: E402
+from models.dream import Dream, add_temperature_flag, decode_latents, start_latents  # noqa: E402
+from utils.cli import UserError, animation_file, make_parser, positive_int, run  # noqa: E402
 from utils.seeding import DREAM_EPISODES, derive_seed  # noqa: E402
 from utils.visuals import save_animation  # noqa: E402
 
@@ -46,9 +46,7 @@ def build_parser():
     )
     parser.add_argument("--controller", action="store_true", help="act with <logdir>/ctrl/best.tar")
     parser.add_argument("--keyboard", action="store_true", help="drive with the arrow keys in a window")
-    parser.add_argument(
-        "--temperature", type=positive_float, default=DEFAULT_TEMPERATURE, help="tau of M's sampling"
-    )
+    add_temperature_flag(parser, "the dream shown")
     parser.add_argument("--steps", type=positive_int, default=300, help="dream length cap")
     parser.add_argument("--fps", type=positive_int, default=25, help="frames per second shown and written")
     parser.add_argument("--scale", type=positive_int, default=6, help="window / animation enlargement")

@@ -242,6 +242,8 @@ def test_damaged_rollouts_are_named_in_one_line(vae_rollouts, tmp_path, damage, 
         (["traincontroller.py", "--pop-size", "0"], "expected a positive integer"),
         (["traincontroller.py", "--sigma", "-0.1"], "expected a positive number"),
         (["traincontroller.py", "--temperature", "0"], "expected a positive number"),
+        (["trainmdrnn.py", "--temperature", "0"], "expected a positive number"),  # one check everywhere
+        (["scripts/dream.py", "--temperature", "-1"], "expected a positive number"),
         (["test_controller.py", "--episodes", "0"], "expected a positive integer"),
         (["test_controller.py", "--worker-timeout", "-1"], "expected a positive number"),
         (["data/generation_script.py", "--rollouts", "-3"], "expected a positive integer"),
