@@ -301,6 +301,7 @@ def pipeline_dirs(args) -> list[Path]:
 def stages(args) -> list[tuple[str, list[str] | Callable[[], None]]]:
     """(name, command) of each stage; a command is a script's argv or, for the pick, a function."""
     logdir, seed = args.logdir, args.seed
+    q = lambda path: shlex.quote(str(path))  # noqa: E731  paths with spaces stay one argument
 
     def engine(seed: int) -> str:
         return (
@@ -325,7 +326,7 @@ def stages(args) -> list[tuple[str, list[str] | Callable[[], None]]]:
             new_data = pipeline / "rollouts" if args.rounds == 1 else pipeline / "rollouts" / f"round{r}"
             data = pipeline / "rollouts" if last else new_data
             policy = (
-                f"--policy controller --logdir {pipeline / f'round{r - 1}'} --noise {args.round_noise} "
+                f"--policy controller --logdir {q(pipeline / f'round{r - 1}')} --noise {args.round_noise} "
                 if r
                 else ""
             )
@@ -334,23 +335,23 @@ def stages(args) -> list[tuple[str, list[str] | Callable[[], None]]]:
                 (
                     f"generate rollouts{suffix}",
                     f"data/generation_script.py --env {args.env} {policy}--rollouts {args.rollouts} "
-                    f"--rootdir {new_data} --threads {args.threads} --max-steps {args.max_steps} "
+                    f"--rootdir {q(new_data)} --threads {args.threads} --max-steps {args.max_steps} "
                     f"--seed {pipeline_seed + r}",
                 ),
                 (
                     f"train V (VAE){suffix}",
-                    f"trainvae.py --logdir {experiment} --dataset {data} --epochs {args.vae_epochs} "
+                    f"trainvae.py --logdir {q(experiment)} --dataset {q(data)} --epochs {args.vae_epochs} "
                     f"--batch-size {args.vae_batch} --lr {args.vae_lr} --workers {args.threads} "
                     f"--seed {pipeline_seed}",
                 ),
                 (
                     f"train M (MDN-RNN){suffix}",
-                    f"trainmdrnn.py --logdir {experiment} --epochs {args.mdrnn_epochs} "
+                    f"trainmdrnn.py --logdir {q(experiment)} --epochs {args.mdrnn_epochs} "
                     f"--batch-size {args.mdrnn_batch} --seq-len {args.seq_len} --seed {pipeline_seed}",
                 ),
                 (
                     f"train C (CMA-ES){suffix}",
-                    f"traincontroller.py --logdir {experiment} --pop-size {args.pop_size} "
+                    f"traincontroller.py --logdir {q(experiment)} --pop-size {args.pop_size} "
                     f"--n-samples {args.n_samples} --generations {args.generations} "
                     f"--eval-every {args.eval_every} "
                     f"--eval-episodes {args.eval_episodes} --confirm-episodes {args.confirm_episodes} "
@@ -365,15 +366,15 @@ def stages(args) -> list[tuple[str, list[str] | Callable[[], None]]]:
     commands += [
         (
             "test C",
-            f"test_controller.py --logdir {logdir} --episodes {args.test_episodes} "
-            f"--renderer {args.test_renderer} --record {logdir / 'drive.gif'} {engine(seed)}",
+            f"test_controller.py --logdir {q(logdir)} --episodes {args.test_episodes} "
+            f"--renderer {args.test_renderer} --record {q(logdir / 'drive.gif')} {engine(seed)}",
         ),
     ]
     if args.random_baseline:
         commands.append(
             (
                 "random policy (baseline)",
-                f"test_controller.py --logdir {logdir} --episodes {args.test_episodes} --random-policy "
+                f"test_controller.py --logdir {q(logdir)} --episodes {args.test_episodes} --random-policy "
                 f"--renderer {args.test_renderer} --max-steps {args.episode_steps} --seed {seed}",
             )
         )
@@ -381,8 +382,8 @@ def stages(args) -> list[tuple[str, list[str] | Callable[[], None]]]:
         commands.append(
             (
                 "drive the pretrained agent",
-                f"test_controller.py --logdir {PRETRAINED} --episodes {args.pretrained_episodes} "
-                f"--out {logdir / 'pretrained'} --record {logdir / 'pretrained' / 'drive.gif'} "
+                f"test_controller.py --logdir {q(PRETRAINED)} --episodes {args.pretrained_episodes} "
+                f"--out {q(logdir / 'pretrained')} --record {q(logdir / 'pretrained' / 'drive.gif')} "
                 f"--watch-track {args.pretrained_episodes - 1} --max-workers {args.threads} --seed {seed}",
             )
         )
@@ -390,8 +391,9 @@ def stages(args) -> list[tuple[str, list[str] | Callable[[], None]]]:
         commands.append(
             (
                 "play the pretrained Doom agent",
-                f"test_controller.py --logdir {PRETRAINED_DOOM} --episodes {args.doom_episodes} "
-                f"--out {logdir / 'pretrained-doom'} --record {logdir / 'pretrained-doom' / 'play.gif'} "
+                f"test_controller.py --logdir {q(PRETRAINED_DOOM)} --episodes {args.doom_episodes} "
+                f"--out {q(logdir / 'pretrained-doom')} "
+                f"--record {q(logdir / 'pretrained-doom' / 'play.gif')} "
                 f"--watch-track {args.doom_episodes - 1} --z-mode sample --max-workers {args.threads} "
                 f"--seed {seed}",
             )

@@ -166,6 +166,19 @@ def test_a_flag_overrides_the_preset():
     assert "--logdir" in commands["drive the pretrained agent"]
 
 
+@pytest.mark.parametrize("preset", sorted(demo.PRESETS))
+def test_a_logdir_with_spaces_stays_one_argument_of_every_stage(preset):
+    logdir = Path("/tmp/my runs/a b")
+    args = demo.resolve(
+        demo.build_parser().parse_args(["--preset", preset, "--logdir", str(logdir), "--rounds", "2"])
+    )
+    for name, argv in demo.stages(args):
+        if callable(argv):
+            continue
+        paths = [a for a in argv if a.startswith("/tmp/my")]
+        assert paths and all(Path(a).is_relative_to(logdir) for a in paths), (name, argv)
+
+
 def test_export_keeps_the_acting_weights_exact(recipe_run, tmp_path):
     out = tmp_path / "exported"
     sizes = export_pretrained.main(
