@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 import test_controller  # noqa: E402
 from experiment.logdir import RANDOM_RESULTS, STAGES, TEST_RESULTS, Logdir  # noqa: E402
 from models.dream import add_temperature_flag  # noqa: E402
-from utils.checkpoint import atomic_write  # noqa: E402
+from utils.checkpoint import atomic_write, load_json  # noqa: E402
 from utils.cli import UserError, make_parser, nonnegative_int, positive_float, positive_int, run  # noqa: E402
 from utils.logging import load_args  # noqa: E402
 from utils.seeding import EVAL_EPISODES, episode_seed  # noqa: E402
@@ -406,7 +406,11 @@ def check_pipelines(args) -> None:
     if args.pipelines > 1 and args.rounds > 1:
         raise UserError(f"--rounds 2 and --pipelines {args.pipelines} do not combine: add --pipelines 1")
     pick = args.logdir / PICK_RESULTS
-    held = json.loads(pick.read_text())["pipelines"] if pick.exists() else None
+    held = (
+        load_json(pick, "restore it, or delete it and rerun to redo the pick")["pipelines"]
+        if pick.exists()
+        else None
+    )
     if held is not None and len(held) != args.pipelines:
         raise UserError(
             f"{args.logdir} holds a run of {len(held)} pipelines ({pick.name}): rerun it with --pipelines "
@@ -430,7 +434,7 @@ def pick_pipeline(args) -> dict:
     whole, so a killed copy is redone). A rerun keeps the pick of <logdir>/pick.json."""
     path = args.logdir / PICK_RESULTS
     if path.exists():
-        pick = json.loads(path.read_text())
+        pick = load_json(path, "restore it, or delete it and rerun to redo the pick")
     else:
         pick_seed = args.seed + args.pipelines
         seeds = [episode_seed(pick_seed, EVAL_EPISODES, i) for i in range(args.test_episodes)]
@@ -509,7 +513,7 @@ def main(args) -> list[tuple[str, float]]:
         f"{stats['max_steps']} steps (min {stats['min']:.1f}, max {stats['max']:.1f})"
     )
     if args.pipelines > 1:
-        pick = json.loads((args.logdir / PICK_RESULTS).read_text())
+        pick = load_json(args.logdir / PICK_RESULTS, "restore it, or delete it and rerun to redo the pick")
         scores = ", ".join(f"{p['logdir']} {p['mean']:.1f}" for p in pick["pipelines"])
         print(f"kept pipeline {pick['winner']} of {scores} on {pick['tracks']['episodes']} tracks none saw")
     if args.random_baseline:

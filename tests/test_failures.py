@@ -482,3 +482,19 @@ def test_a_full_disk_during_generation_is_one_line(small_disk):
     )
     assert res.returncode == 2 and "No space left on device" in last_line(res.stderr), res.stderr
     assert not list((small_disk / "r").glob(".*.tmp"))
+
+
+def test_a_damaged_record_is_one_line_naming_it(tmp_path):
+    """A record cut short or edited by hand (a stage's args.json, the pipelines' pick.json) is one line
+    naming the file and what to do, not a JSON traceback."""
+    from scripts import demo
+    from utils.logging import load_args
+
+    (tmp_path / "ctrl").mkdir()
+    (tmp_path / "ctrl" / "args.json").write_text('{"searches": 2')
+    with pytest.raises(UserError, match=r"ctrl/args.json is damaged \(not readable JSON\): delete it"):
+        load_args(tmp_path / "ctrl")
+    (tmp_path / demo.PICK_RESULTS).write_bytes(b"\xff\xfe")
+    args = demo.resolve(demo.build_parser().parse_args(["--logdir", str(tmp_path), "--pipelines", "2"]))
+    with pytest.raises(UserError, match=r"pick.json is damaged .*delete it and rerun to redo the pick"):
+        demo.check_pipelines(args)

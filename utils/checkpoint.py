@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import json
 import os
 import pickle
 import tempfile
@@ -135,6 +136,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", hint: st
     if not isinstance(checkpoint, dict):
         raise UserError(f"{path} is not a checkpoint of this project; delete it or rerun with --noreload")
     return checkpoint
+
+
+def load_json(path: str | os.PathLike, hint: str) -> Any:
+    """The JSON record at ``path``; a damaged one (cut short, edited, not JSON) is one line naming the file
+    and ``hint``, what to do about it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError):
+        raise UserError(f"{path} is damaged (not readable JSON): {hint}") from None
 
 
 def file_digest(path: str | os.PathLike) -> str:

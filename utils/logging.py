@@ -9,7 +9,7 @@ from typing import Any
 
 from tensorboardX import SummaryWriter
 
-from utils.checkpoint import atomic_write
+from utils.checkpoint import atomic_write, load_json
 
 
 def args_record(args: argparse.Namespace) -> dict[str, Any]:
@@ -29,7 +29,7 @@ def save_args(args: argparse.Namespace, directory: str | Path) -> None:
 def load_args(directory: str | Path) -> dict[str, Any] | None:
     """The flags :func:`save_args` wrote in ``directory``, or None where that stage has not started."""
     path = Path(directory) / ARGS_FILE
-    return json.loads(path.read_text()) if path.exists() else None
+    return load_json(path, "delete it; the stage rewrites it when it next runs") if path.exists() else None
 
 
 def make_writer(directory: str | Path):
