@@ -498,3 +498,25 @@ def test_a_damaged_record_is_one_line_naming_it(tmp_path):
     args = demo.resolve(demo.build_parser().parse_args(["--logdir", str(tmp_path), "--pipelines", "2"]))
     with pytest.raises(UserError, match=r"pick.json is damaged .*delete it and rerun to redo the pick"):
         demo.check_pipelines(args)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["test_controller.py", "--random-policy", "--episodes", "1", "--max-steps", "5", "--out", "{file}"],
+        ["scripts/dream.py", "--steps", "3", "--out", "{file}/dream.gif"],
+    ],
+)
+def test_an_out_that_is_a_file_is_one_line(pipeline_logdir, tmp_path, argv):
+    taken = tmp_path / "results"
+    taken.write_text("a user's file")
+    argv = [a.replace("{file}", str(taken)) for a in argv]
+    res = subprocess.run(
+        [sys.executable, argv[0], "--logdir", str(pipeline_logdir), *argv[1:]],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert f"{taken} is a file, not a directory; choose another path" in res.stderr.strip().splitlines()[-1]
+    assert taken.read_text() == "a user's file"

@@ -55,6 +55,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         os.replace(tmp, path)
     except OSError as err:
         _discard(tmp)
+        blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if blocking is not None:  # e.g. --out naming an existing file
+            raise UserError(
+                f"cannot write {path}: {blocking} is a file, not a directory; choose another path"
+            ) from None
         if err.errno in DISK_ERRORS:
             raise UserError(
                 f"cannot write {path} ({os.strerror(err.errno)}): {DISK_ERRORS[err.errno]}, then rerun "
