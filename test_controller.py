@@ -153,7 +153,7 @@ def watch(
 
 
 @torch.no_grad()
-def test_in_dream(args) -> dict:
+def score_in_dream(args) -> dict:
     """``--in-dream``: the controller's returns in M's dream, one dream per episode, all in one batch."""
     spec, params, _ = load_agent(args.logdir)
     env = get_env_spec(spec.env)
@@ -175,7 +175,7 @@ def test_in_dream(args) -> dict:
     )
 
 
-def test_random_policy(args) -> dict:
+def score_random_policy(args) -> dict:
     """``--random-policy``: the baseline on the test's own episodes, in this process."""
     env = load_data_record(args.logdir).env
     settings = episode_settings(args, get_env_spec(env), exact_only=True)
@@ -233,9 +233,9 @@ def main(args) -> dict:
     if args.watch_track >= args.episodes:
         raise UserError(f"--watch-track {args.watch_track}: the test has tracks 0 to {args.episodes - 1}")
     if args.random_policy:
-        return test_random_policy(args)
+        return score_random_policy(args)
     if args.in_dream:
-        return test_in_dream(args)
+        return score_in_dream(args)
     returns, steps, outcomes, extra = drive_agent(args, episode_seeds(args))
     return save_results(args, returns, steps, TEST_RESULTS, "returns", extra, "test_histogram.png", outcomes)
 
