@@ -1,10 +1,12 @@
-"""The whole pipeline, each stage through its real script, at the scale of a preset.
+"""The whole pipeline, each stage through its real script, at the scale of a recipe.
 
 Usage:
     python scripts/demo.py                              # a few minutes: every stage at toy scale
     python scripts/demo.py --preset budget --logdir runs/budget   # the 2-core recipe (~2 h)
+    python scripts/demo.py --preset my_recipe.toml --logdir runs/mine   # a recipe of your own
 
-Presets (any flag given on the command line overrides the preset's value):
+A recipe is a file, recipes/<name>.toml: every stage knob (the flags below) set once; any flag given
+on the command line overrides the recipe's value. A new recipe, or a new game's, is a new file there.
   * demo: a toy run that checks every stage on this machine, then drives the shipped pretrained
     agent (pretrained/carracing) on full tracks and records the last one, and plays the shipped Doom
     agent (pretrained/doom-takecover) likewise;
@@ -42,6 +44,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -58,166 +65,43 @@ PICK_RESULTS = "pick.json"
 PRETRAINED = ROOT / "pretrained" / "carracing"
 PRETRAINED_DOOM = ROOT / "pretrained" / "doom-takecover"
 
-# What the CarRacing presets share: the real env for everything, the exact renderer for the test.
-CARRACING = {
-    "env": "carracing",
-    "test_renderer": "fast",
-    "dream": 0,
-    "temperature": 1.15,
-    "dream_steps": 1000,
-    "weight_penalty": 0.0,
-    "z_mode": "mu",
-}
+# Every knob a recipe sets: each is a flag below (--rollouts, --vae-epochs, ...) that overrides it.
+KNOBS = (
+    "env", "rounds", "pipelines", "round_noise", "rollouts", "max_steps", "vae_epochs", "vae_batch",
+    "vae_lr", "mdrnn_epochs", "mdrnn_batch", "seq_len", "generations", "pop_size", "n_samples",
+    "train_max_steps", "negative_cutoff", "eval_every", "eval_episodes", "confirm_episodes", "searches",
+    "train_renderer", "dream", "temperature", "dream_steps", "weight_penalty", "z_mode", "episode_steps",
+    "test_episodes", "test_renderer", "random_baseline", "pretrained_episodes", "doom_episodes",
+)  # fmt: skip
+RECIPES = ROOT / "recipes"
 
-# Every stage knob of each preset. "train_renderer" drives controller training (its evaluations
-# included); the final test always runs the exact renderer, whose pixels are stock CarRacing's.
-PRESETS = {
-    "demo": {
-        "rollouts": 8,
-        "max_steps": 200,
-        "vae_epochs": 5,
-        "vae_batch": 32,
-        "vae_lr": 1e-4,
-        "mdrnn_epochs": 5,
-        "mdrnn_batch": 16,
-        "seq_len": 32,
-        "generations": 4,
-        "pop_size": 8,
-        "n_samples": 2,
-        "train_max_steps": 300,
-        "negative_cutoff": 0,
-        "eval_every": 2,
-        "eval_episodes": 4,
-        "confirm_episodes": 0,
-        "searches": 1,
-        "train_renderer": "fast",
-        "episode_steps": 300,
-        "test_episodes": 8,
-        "pretrained_episodes": 2,
-        "doom_episodes": 2,
-        "random_baseline": 0,
-        "rounds": 1,
-        "pipelines": 1,
-        "round_noise": 0.1,
-        **CARRACING,
-    },
-    # CarRacing with C deciding every 2 frames (carracing-repeat2): every step-counting knob is in steps
-    # of 2 frames. At the same game frames it scored above the 1-frame recipe (742.3 and 791.2 over two
-    # C seeds, against 711.7) in a third of the time. C's training episodes run the whole 1000 frames,
-    # not cut short: 1.8x C's time for the largest gain measured (README, "Toward the paper's score").
-    # A new best must also win on 84 more tracks (100 in all): the 16-track pick was the luckiest of 24
-    # evaluations; on 100 it tested within 10 points of its score, with half the spread. A population of
-    # 32 candidates x 2 tracks (the same 64 episodes a generation as 16 x 4): 857.7 over seeds 0, 2 and 4
-    # against 837.3 for 16 x 4 (README, "Population 32 x 2 tracks"). Two whole pipelines (rollouts, V, M
-    # and C), one search each, the better kept on 100 tracks neither saw, in about the time of two
-    # searches from one V and M: V and M set where a run ends, and a second pair lifted the weak seed
-    # (README, "Whole pipelines, the best kept").
-    "budget": {
-        "rollouts": 400,
-        "max_steps": 500,
-        "vae_epochs": 1,
-        "vae_batch": 64,
-        "vae_lr": 1e-3,
-        "mdrnn_epochs": 20,
-        "mdrnn_batch": 32,
-        "seq_len": 64,
-        "generations": 120,
-        "pop_size": 32,
-        "n_samples": 2,
-        "train_max_steps": 500,
-        "negative_cutoff": 0,
-        "eval_every": 5,
-        "eval_episodes": 16,
-        "confirm_episodes": 84,
-        "searches": 1,
-        "train_renderer": "approx",
-        "episode_steps": 500,
-        "test_episodes": 100,
-        "pretrained_episodes": 0,
-        "doom_episodes": 0,
-        "random_baseline": 0,
-        "rounds": 1,
-        "pipelines": 2,
-        "round_noise": 0.1,
-        **CARRACING,
-        "env": "carracing-repeat2",
-    },
-    "doom": {
-        "env": "doom-takecover",
-        "rollouts": 1000,
-        "max_steps": 2100,
-        "vae_epochs": 2,
-        "vae_batch": 100,
-        "vae_lr": 1e-3,
-        "mdrnn_epochs": 20,
-        "mdrnn_batch": 32,
-        "seq_len": 100,
-        "generations": 100,
-        "pop_size": 32,
-        "n_samples": 16,
-        "train_max_steps": 2100,
-        "negative_cutoff": 0,
-        "eval_every": 10,
-        "eval_episodes": 16,
-        "confirm_episodes": 0,
-        "searches": 1,
-        "train_renderer": "160x120",
-        "test_renderer": "160x120",
-        "episode_steps": 2100,
-        "test_episodes": 100,
-        "pretrained_episodes": 0,
-        "doom_episodes": 0,
-        "random_baseline": 0,
-        "rounds": 1,
-        "pipelines": 1,
-        "round_noise": 0.1,
-        "dream": 1,
-        "temperature": 1.15,
-        "dream_steps": 2100,
-        "weight_penalty": 0.01,
-        "z_mode": "sample",
-    },
-    "socnav": {
-        "env": "socnav",
-        "rollouts": 2000,
-        "max_steps": 200,
-        "vae_epochs": 2,
-        "vae_batch": 32,
-        "vae_lr": 1e-3,
-        "mdrnn_epochs": 20,
-        "mdrnn_batch": 32,
-        "seq_len": 32,
-        "generations": 20,
-        "pop_size": 16,
-        "n_samples": 4,
-        "train_max_steps": 200,
-        "negative_cutoff": 0,
-        "eval_every": 5,
-        "eval_episodes": 16,
-        "confirm_episodes": 0,
-        "searches": 1,
-        "train_renderer": "256x256",
-        "test_renderer": "256x256",
-        "episode_steps": 200,
-        "test_episodes": 100,
-        "pretrained_episodes": 0,
-        "doom_episodes": 0,
-        "random_baseline": 1,
-        "rounds": 1,
-        "pipelines": 1,
-        "round_noise": 0.1,
-        "dream": 0,
-        "temperature": 1.15,
-        "dream_steps": 200,
-        "weight_penalty": 0.0,
-        "z_mode": "mu",
-    },
-}
+
+def load_recipe(path: Path) -> dict:
+    """The knobs of the recipe file ``path`` (TOML, every knob of :data:`KNOBS` set once); one line naming
+    the file when it cannot be read or sets an unknown knob or misses one."""
+    try:
+        knobs = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise UserError(f"recipe {path}: cannot be read ({err})") from None
+    unknown = sorted(set(knobs) - set(KNOBS))
+    missing = [k for k in KNOBS if k not in knobs]
+    if unknown or missing:
+        what = f"unknown knob {unknown[0]!r}" if unknown else f"missing knob(s) {', '.join(missing)}"
+        raise UserError(f"recipe {path}: {what}; a recipe sets each of {', '.join(KNOBS)}")
+    return knobs
+
+
+# The shipped recipes, by name (recipes/<name>.toml); --preset takes a name or a recipe file's path.
+PRESETS = {path.stem: load_recipe(path) for path in sorted(RECIPES.glob("*.toml"))}
 
 
 def build_parser():
     parser = make_parser(__doc__)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="demo", help="scale of every stage")
+    parser.add_argument(
+        "--preset",
+        default="demo",
+        help=f"the recipe: {', '.join(sorted(PRESETS))} (recipes/<name>.toml), or a recipe file's path",
+    )
     parser.add_argument("--logdir", type=Path, default=Path("demo_run"), help="where everything is written")
     parser.add_argument("--threads", type=positive_int, default=2, help="worker processes of every stage")
     parser.add_argument("--seed", type=int, default=0, help="seed of every stage")
@@ -283,9 +167,19 @@ def build_parser():
     return parser
 
 
+def recipe(name: str) -> dict:
+    """The knobs of --preset ``name``: a shipped recipe's name, or the path of a recipe file."""
+    if name in PRESETS:
+        return PRESETS[name]
+    path = Path(name)
+    if path.suffix != ".toml" or not path.is_file():
+        raise UserError(f"--preset {name}: neither a recipe ({', '.join(sorted(PRESETS))}) nor a .toml file")
+    return load_recipe(path)
+
+
 def resolve(args):
-    """Fill every knob left unset from the preset."""
-    for key, value in PRESETS[args.preset].items():
+    """Fill every knob left unset from the recipe."""
+    for key, value in recipe(args.preset).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     return args
@@ -497,7 +391,7 @@ def main(args) -> list[tuple[str, float]]:
     stats = json.loads(Logdir(args.logdir).test_results.read_text())
     summary = {
         "preset": args.preset,
-        "knobs": {key: getattr(args, key) for key in PRESETS[args.preset]},
+        "knobs": {key: getattr(args, key) for key in KNOBS},
         "stages": [{"stage": name, "seconds": round(seconds, 1)} for name, seconds in timings],
         "test": stats,
     }

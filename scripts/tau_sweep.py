@@ -1,6 +1,7 @@
 """The paper's temperature table (VizDoom take-cover) at our scale: for each tau, C trained inside M's
-dream from the same V and M, then scored in the dream and in the real game. The C settings are the
-doom preset's (dreams up to 2100 frames, weight penalty 0.01, z sampled, 16 real evaluation episodes).
+dream from the same V and M, then scored in the dream and in the real game. The dream's length, the
+weight penalty, z's mode and the evaluation episodes are --preset's (recipes/doom.toml: dreams up to
+2100 frames, weight penalty 0.01, z sampled, 16 real evaluation episodes).
 
 Usage:
     python scripts/tau_sweep.py --logdir runs/doom --out runs/doom_sweep --generations 30
@@ -25,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from experiment.logdir import DREAM_RESULTS, PICK_RETURNS, Logdir  # noqa: E402
+from scripts import demo  # noqa: E402
 from utils.checkpoint import atomic_write  # noqa: E402
 from utils.cli import UserError, make_parser, positive_int, run  # noqa: E402
 
@@ -44,6 +46,11 @@ def build_parser():
         "--episodes", type=positive_int, default=100, help="pick episodes of each tau (game and dream)"
     )
     parser.add_argument("--threads", type=positive_int, default=2, help="episode workers")
+    parser.add_argument(
+        "--preset",
+        default="doom",
+        help="the recipe whose dream settings C is trained with (see scripts/demo.py)",
+    )
     return parser
 
 
@@ -56,6 +63,7 @@ def stage(*argv: str | Path) -> None:
 
 
 def main(args) -> dict:
+    knobs = demo.recipe(args.preset)
     source = Logdir(args.logdir)
     results = {}
     for tau in args.taus:
@@ -70,12 +78,13 @@ def main(args) -> dict:
             stage(
                 "traincontroller.py", "--logdir", logdir.root, "--dream", "--temperature", tau,
                 "--generations", args.generations, "--pop-size", args.pop_size, "--n-samples", args.n_samples,
-                "--dream-steps", 2100, "--weight-penalty", 0.01, "--z-mode", "sample",
-                "--eval-every", args.eval_every, "--eval-episodes", 16, "--max-workers", args.threads,
+                "--dream-steps", knobs["dream_steps"], "--weight-penalty", knobs["weight_penalty"],
+                "--z-mode", knobs["z_mode"], "--eval-every", args.eval_every,
+                "--eval-episodes", knobs["eval_episodes"], "--max-workers", args.threads,
             )  # fmt: skip
             pick = ("--pick", "--episodes", args.episodes)
             stage("test_controller.py", "--logdir", logdir.root, "--in-dream", "--temperature", tau, *pick)
-            real = ("--z-mode", "sample", "--max-workers", args.threads, *pick)
+            real = ("--z-mode", knobs["z_mode"], "--max-workers", args.threads, *pick)
             stage("test_controller.py", "--logdir", logdir.root, *real)
             dream = json.loads((logdir.stage("ctrl") / f"pick_{DREAM_RESULTS}").read_text())
             real = json.loads((logdir.stage("ctrl") / PICK_RETURNS).read_text())

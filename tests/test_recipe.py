@@ -157,6 +157,26 @@ def test_watch_track_must_be_a_test_track(recipe_run, tmp_path):
         drive(recipe_run, tmp_path, 2, 20, "--watch-track", "5", "--record", str(tmp_path / "x.gif"))
 
 
+def test_a_recipe_is_a_file_and_a_bad_one_is_one_line(tmp_path):
+    """--preset takes a shipped recipe's name (recipes/<name>.toml) or a recipe file of one's own; a file
+    with an unknown or a missing knob, or that is not TOML, is one line naming it."""
+    text = (demo.RECIPES / "doom.toml").read_text()
+    mine = tmp_path / "mine.toml"
+    mine.write_text(text.replace("generations = 100", "generations = 7"))
+    args = demo.resolve(demo.build_parser().parse_args(["--preset", str(mine)]))
+    assert args.generations == 7 and args.env == "doom-takecover" and args.temperature == 1.15
+    for bad, message in (
+        (text + "lr = 0.1\n", "unknown knob 'lr'"),
+        (text.replace("seq_len = 100\n", ""), "missing knob.s. seq_len"),
+        (text + "generations = 3\n", "cannot be read"),  # a knob set twice is not TOML
+    ):
+        mine.write_text(bad)
+        with pytest.raises(UserError, match=f"recipe {mine}: {message}"):
+            demo.resolve(demo.build_parser().parse_args(["--preset", str(mine)]))
+    with pytest.raises(UserError, match="--preset budgett: neither a recipe .budget, demo, doom"):
+        demo.resolve(demo.build_parser().parse_args(["--preset", "budgett"]))
+
+
 def test_a_flag_overrides_the_preset():
     args = demo.resolve(demo.build_parser().parse_args(["--preset", "budget", "--vae-lr", "0.5"]))
     assert args.vae_lr == 0.5 and args.rollouts == demo.PRESETS["budget"]["rollouts"]
