@@ -31,7 +31,9 @@ import os
 import pickle
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -398,6 +400,156 @@ def main(args) -> dict:
         return search(args)
 
 
+@dataclass
+class SearchState:
+    """Where the search stands: what each generation reads and updates, and the checkpoint keeps.
+
+    ``search_index`` is the search under way (--searches); ``best_search`` the one that found best.tar;
+    ``winner`` that search's final CMA-ES state in plain tensors once it has ended (an export ships it, so
+    that continuing an agent continues the search that found it; ~1.5 MB in every later checkpoint against
+    ~19 MB pickled); ``from_best`` the generation after which a --from-best search started.
+    """
+
+    es: Any
+    generation: int = 0
+    best_score: float = -math.inf
+    history: list[dict] = field(default_factory=list)
+    search_index: int = 0
+    best_search: int | None = None
+    winner: dict | None = None
+    from_best: int | None = None
+
+    def checkpoint(self, args, dim: int, controller: ControllerConfig) -> dict:
+        """What ``ctrl/checkpoint.tar`` holds after a generation (a rerun resumes from it exactly)."""
+        return {
+            "stage": "ctrl",
+            "cma": pickle.dumps(self.es),
+            "generation": self.generation,
+            "best_score": self.best_score,
+            "history": self.history,
+            "args": args_record(args),
+            "dim": dim,
+            "controller": controller.to_dict(),
+            "best_search": self.best_search,
+            **({"winner": self.winner} if self.winner is not None else {}),
+            **({"from_best": self.from_best} if self.from_best is not None else {}),
+        }
+
+
+def start_search(args, state: dict | None, state_path: Path | None, logdir: Logdir, dim: int) -> SearchState:
+    """The search to run: the run's own resumed (its checkpoint), an exported agent's continued, a new one
+    centred on an exported best (--from-best), or a new one (the best it replaces kept aside)."""
+    checkpoint_path, best_path = logdir.checkpoint("ctrl"), logdir.best("ctrl")
+    if state is None:
+        if best_path.is_file():  # a new search starts with no best; the old one is kept, never deleted
+            os.replace(best_path, logdir.previous_best)
+            print(f"a new search: the previous best controller is kept as {logdir.previous_best}")
+        return SearchState(new_search(dim, args.pop_size, args.sigma, args.seed))
+    # --searches: the one under way is the last record's (every checkpoint follows a record)
+    search_index = state["history"][-1].get("search", 0) if state["history"] else 0
+    if state.get("dim", dim) != dim:
+        raise UserError(
+            f"{state_path} searches {state['dim']} parameters, this V and M need {dim}; use --noreload"
+        )
+    st = SearchState(
+        None,
+        generation=state["generation"],
+        best_score=state["best_score"],
+        history=state["history"],
+        search_index=search_index,
+        best_search=state.get("best_search", search_index if state_path != checkpoint_path else None),
+        winner=state.get("winner"),  # an export has none
+        from_best=state.get("from_best"),
+    )
+    if state_path == checkpoint_path:  # the run's own search
+        st.es = resume_search(state["cma"])
+        print(f"resuming the search after generation {state['generation']}", end=" ")
+    elif args.from_best:  # a new search centred on the exported best (check_from_best: it exists)
+        mean, _, _ = load_controller(args.logdir)
+        done = state["generation"]
+        st.es = new_search(dim, args.pop_size, args.sigma, args.seed + search_index, mean=mean, stream=done)
+        st.from_best = done
+        st.best_search = search_index  # the search under way is centred on the best: an export ships it
+        print(f"a new search from {best_path} (step size {args.sigma}) after generation {done}", end=" ")
+    else:  # an exported agent's search, plain tensors only (experiment/search.py): never unpickled
+        if "search" not in state:
+            raise UserError(f"{state_path} holds no search state; re-export the agent, or use --noreload")
+        st.es = continue_search(state["search"], args.pop_size, args.seed + search_index)
+        print(f"continuing the exported search {state_path} after generation {state['generation']}", end=" ")
+    print(f"(best evaluated return {st.best_score:.1f})")
+    return st
+
+
+def next_search(st: SearchState, args, dim: int) -> None:
+    """--searches: the search under way has run its generations; keep its final state if it found the
+    best, and start the next one from seed --seed + its index."""
+    if st.best_search == st.search_index:
+        st.winner = {"search": st.search_index, "generation": st.generation, "state": portable_state(st.es)}
+    st.search_index, st.generation = st.search_index + 1, 0
+    st.es = new_search(dim, args.pop_size, args.sigma, args.seed + st.search_index)
+    print(f"search {st.search_index + 1} of {args.searches}, seed {args.seed + st.search_index}")
+
+
+@dataclass(frozen=True)
+class Judge:
+    """Evaluation of a generation's CMA-ES mean and best candidate on the fixed evaluation tracks, and
+    of a challenger of the best on the confirmation tracks; a new best goes to ``best_path``."""
+
+    pool: EpisodePool
+    eval_seeds: list[int]
+    confirm_seeds: list[int]
+    best_path: Path
+    controller: ControllerConfig
+    z_mode: str
+
+    def __call__(self, st: SearchState, pair: np.ndarray, record: dict) -> str:
+        """Evaluate ``pair`` (CMA mean, best candidate) after generation ``st.generation``; fills ``record``,
+        updates ``st``'s best, returns the summary line's part."""
+        generation = st.generation
+        eval_returns = evaluate(self.pool, pair, self.eval_seeds, f"evaluation {generation}")
+        scores = eval_returns.mean(axis=1)
+        record.update(
+            eval_mean=float(scores[0]), eval_best=float(scores[1]), eval_mean_std=float(eval_returns[0].std())
+        )
+        line = f" | eval: CMA mean {scores[0]:7.1f}, best candidate {scores[1]:7.1f}"
+        pick = int(np.argmax(scores))
+        picked = eval_returns[pick]
+        if scores[pick] > st.best_score and self.confirm_seeds:  # a new best? More tracks decide
+            more = evaluate(
+                self.pool, pair[pick : pick + 1], self.confirm_seeds, f"confirmation {generation}"
+            )
+            picked = np.concatenate([picked, more[0]])
+            record["eval_confirmed"] = float(picked.mean())
+            line += f" | on {len(picked)} tracks {picked.mean():7.1f}"
+        if picked.mean() > st.best_score:
+            st.best_score = float(picked.mean())
+            source = ("cma_mean", "best_candidate")[pick]
+            save_best(
+                self.best_path,
+                pair[pick],
+                self.controller,
+                st.best_score,
+                picked,
+                generation,
+                source,
+                self.z_mode,
+            )
+            st.best_search = st.search_index
+            line += " | new best"
+        return line
+
+
+def log_generation(writer, history: list[dict], fitness: np.ndarray) -> None:
+    """The last record's scalars in TensorBoard (steps counted over all searches) and a fitness histogram."""
+    record, step = history[-1], generation_steps(history)[-1]
+    for k, v in record.items():
+        if k not in ("generation", "search"):
+            tag = f"eval/{k[5:]}_return" if k.startswith("eval_") else f"train/{k}"
+            writer.add_scalar(tag if k != "sigma" else "train/sigma", v, step)
+    writer.add_histogram("train/fitness", fitness, step)
+    writer.flush()
+
+
 def search(args) -> dict:
     seed_everything(args.seed)
     devices = worker_devices(args.device)
@@ -421,46 +573,7 @@ def search(args) -> dict:
     settings = episode_settings(args, env)
     dream = DreamFitness(args, spec.controller, env) if args.dream else None
     dim = spec.controller.vector_size
-
-    generation, best_score, history, search_index = 0, -np.inf, [], 0
-    # --searches: which search found best.tar, and that search's final CMA-ES state once it has ended, in
-    # plain tensors (scripts/export_pretrained.py ships it, so that continuing an agent continues the search
-    # that found it; ~1.5 MB in every later checkpoint against ~19 MB pickled)
-    best_search, winner, from_best = None, None, None  # from_best: see the checkpoint below
-    if state is not None:
-        # --searches: the one under way is the last record's (every checkpoint follows a record)
-        search_index = state["history"][-1].get("search", 0) if state["history"] else 0
-        if state.get("dim", dim) != dim:
-            raise UserError(
-                f"{state_path} searches {state['dim']} parameters, this V and M need {dim}; use --noreload"
-            )
-        from_best = state.get("from_best")
-        best_search = state.get("best_search", search_index if state_path != checkpoint_path else None)
-        if state_path == checkpoint_path:  # the run's own search
-            es = resume_search(state["cma"])
-            print(f"resuming the search after generation {state['generation']}", end=" ")
-        elif args.from_best:  # a new search centred on the exported best (check_from_best: it exists)
-            mean, _, _ = load_controller(args.logdir)
-            seed, done = args.seed + search_index, state["generation"]
-            es = new_search(dim, args.pop_size, args.sigma, seed, mean=mean, stream=done)
-            from_best = done
-            best_search = search_index  # the search under way is centred on the best: an export ships it
-            print(f"a new search from {best_path} (step size {args.sigma}) after generation {done}", end=" ")
-        else:  # an exported agent's search, plain tensors only (experiment/search.py): never unpickled
-            if "search" not in state:
-                raise UserError(f"{state_path} holds no search state; re-export the agent, or use --noreload")
-            es = continue_search(state["search"], args.pop_size, args.seed + search_index)
-            print(
-                f"continuing the exported search {state_path} after generation {state['generation']}", end=" "
-            )
-        generation, best_score, history = state["generation"], state["best_score"], state["history"]
-        winner = state.get("winner")  # an export has none
-        print(f"(best evaluated return {best_score:.1f})")
-    else:
-        es = new_search(dim, args.pop_size, args.sigma, args.seed)
-        if best_path.is_file():  # a new search starts with no best; the old one is kept, never deleted
-            os.replace(best_path, logdir.previous_best)
-            print(f"a new search: the previous best controller is kept as {logdir.previous_best}")
+    st = start_search(args, state, state_path, logdir, dim)
     save_args(args, out_dir)
     writer = make_writer(out_dir)
     eval_seeds = [episode_seed(args.seed, EVAL_EPISODES, i) for i in range(args.eval_episodes)]
@@ -470,7 +583,7 @@ def search(args) -> dict:
     ]
     display = Display(spec, settings, seed=args.seed) if args.display else None
     target = target_return(args, env)
-    reached = best_score >= target
+    reached = st.best_score >= target
     try:
         with make_pool(
             args.backend,
@@ -482,124 +595,68 @@ def search(args) -> dict:
             devices,
             args.worker_timeout,
         ) as pool:
+            judge = Judge(pool, eval_seeds, confirm_seeds, best_path, spec.controller, settings.z_mode)
             while not reached:
-                if generation >= args.generations:  # this search is done: the next one, if any
-                    if search_index + 1 >= args.searches:
+                if st.generation >= args.generations:  # this search is done: the next one, if any
+                    if st.search_index + 1 >= args.searches:
                         break
-                    if best_search == search_index:
-                        winner = {
-                            "search": search_index,
-                            "generation": generation,
-                            "state": portable_state(es),
-                        }
-                    search_index, generation = search_index + 1, 0
-                    es = new_search(dim, args.pop_size, args.sigma, args.seed + search_index)
-                    print(f"search {search_index + 1} of {args.searches}, seed {args.seed + search_index}")
-                search_seed = args.seed + search_index
+                    next_search(st, args, dim)
+                search_seed = args.seed + st.search_index
                 start = time.perf_counter()
-                candidates = np.asarray(es.ask())
-                seeds = [
-                    episode_seed(search_seed, TRAIN_EPISODES, generation, s) for s in range(args.n_samples)
-                ]
+                candidates = np.asarray(st.es.ask())
                 if dream is not None:  # fitness in M's dream; train/* below are then dream returns
-                    returns = dream.fitness(candidates, generation, search_seed)
+                    returns = dream.fitness(candidates, st.generation, search_seed)
                 else:
+                    seeds = [
+                        episode_seed(search_seed, TRAIN_EPISODES, st.generation, s)
+                        for s in range(args.n_samples)
+                    ]
                     returns = evaluate(
                         pool,
                         candidates,
                         seeds,
-                        f"generation {generation + 1}",
+                        f"generation {st.generation + 1}",
                         args.negative_cutoff,
                         args.train_max_steps or 0,
                     )
                 # The paper's penalty on large weights (its Doom runs: 0.01 mean(w^2)); 0 by default.
                 fitness = returns.mean(axis=1) - args.weight_penalty * (candidates**2).mean(axis=1)
-                es.tell(list(candidates), list(-fitness))  # CMA-ES minimises
-                generation += 1
+                st.es.tell(list(candidates), list(-fitness))  # CMA-ES minimises
+                st.generation += 1
                 best = int(np.argmax(fitness))
                 record = {
-                    "generation": generation,
-                    "search": search_index,
+                    "generation": st.generation,
+                    "search": st.search_index,
                     "best": float(fitness[best]),
                     "mean": float(fitness.mean()),
                     "worst": float(fitness.min()),
-                    "sigma": float(es.sigma),
+                    "sigma": float(st.es.sigma),
                 }
                 kind = "dream fitness" if dream is not None else "fitness"
-                line = f"search {search_index + 1} | " if args.searches > 1 else ""
+                line = f"search {st.search_index + 1} | " if args.searches > 1 else ""
                 line += (
-                    f"generation {generation:4d} | {kind} best {record['best']:7.1f} "
-                    f"mean {record['mean']:7.1f} worst {record['worst']:7.1f} | sigma {es.sigma:.4f}"
+                    f"generation {st.generation:4d} | {kind} best {record['best']:7.1f} "
+                    f"mean {record['mean']:7.1f} worst {record['worst']:7.1f} | sigma {st.es.sigma:.4f}"
                 )
                 if display is not None:
                     display.show(candidates[best])
-                if generation % args.eval_every == 0 or generation == args.generations:
-                    pair = np.stack([np.asarray(es.mean), candidates[best]])
-                    eval_returns = evaluate(pool, pair, eval_seeds, f"evaluation {generation}")
-                    scores = eval_returns.mean(axis=1)
-                    record.update(
-                        eval_mean=float(scores[0]),
-                        eval_best=float(scores[1]),
-                        eval_mean_std=float(eval_returns[0].std()),
-                    )
-                    line += f" | eval: CMA mean {scores[0]:7.1f}, best candidate {scores[1]:7.1f}"
+                if st.generation % args.eval_every == 0 or st.generation == args.generations:
+                    pair = np.stack([np.asarray(st.es.mean), candidates[best]])
+                    line += judge(st, pair, record)
                     if dream is not None:
-                        dream.save_animation(pair[0], out_dir / f"dream_gen_{generation:03d}.gif")
-                    pick = int(np.argmax(scores))
-                    picked = eval_returns[pick]
-                    if scores[pick] > best_score and confirm_seeds:  # a new best? More tracks decide
-                        more = evaluate(
-                            pool, pair[pick : pick + 1], confirm_seeds, f"confirmation {generation}"
-                        )
-                        picked = np.concatenate([picked, more[0]])
-                        record["eval_confirmed"] = float(picked.mean())
-                        line += f" | on {len(picked)} tracks {picked.mean():7.1f}"
-                    if picked.mean() > best_score:
-                        best_score = float(picked.mean())
-                        save_best(
-                            best_path,
-                            pair[pick],
-                            spec.controller,
-                            best_score,
-                            picked,
-                            generation,
-                            ("cma_mean", "best_candidate")[pick],
-                            settings.z_mode,
-                        )
-                        best_search = search_index
-                        line += " | new best"
-                    reached = best_score >= target
-                history.append(record)
+                        dream.save_animation(pair[0], out_dir / f"dream_gen_{st.generation:03d}.gif")
+                    reached = st.best_score >= target
+                st.history.append(record)
                 if "eval_mean" in record:
-                    plot_learning_curve(history, out_dir / "learning_curve.png", dream is not None, env.name)
-                step = generation_steps(history)[-1]  # counted over all searches
-                for k, v in record.items():
-                    if k not in ("generation", "search"):
-                        tag = f"eval/{k[5:]}_return" if k.startswith("eval_") else f"train/{k}"
-                        writer.add_scalar(tag if k != "sigma" else "train/sigma", v, step)
-                writer.add_histogram("train/fitness", fitness, step)
-                writer.flush()
-                save_checkpoint(
-                    {
-                        "stage": "ctrl",
-                        "cma": pickle.dumps(es),
-                        "generation": generation,
-                        "best_score": best_score,
-                        "history": history,
-                        "args": args_record(args),
-                        "dim": dim,
-                        "controller": spec.controller.to_dict(),
-                        "best_search": best_search,
-                        **({"winner": winner} if winner is not None else {}),
-                        # --from-best: the generation after which its search started (a rerun resumes it)
-                        **({"from_best": from_best} if from_best is not None else {}),
-                    },
-                    checkpoint_path,
-                )
+                    plot_learning_curve(
+                        st.history, out_dir / "learning_curve.png", dream is not None, env.name
+                    )
+                log_generation(writer, st.history, fitness)
+                save_checkpoint(st.checkpoint(args, dim, spec.controller), checkpoint_path)
                 print(f"{line} | {time.perf_counter() - start:.1f} s", flush=True)
     except WorkerError as err:
         raise UserError(
-            f"{err} ({generation} generations are saved in {checkpoint_path}: "
+            f"{err} ({st.generation} generations are saved in {checkpoint_path}: "
             f"rerun the same command to resume)"
         ) from None
     finally:
@@ -607,12 +664,12 @@ def search(args) -> dict:
         if display is not None:
             display.close()
     if reached:
-        print(f"target return {target:g} reached: best evaluated return {best_score:.1f}")
+        print(f"target return {target:g} reached: best evaluated return {st.best_score:.1f}")
     print(
-        f"best controller: {best_path} (evaluated return {best_score:.1f} on "
+        f"best controller: {best_path} (evaluated return {st.best_score:.1f} on "
         f"{args.eval_episodes + args.confirm_episodes} episodes)"
     )
-    return {"generation": generation, "best_score": best_score, "history": history}
+    return {"generation": st.generation, "best_score": st.best_score, "history": st.history}
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from experiment.logdir import load_controller, load_data_record, load_mdrnn, loa
 from scripts import demo, export_pretrained
 from scripts import dream as dream_script
 from tests.conftest import run_demo
-from utils.checkpoint import load_checkpoint
+from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.cli import UserError
 from utils.seeding import EVAL_EPISODES, episode_seed
 
@@ -363,12 +363,14 @@ def test_the_shipped_search_continues(tmp_path, capsys):
     shutil.copytree(PRETRAINED, logdir)
     shipped = load_checkpoint(PRETRAINED / "ctrl" / "search.tar")
     done = shipped["generation"]
-    # One more generation at toy scale (other flags are allowed: the search distribution carries over).
+    # One more generation at toy scale (other flags are allowed: the search distribution carries over) ...
     argv = ["--logdir", str(logdir), "--generations", str(done + 1), "--pop-size", "4", "--n-samples", "1"]
-    argv += ["--max-steps", "20", "--max-workers", "2"]
-    # ... but the best's score was measured on the run's evaluation tracks: the same ones decide.
-    for name in ("seed", "eval_episodes", "confirm_episodes"):
-        argv += [f"--{name.replace('_', '-')}", str(shipped["args"][name])]
+    argv += ["--max-workers", "2"]
+    # ... but the best's score was measured on the run's evaluation tracks, with its episode cap, renderer
+    # and z: the same ones decide. Episodes of 20 steps keep it small: the copy's record says so.
+    save_checkpoint({**shipped, "args": {**shipped["args"], "max_steps": 20}}, logdir / "ctrl" / "search.tar")
+    for name in ("seed", "eval_episodes", "confirm_episodes", "renderer", "max_steps"):
+        argv += [f"--{name.replace('_', '-')}", str({**shipped["args"], "max_steps": 20}[name])]
     summary = traincontroller.main(traincontroller.build_parser().parse_args(argv))
     assert "continuing the exported search" in capsys.readouterr().out
     # (the history holds every search of the run: more records than this search's generations)
