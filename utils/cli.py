@@ -88,12 +88,14 @@ def run(
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not a job started with SIGINT ignored
         stops.append(signal.SIGINT)
     previous = {signum: signal.signal(signum, _stop) for signum in stops}
+    stopped = False
     try:
         main(args)
     except UserError as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as stop:
+        stopped = True
         terminated = isinstance(stop, Terminated)
         print(
             f"{parser.prog}: stopped by {'SIGTERM' if terminated else 'Ctrl-C'}; everything completed is "
@@ -102,5 +104,8 @@ def run(
         )
         sys.exit(143 if terminated else 130)
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        # A stopped run is exiting: later signals stay ignored (_stop) until it is gone, or one arriving
+        # while the interpreter shuts down would kill it with the default handler instead (exit -15).
+        if not stopped:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
