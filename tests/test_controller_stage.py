@@ -23,6 +23,7 @@ from models.controller import Controller
 from models.mdrnn import MDRNNCell
 from models.vae import VAE, frames_to_tensor
 from tests.conftest import copy_logdir
+from utils.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 SHORT = EpisodeSettings(max_steps=30, renderer="fast")
@@ -182,7 +183,7 @@ def test_controller_training_resumes_the_search_exactly(pipeline_logdir, tmp_pat
     a = copy_logdir(pipeline_logdir, tmp_path / "a")
     straight = run_ctrl(a, "--generations", "3")
     assert straight["generation"] == 3 and len(straight["history"]) == 3
-    best = torch.load(a / "ctrl" / "best.tar", weights_only=False)
+    best = load_checkpoint(a / "ctrl" / "best.tar")
     assert best["score"] == pytest.approx(straight["best_score"]) and len(best["returns"]) == 2
     b = copy_logdir(pipeline_logdir, tmp_path / "b")
     run_ctrl(b, "--generations", "2")
@@ -219,7 +220,7 @@ def test_a_new_best_must_also_win_on_the_confirmation_tracks(pipeline_logdir, tm
     more, and its mean over all 5 is what it is kept (or refused) by."""
     logdir = copy_logdir(pipeline_logdir, tmp_path / "c")
     summary = run_ctrl(logdir, "--generations", "3", "--confirm-episodes", "3")
-    best = torch.load(logdir / "ctrl" / "best.tar", weights_only=False)
+    best = load_checkpoint(logdir / "ctrl" / "best.tar")
     assert len(best["returns"]) == 5 and best["score"] == pytest.approx(np.mean(best["returns"]))
     assert best["score"] == pytest.approx(summary["best_score"])
     confirmed = [h for h in summary["history"] if "eval_confirmed" in h]

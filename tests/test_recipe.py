@@ -210,8 +210,8 @@ def test_export_keeps_the_acting_weights_exact(recipe_run, tmp_path):
         "mdrnn": set(load_mdrnn(recipe_run)[0].acting_state_dict()),
     }
     for stage, exact in acting.items():
-        full = torch.load(recipe_run / stage / "best.tar", weights_only=False)["model"]
-        small = torch.load(out / stage / "best.tar", weights_only=False)
+        full = load_checkpoint(recipe_run / stage / "best.tar")["model"]
+        small = load_checkpoint(out / stage / "best.tar")
         assert "optimizer" not in small
         for name, tensor in small["model"].items():
             if name in exact:
@@ -276,7 +276,7 @@ def test_pretrained_agent_loads_and_drives(tmp_path):
     )
     # An export of the export keeps the shipped search.
     assert (zero / "ctrl" / "search.tar").read_bytes() == (PRETRAINED / "ctrl" / "search.tar").read_bytes()
-    ckpt = torch.load(zero / "ctrl" / "best.tar", weights_only=False)
+    ckpt = load_checkpoint(zero / "ctrl" / "best.tar")
     ckpt["model"] = {k: torch.zeros_like(v) for k, v in ckpt["model"].items()}
     torch.save(ckpt, zero / "ctrl" / "best.tar")
     idle = drive(zero, tmp_path / "idle", 2, 300)
