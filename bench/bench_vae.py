@@ -29,7 +29,7 @@ import torch
 
 from data.frames import FrameCache
 from models.vae import VAE, frames_to_tensor, vae_loss
-from utils.device import resolve_device
+from utils.device import add_device_flag, resolve_device
 from utils.precision import MEMORY_FORMATS, PRECISIONS, Numerics, resolve_numerics
 
 
@@ -76,7 +76,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
+    add_device_flag(parser, "cpu", "where V is timed")
     parser.add_argument("--steps", type=int, default=6, help="timed training steps per cell")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved repetitions; the best counts")
     parser.add_argument(

@@ -11,7 +11,7 @@ import torch
 from driving.episode import Z_MODES, EpisodeSettings
 from envs import EnvSpec
 from utils.cli import UserError, positive_float, positive_int
-from utils.device import resolve_device
+from utils.device import add_device_flag, resolve_device
 from utils.ray_cluster import add_backend_flags
 
 
@@ -49,11 +49,11 @@ def add_driving_flags(parser: argparse.ArgumentParser) -> None:
         help="C and M see the encoder mean (mu) or a sample of z (default: mu for training; for testing, "
         "what the controller was trained with)",
     )
-    parser.add_argument(
-        "--device",
-        default="cpu",
-        help="device of V and M in the workers: cpu, cuda (workers spread over all visible "
-        "GPUs), cuda:N or auto; small batches usually run best on cpu",
+    add_device_flag(
+        parser,
+        "cpu",
+        "V and M in the episode workers (cuda spreads the workers over every visible GPU); cpu by default, "
+        "as a worker's batches of a few frames run no faster on a GPU",
     )
     parser.add_argument(
         "--worker-timeout",

@@ -25,6 +25,7 @@ import torch
 from experiment.logdir import BEST, CHECKPOINT, check_stage
 from utils.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from utils.cli import UserError, nonnegative_int, positive_float, positive_int
+from utils.device import add_device_flag
 from utils.logging import args_record, make_writer, save_args
 
 
@@ -147,7 +148,7 @@ def add_training_flags(
         help="cap on train and test batches per epoch, for smoke runs; None: whole epochs",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of initialisation, batches and sampling")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_device_flag(parser, "auto", "the model's training (auto: the first GPU if there is one)")
     parser.add_argument("--nosamples", action="store_true", help="write no pictures")
 
 

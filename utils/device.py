@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import torch
 
 from utils.cli import UserError
@@ -23,3 +25,9 @@ def resolve_device(spec: str = "auto") -> torch.device:
     elif device.type != "cpu":
         raise UserError(f"--device {spec!r} is not supported; use auto, cpu, cuda or cuda:N")
     return device
+
+
+def add_device_flag(parser: argparse.ArgumentParser, default: str, where: str) -> None:
+    """``--device``, one definition for every script: the same values and check (:func:`resolve_device`);
+    ``where`` says what runs on it, and why its default is what it is."""
+    parser.add_argument("--device", default=default, help=f"auto, cpu, cuda or cuda:N: {where}")
