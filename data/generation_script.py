@@ -45,7 +45,7 @@ from driving.agent import AgentSpec
 from driving.controller_policy import ControllerPolicy
 from envs import DEFAULT_ENV, EnvSpec, available_envs, get_env_spec
 from experiment.logdir import STAGES, Logdir, load_agent
-from utils.checkpoint import atomic_write, file_digest, remove_stale_temporaries
+from utils.checkpoint import atomic_write, file_digest, load_json, remove_stale_temporaries
 from utils.cli import UserError, make_parser, positive_int, run
 from utils.locking import exclusive
 from utils.processes import worker_init
@@ -249,15 +249,10 @@ def check_settings(rootdir: Path, settings: dict) -> None:
     path = rootdir / SETTINGS
     held = None
     if path.is_file():
-        try:
-            held = json.loads(path.read_text())
-            if not isinstance(held, dict):
-                raise ValueError
-        except (OSError, ValueError):
-            raise UserError(
-                f"{path} is damaged: delete it to record this run's settings, if they are those of the "
-                f"rollouts in {rootdir}"
-            ) from None
+        hint = f"delete it to record this run's settings, if they are those of the rollouts in {rootdir}"
+        held = load_json(path, hint)
+        if not isinstance(held, dict):
+            raise UserError(f"{path} is damaged (not a record of settings): {hint}")
     else:
         existing = sorted(rootdir.glob("rollout_*.npz"))
         if existing:
@@ -270,10 +265,11 @@ def check_settings(rootdir: Path, settings: dict) -> None:
             }
     for key, value in (held or {}).items():
         if key in settings and settings[key] != value:
-            shown = "(another agent)" if key == "agent" else settings[key]
+            made = "driven by another agent" if key == "agent" else f"made with {SETTING_FLAGS[key]} {value}"
+            shown = "" if key == "agent" else f", not {settings[key]}"
             raise UserError(
-                f"--rootdir {rootdir} holds rollouts made with {SETTING_FLAGS[key]} {value}, not {shown}: "
-                f"use another --rootdir, or the settings it was made with"
+                f"--rootdir {rootdir} holds rollouts {made}{shown}: use another --rootdir, or the "
+                f"settings it was made with"
             )
     if held != settings:
         text = json.dumps(settings, indent=1)
