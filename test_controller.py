@@ -32,7 +32,6 @@ from driving.pool import make_pool
 from envs import get_env_spec
 from experiment.logdir import (
     DREAM_RESULTS,
-    PICK_RETURNS,
     RANDOM_RESULTS,
     TEST_RESULTS,
     Logdir,
@@ -40,6 +39,7 @@ from experiment.logdir import (
     load_data_record,
     load_dream_cell,
     load_start_latents,
+    pick_results,
 )
 from models.controller import ControllerBatch
 from models.dream import Dream, add_temperature_flag, dream_returns, start_latents
@@ -100,7 +100,7 @@ def build_parser():
         action="store_true",
         help="drive (or dream) the pick episodes instead of the test episodes: for choosing a temperature, a "
         "controller or a lever, keeping the test episodes for the number reported; the agent's returns go "
-        f"to {PICK_RETURNS}",
+        f"to {pick_results(TEST_RESULTS)}",
     )
     add_driving_flags(parser)
     return parser
@@ -283,8 +283,7 @@ def save_results(
     games whose spec names outcomes, the share of episodes that ended in each as well. With --pick the
     files are named for the pick episodes (pick_returns.json, pick_<name>), never overwriting a test's."""
     if args.pick:
-        name = PICK_RETURNS if name == TEST_RESULTS else f"pick_{name}"
-        histogram = histogram and f"pick_{histogram}"
+        name, histogram = pick_results(name), histogram and pick_results(histogram)
         what = f"{what} (pick episodes)"
     known = get_env_spec(extra["env"]).outcomes
     rates = {o: sum(x == o for x in outcomes) / len(returns) for o in known} if known and outcomes else {}

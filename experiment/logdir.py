@@ -41,6 +41,12 @@ TEST_RESULTS, RANDOM_RESULTS, DREAM_RESULTS = "test_returns.json", "random_retur
 PICK_RETURNS = "pick_returns.json"
 
 
+def pick_results(name: str) -> str:
+    """Where ``test_controller.py --pick`` writes what it writes as ``name`` for the test episodes: the
+    agent's returns as :data:`PICK_RETURNS`, the rest as ``pick_<name>``; never over a test's file."""
+    return PICK_RETURNS if name == TEST_RESULTS else f"pick_{name}"
+
+
 @dataclass(frozen=True)
 class Logdir:
     """Paths of one experiment directory."""

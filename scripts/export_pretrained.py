@@ -40,7 +40,7 @@ from data.latents import save_start_pool  # noqa: E402
 from data.rollouts import DataRecord  # noqa: E402
 from experiment.logdir import Logdir, check_stage, load_agent, load_mdrnn, load_start_latents, load_vae  # noqa: E402
 from experiment.search import portable_state, resume_search  # noqa: E402
-from utils.checkpoint import atomic_write, file_digest, load_checkpoint, save_checkpoint  # noqa: E402
+from utils.checkpoint import atomic_write, file_digest, load_checkpoint, save_checkpoint, umask  # noqa: E402
 from utils.cli import UserError, make_parser, run  # noqa: E402
 from utils.visuals import save_animation  # noqa: E402
 
@@ -144,9 +144,7 @@ def main(args) -> dict[str, int]:
         )
     out.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    building.chmod(0o777 & ~umask)  # mkdtemp's directory is private; the export is a directory like any
+    building.chmod(0o777 & ~umask())  # mkdtemp's directory is private; the export is a directory like any
     try:
         export(source, Logdir(building), mu, offsets)
         replace_dir(building, out)

@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from experiment.logdir import DREAM_RESULTS, PICK_RETURNS, Logdir  # noqa: E402
+from experiment.logdir import DREAM_RESULTS, TEST_RESULTS, Logdir, pick_results  # noqa: E402
 from scripts import demo  # noqa: E402
 from utils.checkpoint import atomic_write  # noqa: E402
 from utils.cli import UserError, make_parser, positive_int, run  # noqa: E402
@@ -86,8 +86,8 @@ def main(args) -> dict:
             stage("test_controller.py", "--logdir", logdir.root, "--in-dream", "--temperature", tau, *pick)
             real = ("--z-mode", knobs["z_mode"], "--max-workers", args.threads, *pick)
             stage("test_controller.py", "--logdir", logdir.root, *real)
-            dream = json.loads((logdir.stage("ctrl") / f"pick_{DREAM_RESULTS}").read_text())
-            real = json.loads((logdir.stage("ctrl") / PICK_RETURNS).read_text())
+            dream = json.loads((logdir.stage("ctrl") / pick_results(DREAM_RESULTS)).read_text())
+            real = json.loads((logdir.stage("ctrl") / pick_results(TEST_RESULTS)).read_text())
             scores = {k: {"mean": d["mean"], "std": d["std"]} for k, d in (("dream", dream), ("real", real))}
             atomic_write(done, lambda f, s=scores: f.write(json.dumps(s).encode()))
         results[tau] = json.loads(done.read_text())

@@ -29,7 +29,7 @@ import torch
 from utils.cli import UserError
 
 
-def _umask() -> int:
+def umask() -> int:
     """The process umask (reading it means setting it: put it straight back)."""
     mask = os.umask(0)
     os.umask(mask)
@@ -51,7 +51,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     except OSError as err:
         _discard(tmp)
