@@ -44,6 +44,7 @@ from experiment.training import (
 from models.vae import VAE, frames_to_tensor, vae_loss
 from utils.cli import (
     UserError,
+    add_workers_flag,
     fraction,
     make_parser,
     nonnegative_float,
@@ -94,12 +95,7 @@ def build_parser():
         default="auto",
         help="auto: channels_last on CPU, and on CUDA with bf16",
     )
-    parser.add_argument(
-        "--workers",
-        type=positive_int,
-        default=2,
-        help="threads decompressing rollouts when building the cache",
-    )
+    add_workers_flag(parser, "--workers", "threads decompressing rollouts when building the frame cache")
     parser.add_argument(
         "--cache-dir", type=Path, default=None, help="frame cache directory (default: <dataset>/.cache)"
     )

@@ -46,7 +46,7 @@ from driving.controller_policy import ControllerPolicy
 from envs import DEFAULT_ENV, EnvSpec, available_envs, get_env_spec
 from experiment.logdir import STAGES, Logdir, load_agent
 from utils.checkpoint import atomic_write, file_digest, load_json, remove_stale_temporaries
-from utils.cli import UserError, make_parser, positive_int, run
+from utils.cli import UserError, add_max_steps_flag, add_workers_flag, make_parser, positive_int, run
 from utils.locking import exclusive
 from utils.processes import worker_init
 from utils.ray_cluster import add_backend_flags, import_ray, init_ray
@@ -82,12 +82,10 @@ def build_parser():
         default=Path("datasets/carracing"),
         help="directory the .npz files go to (created if missing)",
     )
-    parser.add_argument(
+    add_workers_flag(
+        parser,
         "--threads",
-        type=positive_int,
-        default=max(1, os.cpu_count() or 1),
-        help="worker processes (with --backend ray: one task per rollout, as many at once as the "
-        "cluster has CPUs)",
+        "rollout worker processes (with --backend ray: tasks, one per rollout; all the cluster's CPUs)",
     )
     parser.add_argument(
         "--policy",
@@ -105,12 +103,7 @@ def build_parser():
         help="std of the Gaussian noise added to the controller's actions (then clipped), for exploration",
     )
     parser.add_argument("--seed", type=int, default=0, help="base seed of tracks and policies")
-    parser.add_argument(
-        "--max-steps",
-        type=positive_int,
-        default=None,
-        help="episode length cap (default: the env's, 1000 for CarRacing); small values make smoke runs",
-    )
+    add_max_steps_flag(parser)
     parser.add_argument(
         "--preprocessing",
         default=None,

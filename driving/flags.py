@@ -4,25 +4,19 @@ what they resolve to once the logdir's env is known."""
 from __future__ import annotations
 
 import argparse
-import os
 
 import torch
 
 from driving.episode import Z_MODES, EpisodeSettings
 from envs import EnvSpec
-from utils.cli import UserError, positive_float, positive_int
+from utils.cli import UserError, add_max_steps_flag, add_workers_flag, positive_float, positive_int
 from utils.device import add_device_flag, resolve_device
 from utils.ray_cluster import add_backend_flags
 
 
 def add_driving_flags(parser: argparse.ArgumentParser) -> None:
     """How episodes are driven and by whom."""
-    parser.add_argument(
-        "--max-workers",
-        type=positive_int,
-        default=os.cpu_count() or 1,
-        help="episode worker processes (Ray actors with --backend ray)",
-    )
+    add_workers_flag(parser, "--max-workers", "episode worker processes (Ray actors with --backend ray)")
     parser.add_argument(
         "--envs-per-worker",
         type=positive_int,
@@ -30,12 +24,7 @@ def add_driving_flags(parser: argparse.ArgumentParser) -> None:
         help="episodes a worker drives in lock-step, batching V and M over them; results are "
         "reproducible for a fixed value whatever --max-workers is",
     )
-    parser.add_argument(
-        "--max-steps",
-        type=positive_int,
-        default=None,
-        help="episode length cap (default: the env's, 1000 for CarRacing)",
-    )
+    add_max_steps_flag(parser)
     parser.add_argument(
         "--renderer",
         default=None,

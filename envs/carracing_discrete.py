@@ -22,6 +22,15 @@ from envs.spec import EnvSpec, ModelSizes
 N_ACTIONS = 5
 
 
+KEYS = ("left", "right", "up", "down")  # actions 1 to 4; no key held is 0, nothing
+
+
+def keyboard(held: frozenset[str]) -> np.ndarray:
+    """One-hot of the first of left, right, up (gas), down (brake) held; nothing when none is."""
+    index = next((1 + i for i, key in enumerate(KEYS) if key in held), 0)
+    return np.eye(N_ACTIONS, dtype=np.float32)[index]
+
+
 def squash(raw: torch.Tensor) -> torch.Tensor:
     """C's raw outputs (..., 5) -> the one-hot vector of the largest."""
     return torch.nn.functional.one_hot(raw.argmax(-1), N_ACTIONS).to(raw.dtype)
@@ -42,4 +51,5 @@ SPEC = EnvSpec(
     model=ModelSizes(latent=32, hidden=256, gaussians=5, controller_inputs=("z", "h"), controller_bias=True),
     renderers=carracing.SPEC.renderers,
     inexact_renderers=carracing.SPEC.inexact_renderers,
+    keyboard=keyboard,
 )

@@ -166,4 +166,5 @@ SPEC = EnvSpec(
     reference_returns={"paper: 1092": 1092.0, "solved: 750": 750.0},
     reward_head=False,
     done_weight=10.0,
+    keyboard=lambda held: np.array([float("right" in held) - float("left" in held)], np.float32),
 )

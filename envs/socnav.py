@@ -228,6 +228,14 @@ def preprocess(frames: np.ndarray, mode: str = "full") -> np.ndarray:
 
 PREPROCESSINGS = ("full",)
 
+
+def keyboard(held: frozenset[str]) -> np.ndarray:
+    """Up and down drive forward and back, left and right turn (left: SocNavGym's positive angular
+    speed); no sideways motion."""
+    forward = float("up" in held) - float("down" in held)
+    return np.array([forward, 0.0, float("left" in held) - float("right" in held)], np.float32)
+
+
 SPEC = EnvSpec(
     name="socnav",
     make=make,
@@ -244,4 +252,5 @@ SPEC = EnvSpec(
     renderers=RESOLUTIONS,
     done_weight=10.0,
     outcomes=OUTCOMES,
+    keyboard=keyboard,
 )

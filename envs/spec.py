@@ -87,6 +87,9 @@ class EnvSpec:
             ``success`` or ``collision``); the test reports the share of each. Empty: returns only.
         action_repeat: frames of the game per agent step (see :meth:`with_action_repeat`); 1: every
             frame is a step.
+        keyboard: the agent action of the arrow keys held (a set of ``left``, ``right``, ``up``,
+            ``down``) -> (action_size,) float32, for playing a dream by hand (``scripts/dream.py
+            --keyboard``); None: the game has no such mapping.
     """
 
     name: str
@@ -110,6 +113,7 @@ class EnvSpec:
     done_weight: float = 1.0
     outcomes: tuple[str, ...] = ()
     action_repeat: int = 1
+    keyboard: Callable[[frozenset[str]], np.ndarray] | None = None
 
     @property
     def default_preprocessing(self) -> str:

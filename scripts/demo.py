@@ -56,7 +56,15 @@ import test_controller  # noqa: E402
 from experiment.logdir import RANDOM_RESULTS, STAGES, TEST_RESULTS, Logdir  # noqa: E402
 from models.dream import add_temperature_flag  # noqa: E402
 from utils.checkpoint import atomic_write, load_json  # noqa: E402
-from utils.cli import UserError, make_parser, nonnegative_int, positive_float, positive_int, run  # noqa: E402
+from utils.cli import (  # noqa: E402
+    UserError,
+    add_workers_flag,
+    make_parser,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    run,
+)
 from utils.logging import load_args  # noqa: E402
 from utils.seeding import EVAL_EPISODES, episode_seed  # noqa: E402
 
@@ -74,6 +82,9 @@ KNOBS = (
     "test_episodes", "test_renderer", "random_baseline", "pretrained_episodes", "doom_episodes",
 )  # fmt: skip
 RECIPES = ROOT / "recipes"
+
+# (name, command) of a stage: a script's argv, or a function run in this process.
+Stage = tuple[str, list[str] | Callable[[], None]]
 
 
 def load_recipe(path: Path) -> dict:
@@ -103,7 +114,7 @@ def build_parser():
         help=f"the recipe: {', '.join(sorted(PRESETS))} (recipes/<name>.toml), or a recipe file's path",
     )
     parser.add_argument("--logdir", type=Path, default=Path("demo_run"), help="where everything is written")
-    parser.add_argument("--threads", type=positive_int, default=2, help="worker processes of every stage")
+    add_workers_flag(parser, "--threads", "worker processes of every stage")
     parser.add_argument("--seed", type=int, default=0, help="seed of every stage")
     knobs = parser.add_argument_group("stage knobs (default: the preset's value)")
     add = knobs.add_argument
@@ -192,107 +203,122 @@ def pipeline_dirs(args) -> list[Path]:
     return [args.logdir / f"pipeline{k}" for k in range(args.pipelines)]
 
 
-def stages(args) -> list[tuple[str, list[str] | Callable[[], None]]]:
-    """(name, command) of each stage; a command is a script's argv or, for the pick, a function."""
-    logdir, seed = args.logdir, args.seed
-    q = lambda path: shlex.quote(str(path))  # noqa: E731  paths with spaces stay one argument
+def argv(script: str, **flags) -> list[str]:
+    """``script`` and its flags as an argv list: ``max_steps=5`` is ``--max-steps 5``, True a bare flag,
+    None or False left out; paths stay one argument whatever they hold."""
+    out = [script]
+    for key, value in flags.items():
+        if value is None or value is False:
+            continue
+        out.append("--" + key.replace("_", "-"))
+        if value is not True:
+            out.append(str(value))
+    return out
 
-    def engine(seed: int) -> str:
-        return (
-            f"--max-workers {args.threads} --max-steps {args.episode_steps} --z-mode {args.z_mode} "
-            f"--seed {seed}"
-        )
 
-    dream = (
-        f" --dream --temperature {args.temperature} --dream-steps {args.dream_steps}" if args.dream else ""
+def driving(args, seed: int) -> dict:
+    """The flags of driving episodes that every controller stage shares."""
+    return {"max_workers": args.threads, "max_steps": args.episode_steps, "z_mode": args.z_mode, "seed": seed}
+
+
+def round_stages(args, pipeline: Path, seed: int, r: int, suffix: str) -> list[Stage]:
+    """Rollouts, V, M and C of round ``r`` of the pipeline in ``pipeline``. One round: rollouts of the random
+    policy in <pipeline>/rollouts, V, M and C in <pipeline>. Two rounds (iterative training): round 0 is
+    that in <pipeline>/round0 from <pipeline>/rollouts/round0; round 1 adds rollouts driven by round 0's
+    agent (<pipeline>/rollouts/round1, new tracks) and trains V, M and C again on both sets, in <pipeline>."""
+    last = r == args.rounds - 1
+    experiment = pipeline if last else pipeline / f"round{r}"
+    new_data = pipeline / "rollouts" if args.rounds == 1 else pipeline / "rollouts" / f"round{r}"
+    policy = (
+        {"policy": "controller", "logdir": pipeline / f"round{r - 1}", "noise": args.round_noise} if r else {}
     )
-    # One round: rollouts of the random policy in <logdir>/rollouts, V, M and C in <logdir>. Two rounds
-    # (iterative training): round 0 is that in <logdir>/round0 from <logdir>/rollouts/round0; round 1
-    # adds rollouts driven by round 0's agent (<logdir>/rollouts/round1, new tracks) and trains V, M and C
-    # again on both sets, in <logdir>. Pipelines (--pipelines > 1) are each such a run in
-    # <logdir>/pipeline<k>, from seed --seed + k.
-    commands = []
-    for k, pipeline in enumerate(pipeline_dirs(args)):
-        pipeline_seed = seed + k
-        for r in range(args.rounds):
-            last = r == args.rounds - 1
-            experiment = pipeline if last else pipeline / f"round{r}"
-            new_data = pipeline / "rollouts" if args.rounds == 1 else pipeline / "rollouts" / f"round{r}"
-            data = pipeline / "rollouts" if last else new_data
-            policy = (
-                f"--policy controller --logdir {q(pipeline / f'round{r - 1}')} --noise {args.round_noise} "
-                if r
-                else ""
-            )
-            suffix = f" (round {r})" if args.rounds > 1 else f" (pipeline {k})" if args.pipelines > 1 else ""
-            commands += [
-                (
-                    f"generate rollouts{suffix}",
-                    f"data/generation_script.py --env {args.env} {policy}--rollouts {args.rollouts} "
-                    f"--rootdir {q(new_data)} --threads {args.threads} --max-steps {args.max_steps} "
-                    f"--seed {pipeline_seed + r}",
-                ),
-                (
-                    f"train V (VAE){suffix}",
-                    f"trainvae.py --logdir {q(experiment)} --dataset {q(data)} --epochs {args.vae_epochs} "
-                    f"--batch-size {args.vae_batch} --lr {args.vae_lr} --workers {args.threads} "
-                    f"--seed {pipeline_seed}",
-                ),
-                (
-                    f"train M (MDN-RNN){suffix}",
-                    f"trainmdrnn.py --logdir {q(experiment)} --epochs {args.mdrnn_epochs} "
-                    f"--batch-size {args.mdrnn_batch} --seq-len {args.seq_len} --seed {pipeline_seed}",
-                ),
-                (
-                    f"train C (CMA-ES){suffix}",
-                    f"traincontroller.py --logdir {q(experiment)} --pop-size {args.pop_size} "
-                    f"--n-samples {args.n_samples} --generations {args.generations} "
-                    f"--eval-every {args.eval_every} "
-                    f"--eval-episodes {args.eval_episodes} --confirm-episodes {args.confirm_episodes} "
-                    f"--searches {args.searches} "
-                    f"--train-max-steps {args.train_max_steps} "
-                    f"--negative-cutoff {args.negative_cutoff} --weight-penalty {args.weight_penalty} "
-                    f"--renderer {args.train_renderer} {engine(pipeline_seed)}{dream}",
-                ),
-            ]
-    if args.pipelines > 1:
-        commands.append(("pick the best pipeline", lambda: pick_pipeline(args)))
-    commands += [
+    dream = {"dream": True, "temperature": args.temperature, "dream_steps": args.dream_steps}
+    return [
+        (
+            f"generate rollouts{suffix}",
+            argv(
+                "data/generation_script.py", env=args.env, **policy, rollouts=args.rollouts, rootdir=new_data,
+                threads=args.threads, max_steps=args.max_steps, seed=seed + r,
+            ),
+        ),
+        (
+            f"train V (VAE){suffix}",
+            argv(
+                "trainvae.py", logdir=experiment, dataset=pipeline / "rollouts" if last else new_data,
+                epochs=args.vae_epochs, batch_size=args.vae_batch, lr=args.vae_lr, workers=args.threads,
+                seed=seed,
+            ),
+        ),
+        (
+            f"train M (MDN-RNN){suffix}",
+            argv(
+                "trainmdrnn.py", logdir=experiment, epochs=args.mdrnn_epochs, batch_size=args.mdrnn_batch,
+                seq_len=args.seq_len, seed=seed,
+            ),
+        ),
+        (
+            f"train C (CMA-ES){suffix}",
+            argv(
+                "traincontroller.py", logdir=experiment, pop_size=args.pop_size, n_samples=args.n_samples,
+                generations=args.generations, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
+                confirm_episodes=args.confirm_episodes, searches=args.searches,
+                train_max_steps=args.train_max_steps, negative_cutoff=args.negative_cutoff,
+                weight_penalty=args.weight_penalty, renderer=args.train_renderer, **driving(args, seed),
+                **(dream if args.dream else {}),
+            ),
+        ),
+    ]  # fmt: skip
+
+
+def final_stages(args) -> list[Stage]:
+    """The test of --logdir's agent, then what --random-baseline, --pretrained-episodes and --doom-episodes
+    ask for, each on the test episodes of --seed."""
+    logdir, seed = args.logdir, args.seed
+    out = [
         (
             "test C",
-            f"test_controller.py --logdir {q(logdir)} --episodes {args.test_episodes} "
-            f"--renderer {args.test_renderer} --record {q(logdir / 'drive.gif')} {engine(seed)}",
-        ),
-    ]
+            argv(
+                "test_controller.py", logdir=logdir, episodes=args.test_episodes, renderer=args.test_renderer,
+                record=logdir / "drive.gif", **driving(args, seed),
+            ),
+        )
+    ]  # fmt: skip
     if args.random_baseline:
-        commands.append(
+        out.append(
             (
                 "random policy (baseline)",
-                f"test_controller.py --logdir {q(logdir)} --episodes {args.test_episodes} --random-policy "
-                f"--renderer {args.test_renderer} --max-steps {args.episode_steps} --seed {seed}",
+                argv(
+                    "test_controller.py", logdir=logdir, episodes=args.test_episodes, random_policy=True,
+                    renderer=args.test_renderer, max_steps=args.episode_steps, seed=seed,
+                ),
             )
-        )
-    if args.pretrained_episodes:
-        commands.append(
-            (
-                "drive the pretrained agent",
-                f"test_controller.py --logdir {q(PRETRAINED)} --episodes {args.pretrained_episodes} "
-                f"--out {q(logdir / 'pretrained')} --record {q(logdir / 'pretrained' / 'drive.gif')} "
-                f"--watch-track {args.pretrained_episodes - 1} --max-workers {args.threads} --seed {seed}",
+        )  # fmt: skip
+    shipped_agents = (
+        ("drive the pretrained agent", PRETRAINED, args.pretrained_episodes, "pretrained", "drive.gif", None),
+        ("play the pretrained Doom agent", PRETRAINED_DOOM, args.doom_episodes, "pretrained-doom", "play.gif",
+         "sample"),
+    )  # fmt: skip
+    for name, shipped, episodes, out_dir, record, z_mode in shipped_agents:
+        if episodes:
+            flags = dict(out=logdir / out_dir, record=logdir / out_dir / record, watch_track=episodes - 1)
+            flags |= dict(z_mode=z_mode, max_workers=args.threads, seed=seed)
+            out.append((name, argv("test_controller.py", logdir=shipped, episodes=episodes, **flags)))
+    return out
+
+
+def stages(args) -> list[Stage]:
+    """(name, command) of each stage; a command is a script's argv or, for the pick, a function. Pipelines
+    (--pipelines > 1) are each a whole run in <logdir>/pipeline<k>, from seed --seed + k."""
+    out = []
+    for k, pipeline in enumerate(pipeline_dirs(args)):
+        suffix = f" (pipeline {k})" if args.pipelines > 1 else ""
+        for r in range(args.rounds):
+            out += round_stages(
+                args, pipeline, args.seed + k, r, f" (round {r})" if args.rounds > 1 else suffix
             )
-        )
-    if args.doom_episodes:
-        commands.append(
-            (
-                "play the pretrained Doom agent",
-                f"test_controller.py --logdir {q(PRETRAINED_DOOM)} --episodes {args.doom_episodes} "
-                f"--out {q(logdir / 'pretrained-doom')} "
-                f"--record {q(logdir / 'pretrained-doom' / 'play.gif')} "
-                f"--watch-track {args.doom_episodes - 1} --z-mode sample --max-workers {args.threads} "
-                f"--seed {seed}",
-            )
-        )
-    return [(name, command if callable(command) else shlex.split(command)) for name, command in commands]
+    if args.pipelines > 1:
+        out.append(("pick the best pipeline", lambda: pick_pipeline(args)))
+    return out + final_stages(args)
 
 
 def check_pipelines(args) -> None:

@@ -7,9 +7,10 @@ Usage:
 A dream (models/dream.py) starts from the first frame of a random rollout of the latent cache,
 then M samples each next z at --temperature under the actions of: the env's default random policy of
 data generation (default), the trained controller <logdir>/ctrl/best.tar (--controller), or the
-keyboard (--keyboard, CarRacing: arrow keys steer, accelerate and brake, as in its own play mode; Esc
-quits, R restarts). V decodes every dreamed z into the frame shown. The return is the sum of M's
-predicted rewards (for an env whose reward is survival, such as Doom, the frames survived).
+arrow keys (--keyboard, as the env maps them: CarRacing steers, accelerates and brakes as in its own
+play mode, Doom moves left and right; Esc quits, R restarts). V decodes every dreamed z into the frame
+shown. The return is the sum of M's predicted rewards (for an env whose reward is survival, such as Doom,
+the frames survived).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def build_parser():
         "--out", type=animation_file, default=Path("dream.gif"), help="animation to write (.gif or .mp4)"
     )
     parser.add_argument("--controller", action="store_true", help="act with <logdir>/ctrl/best.tar")
-    parser.add_argument("--keyboard", action="store_true", help="drive with the arrow keys in a window")
+    parser.add_argument("--keyboard", action="store_true", help="play with the arrow keys in a window")
     add_temperature_flag(parser, "the dream shown")
     parser.add_argument("--steps", type=positive_int, default=300, help="dream length cap")
     parser.add_argument("--fps", type=positive_int, default=25, help="frames per second shown and written")
@@ -110,9 +111,10 @@ def record(args, dream: OneDream, vae) -> None:
 
 
 def keyboard(args, env: OneDream, vae) -> None:
-    """Drive in the dream (CarRacing's three actions); the window shows V's decoding of each dreamed z."""
-    if env.env.action_size != 3:
-        raise UserError("--keyboard drives CarRacing's three continuous actions; use --out for this env")
+    """Play in the dream with the arrow keys, as the env maps them (EnvSpec.keyboard); the window shows V's
+    decoding of each dreamed z."""
+    if env.env.keyboard is None:
+        raise UserError(f"--keyboard: {env.env.name} maps no keys to actions (EnvSpec.keyboard); use --out")
     try:
         import pygame
 
@@ -129,7 +131,7 @@ def keyboard(args, env: OneDream, vae) -> None:
         raise UserError(
             f"--keyboard needs a display (SDL found none: '{driver}'); run under xvfb-run or use --out"
         )
-    pygame.display.set_caption("World Models: driving in M's dream")
+    pygame.display.set_caption(f"World Models: playing {env.env.name} in M's dream")
     font, clock = pygame.font.Font(None, 22), pygame.time.Clock()
     z, total, steps, running = env.reset(), 0.0, 0, True
     while running:
@@ -139,14 +141,8 @@ def keyboard(args, env: OneDream, vae) -> None:
             if event.type == pygame.KEYDOWN and event.key == pygame.K_r:
                 z, total, steps = env.reset(), 0.0, 0
         keys = pygame.key.get_pressed()
-        action = np.array(
-            [
-                float(keys[pygame.K_RIGHT]) - float(keys[pygame.K_LEFT]),
-                float(keys[pygame.K_UP]),
-                0.8 * float(keys[pygame.K_DOWN]),  # CarRacing's play mode brakes with 0.8
-            ],
-            np.float32,
-        )
+        arrows = {"left": pygame.K_LEFT, "right": pygame.K_RIGHT, "up": pygame.K_UP, "down": pygame.K_DOWN}
+        action = env.env.keyboard(frozenset(name for name, key in arrows.items() if keys[key]))
         with torch.no_grad():
             frame = (vae.decode(z)[0].permute(2, 1, 0).clamp(0, 1) * 255).byte().numpy()  # (W, H, 3)
         surface = pygame.transform.scale(pygame.surfarray.make_surface(frame), (size, size))

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from experiment.logdir import DREAM_RESULTS, TEST_RESULTS, Logdir, pick_results  # noqa: E402
 from scripts import demo  # noqa: E402
 from utils.checkpoint import atomic_write  # noqa: E402
-from utils.cli import UserError, make_parser, positive_int, run  # noqa: E402
+from utils.cli import UserError, add_workers_flag, make_parser, positive_int, run  # noqa: E402
 
 
 def build_parser():
@@ -45,7 +45,7 @@ def build_parser():
     parser.add_argument(
         "--episodes", type=positive_int, default=100, help="pick episodes of each tau (game and dream)"
     )
-    parser.add_argument("--threads", type=positive_int, default=2, help="episode workers")
+    add_workers_flag(parser, "--threads", "episode worker processes")
     parser.add_argument(
         "--preset",
         default="doom",

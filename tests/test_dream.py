@@ -1,5 +1,6 @@
 """Learning inside the dream: batched dreams, traincontroller --dream, --policy controller, the script."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -261,6 +262,29 @@ def test_keyboard_mode_without_a_display_is_one_clear_error(dream_logdir, monkey
     args = dream_script.build_parser().parse_args(["--logdir", str(logdir), "--keyboard"])
     with pytest.raises(UserError, match="needs a display"):
         dream_script.main(args)
+
+
+def test_keyboard_mode_plays_with_the_games_own_keys(dream_logdir, monkeypatch):
+    """--keyboard reads the arrow keys held and acts in the dream through the env's own mapping of them
+    (EnvSpec.keyboard, here replaced by one no game has, so that nothing else could produce its actions)."""
+    pygame = pytest.importorskip("pygame")
+    from scripts import dream as dream_script
+
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")  # asked for by name: allowed, as under a test harness
+    held, polls, actions = {pygame.K_LEFT, pygame.K_UP}, [], []
+    keys = type("Keys", (), {"__getitem__": lambda _, k: k in held})()
+    monkeypatch.setattr(pygame.key, "get_pressed", lambda: keys)
+    quit_event = [pygame.event.Event(pygame.QUIT)]
+    monkeypatch.setattr(pygame.event, "get", lambda: quit_event if polls.append(1) or len(polls) > 4 else [])
+    mapping = {frozenset({"left", "up"}): np.array([0.25, 0.5, 0.125], np.float32)}
+    spec = dataclasses.replace(get_env_spec("carracing"), keyboard=mapping.__getitem__)
+    monkeypatch.setattr(dream_script, "get_env_spec", lambda name: spec)
+    step = dream_script.OneDream.step
+    monkeypatch.setattr(dream_script.OneDream, "step", lambda self, a: actions.append(a) or step(self, a))
+    logdir, _ = dream_logdir
+    argv = ["--logdir", str(logdir), "--keyboard", "--fps", "1000"]
+    dream_script.main(dream_script.build_parser().parse_args(argv))
+    assert len(actions) == 5 and all(np.array_equal(a, [0.25, 0.5, 0.125]) for a in actions)  # a step a poll
 
 
 def test_test_controller_scores_the_agent_in_the_dream(dream_logdir, tmp_path):

@@ -70,3 +70,28 @@ def test_discrete_variant_maps_outputs_to_one_action():
     env.reset(seed=0)
     assert env.action_space.n == 5
     env.step(spec.to_env_action(spec.policies["held"](np.random.default_rng(0), 1)[0]))
+
+
+def test_every_game_maps_the_arrow_keys_to_its_own_actions():
+    """scripts/dream.py --keyboard plays any game through its spec: every set of arrow keys held gives an
+    agent action of the game's size within its bounds, and the keys mean what the game's player expects."""
+    keys = ("left", "right", "up", "down")
+    for name in available_envs():
+        spec = get_env_spec(name)
+        assert spec.keyboard is not None, name
+        for mask in range(16):
+            action = spec.keyboard(frozenset(k for i, k in enumerate(keys) if mask >> i & 1))
+            assert action.dtype == np.float32 and action.shape == (spec.action_size,), name
+            assert (spec.action_low <= action).all() and (action <= spec.action_high).all(), name
+
+    def env_action(game: str, *held: str):
+        spec = get_env_spec(game)
+        return np.asarray(spec.to_env_action(spec.keyboard(frozenset(held)))).tolist()
+
+    assert env_action("carracing", "left", "up") == [-1.0, 1.0, 0.0]
+    assert env_action("carracing", "down") == [0.0, 0.0, pytest.approx(0.8)]
+    assert [env_action("doom-takecover", *held) for held in (["left"], [], ["right"], ["left", "right"])] == [
+        0, 1, 2, 1,
+    ]  # fmt: skip
+    discrete = [env_action("carracing-discrete", *k) for k in ([], ["left"], ["right"], ["up"], ["down"])]
+    assert discrete == [0, 1, 2, 3, 4]

@@ -7,6 +7,7 @@ rollouts, a checkpoint in another stage's place, out-of-range flags. (Ray node l
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import pickle
 import shutil
@@ -258,6 +259,44 @@ def test_out_of_range_flags_are_one_error_line(argv, message):
     errors = [line for line in res.stderr.splitlines() if "error:" in line]
     assert res.returncode == 2 and len(errors) == 1 and message in errors[0], res.stderr
     assert "Traceback" not in res.stderr
+
+
+WORKER_FLAGS = {  # each stage's own spelling of its worker count, kept for its users
+    "data/generation_script.py": "threads",
+    "trainvae.py": "workers",
+    "traincontroller.py": "max_workers",
+    "test_controller.py": "max_workers",
+    "scripts/demo.py": "threads",
+    "scripts/tau_sweep.py": "threads",
+}
+REQUIRED = {"scripts/tau_sweep.py": ["--logdir", "a", "--out", "b"]}
+
+
+def stage_parser(script: str):
+    path = ROOT / script
+    module = importlib.import_module(str(path.relative_to(ROOT).with_suffix("")).replace("/", "."))
+    return module.build_parser()
+
+
+def test_one_concept_is_one_flag_in_every_script():
+    """A worker count is --workers in every stage (old spellings kept), and an episode's length cap is
+    --max-steps, each with one check and one help wherever it appears."""
+    helps = set()
+    for script, dest in WORKER_FLAGS.items():
+        parser, required = stage_parser(script), REQUIRED.get(script, [])
+        assert getattr(parser.parse_args([*required, "--workers", "3"]), dest) == 3, script
+        assert getattr(parser.parse_args([*required, f"--{dest.replace('_', '-')}", "5"]), dest) == 5, script
+        with pytest.raises(SystemExit):
+            parser.parse_args([*required, "--workers", "0"])
+        action = next(a for a in parser._actions if "--workers" in a.option_strings)
+        assert action.default == (os.cpu_count() or 1), script
+        helps.add(action.help.split(" run at once")[1])
+    assert len(helps) == 1
+    caps = {
+        next(a for a in stage_parser(script)._actions if "--max-steps" in a.option_strings).help
+        for script in ("data/generation_script.py", "traincontroller.py", "test_controller.py")
+    }
+    assert len(caps) == 1
 
 
 # --- one run per stage ---------------------------------------------------------------------------------

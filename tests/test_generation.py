@@ -225,7 +225,7 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path):
     "flags,message",
     [
         (["--rollouts", "0"], "--rollouts: expected a positive integer"),
-        (["--threads", "-2"], "--threads: expected a positive integer"),
+        (["--threads", "-2"], "--threads/--workers: expected a positive integer"),
         (["--policy", "pink"], "--policy pink: carracing has brown, white or controller"),
         (["--max-steps", "ten"], "--max-steps: expected a positive integer"),
     ],

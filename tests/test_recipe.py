@@ -13,6 +13,8 @@ import torch
 import test_controller
 import traincontroller
 import trainmdrnn
+import trainvae
+from data import generation_script
 from data.rollouts import load_rollout
 from experiment.logdir import load_controller, load_data_record, load_mdrnn, load_vae
 from scripts import demo, export_pretrained
@@ -186,17 +188,40 @@ def test_a_flag_overrides_the_preset():
     assert "--logdir" in commands["drive the pretrained agent"]
 
 
+SCRIPTS = {
+    "data/generation_script.py": generation_script,
+    "trainvae.py": trainvae,
+    "trainmdrnn.py": trainmdrnn,
+    "traincontroller.py": traincontroller,
+    "test_controller.py": test_controller,
+}
+
+
 @pytest.mark.parametrize("preset", sorted(demo.PRESETS))
-def test_a_logdir_with_spaces_stays_one_argument_of_every_stage(preset):
+@pytest.mark.parametrize(
+    "shape",
+    [
+        [],
+        ["--rounds", "2"],
+        ["--pipelines", "2"],
+        ["--dream", "1", "--random-baseline", "1", "--doom-episodes", "2"],
+    ],
+)
+def test_every_stage_is_an_argv_its_script_accepts(preset, shape):
+    """Every stage's command is an argv list that its script's own parser accepts (a misspelt or removed
+    flag fails here, not an hour into a recipe), and a logdir with spaces stays one argument of each."""
     logdir = Path("/tmp/my runs/a b")
-    args = demo.resolve(
-        demo.build_parser().parse_args(["--preset", preset, "--logdir", str(logdir), "--rounds", "2"])
-    )
+    args = demo.build_parser().parse_args(["--preset", preset, "--logdir", str(logdir), *shape])
+    args = demo.resolve(args)
+    if args.rounds > 1 and args.pipelines > 1:
+        pytest.skip("--rounds 2 and --pipelines do not combine")
     for name, argv in demo.stages(args):
         if callable(argv):
             continue
+        parsed = SCRIPTS[argv[0]].build_parser().parse_args(argv[1:])
         paths = [a for a in argv if a.startswith("/tmp/my")]
         assert paths and all(Path(a).is_relative_to(logdir) for a in paths), (name, argv)
+        assert any(isinstance(v, Path) and v.is_relative_to(logdir) for v in vars(parsed).values()), name
 
 
 def test_export_keeps_the_acting_weights_exact(recipe_run, tmp_path):

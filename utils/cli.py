@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -47,6 +48,32 @@ def animation_file(text: str) -> Path:
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a directory: name a .gif or .mp4 file")
     return path
+
+
+def add_workers_flag(parser: argparse.ArgumentParser, name: str, what: str) -> None:
+    """How many workers a stage runs at once, one definition for every script: ``--workers``, and ``name``
+    where the stage has always spelt it so (--threads for rollouts, --max-workers for driving), with the
+    same check, default (one per core) and help; ``what`` says what the workers are."""
+    names = [name, "--workers"] if name != "--workers" else [name]
+    parser.add_argument(
+        *names,
+        type=positive_int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help=f"how many {what} run at once, one per core by default",
+    )
+
+
+def add_max_steps_flag(parser: argparse.ArgumentParser) -> None:
+    """``--max-steps``, one definition for every script: an episode's length cap, whether the episode is
+    a generated rollout or one that a controller drives."""
+    parser.add_argument(
+        "--max-steps",
+        type=positive_int,
+        default=None,
+        help="episode length cap: a generated rollout or a driven episode that the game has not ended "
+        "by then stops there (default: the env's, 1000 for CarRacing); small values make smoke runs",
+    )
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
