@@ -70,6 +70,7 @@ from models.dream import (
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.cli import (
     UserError,
+    check_stop,
     make_parser,
     nonnegative_float,
     nonnegative_int,
@@ -597,6 +598,7 @@ def search(args) -> dict:
         ) as pool:
             judge = Judge(pool, eval_seeds, confirm_seeds, best_path, spec.controller, settings.z_mode)
             while not reached:
+                check_stop()
                 if st.generation >= args.generations:  # this search is done: the next one, if any
                     if st.search_index + 1 >= args.searches:
                         break

@@ -42,6 +42,7 @@ from models.mdrnn import MDRNN, MDRNNCell, gmm_loss, sample_latent
 from utils.checkpoint import file_digest
 from utils.cli import (
     UserError,
+    check_stop,
     make_parser,
     positive_int,
     run,
@@ -267,6 +268,7 @@ def train(args) -> list[dict[str, float]]:
         start = time.perf_counter()
         bar = tqdm(range(n_batches), desc=f"epoch {epoch}", unit="batch", dynamic_ncols=True, leave=False)
         for b in bar:
+            check_stop()
             batch = make_batch(
                 latents, windows[b * args.batch_size : (b + 1) * args.batch_size], args.seq_len, device, z_gen
             )

@@ -45,6 +45,7 @@ from models.vae import VAE, frames_to_tensor, vae_loss
 from utils.cli import (
     UserError,
     add_workers_flag,
+    check_stop,
     fraction,
     make_parser,
     nonnegative_float,
@@ -120,6 +121,7 @@ def run_epoch(
     totals, n_frames, start = np.zeros(3), 0, time.perf_counter()
     bar = tqdm(batches, total=n_batches, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
     for frames in bar:
+        check_stop()
         x = frames_to_tensor(frames, device).contiguous(memory_format=numerics.memory_format)
         with torch.set_grad_enabled(training):
             with numerics.autocast():

@@ -46,7 +46,15 @@ from driving.controller_policy import ControllerPolicy
 from envs import DEFAULT_ENV, EnvSpec, available_envs, get_env_spec
 from experiment.logdir import STAGES, Logdir, load_agent
 from utils.checkpoint import atomic_write, file_digest, load_json, remove_stale_temporaries
-from utils.cli import UserError, add_max_steps_flag, add_workers_flag, make_parser, positive_int, run
+from utils.cli import (
+    UserError,
+    add_max_steps_flag,
+    add_workers_flag,
+    check_stop,
+    make_parser,
+    positive_int,
+    run,
+)
 from utils.locking import exclusive
 from utils.processes import worker_init
 from utils.ray_cluster import add_backend_flags, import_ray, init_ray
@@ -356,7 +364,8 @@ def generate(args, job: Job) -> list[int]:
             try:
                 pending = {pool.submit(generate_rollout, i, job) for i in todo}
                 while pending:
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                    check_stop()
                     for fut in finished:
                         record(*fut.result())
                 pool.shutdown()

@@ -23,6 +23,7 @@ from typing import Protocol
 
 from driving.agent import AgentSpec
 from driving.episode import Episode, EpisodeSettings, Result, WorkerError, chunked, drive_chunk, make_worker
+from utils.cli import check_stop
 from utils.processes import worker_init
 from utils.ray_cluster import import_ray
 
@@ -153,6 +154,7 @@ class WorkerPool:
         done: dict[int, Result] = {}
         last_progress = time.monotonic()
         while pending:
+            check_stop()
             try:
                 kind, rank, payload = self.results.get(timeout=0.5)
             except queue.Empty:

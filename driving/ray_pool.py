@@ -30,7 +30,7 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from driving.agent import AgentSpec
 from driving.episode import Episode, EpisodeSettings, Result, WorkerError, chunked, drive_chunk, make_worker
-from utils.cli import UserError
+from utils.cli import UserError, check_stop
 from utils.ray_cluster import init_ray
 
 
@@ -128,6 +128,7 @@ class RayPool:
         submit()
         last_progress = time.monotonic()
         while pending:
+            check_stop()
             ready, _ = ray.wait([*in_flight, *self._starting], num_returns=1, timeout=0.5)
             if not ready:
                 if time.monotonic() - last_progress > self.timeout:

@@ -410,6 +410,38 @@ def test_controller_stage_stops_its_workers_and_keeps_its_search(pipeline_logdir
     assert load_checkpoint(logdir / "ctrl" / "checkpoint.tar")["generation"] >= 1
 
 
+# traincontroller.py with cma's tell wrapped in a bare except that swallows a Ctrl-C arriving in it, as
+# cma's own code can (several bare excepts on paths run every generation).
+SWALLOWING_TELL = """
+import os, runpy, signal, sys, time
+import cma
+tell = cma.CMAEvolutionStrategy.tell
+def swallowing_tell(self, *args, **kwargs):
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.5)
+    except:
+        pass
+    return tell(self, *args, **kwargs)
+cma.CMAEvolutionStrategy.tell = swallowing_tell
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_a_stop_swallowed_by_a_library_still_stops_the_run(pipeline_logdir, tmp_path):
+    """The Ctrl-C lands inside a library that swallows it: the run still stops with its usual line and
+    status, instead of running on with every later signal ignored (as a search once did for over 60 s)."""
+    logdir = copy_logdir(pipeline_logdir, tmp_path / "exp")
+    argv = ["--logdir", logdir, "--generations", 1000, "--max-workers", 2, "--pop-size", 4, "--n-samples", 1]
+    argv += ["--max-steps", 30, "--envs-per-worker", 2, "--eval-every", 1000]
+    proc = script("-c", SWALLOWING_TELL, "traincontroller.py", *argv)
+    _, stderr = proc.communicate(timeout=90)
+    assert proc.returncode == 130 and "stopped by Ctrl-C" in last_line(stderr), stderr[-2000:]
+    assert "Traceback" not in stderr
+    assert load_checkpoint(logdir / "ctrl" / "checkpoint.tar")["generation"] == 1  # the one it was in
+
+
 def test_a_second_stop_signal_does_not_cut_the_stop_short(pipeline_logdir, tmp_path):
     """Ctrl-C pressed twice: the second arrives while the pool is stopping its workers. It must not
     interrupt that, or the process would wait at exit for daemon workers that ignore SIGTERM, until

@@ -90,13 +90,29 @@ class Terminated(KeyboardInterrupt):
     ``finally`` runs: worker pools stop, writers close, and what was saved stays saved."""
 
 
+_stopped_by: list[int] = []  # the signal that stopped the run, once one has
+
+
 def _stop(signum: int, frame: object) -> None:
     """The first Ctrl-C or SIGTERM stops the run; later ones are ignored while it cleans up (a few
     seconds: worker pools have deadlines), so that pressing Ctrl-C again cannot cut the cleanup short
     and leave the process waiting at exit for workers that were never stopped."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _stopped_by.append(signum)
     raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+
+
+def check_stop() -> None:
+    """Raise the stop again if a stop signal came but its exception never reached :func:`run`.
+
+    The handler raises wherever the main thread is. A bare ``except:`` in a library (cma has several,
+    in code run every generation) or a finaliser can swallow that exception, and the run would go on
+    for good, deaf to later signals. The long loops (episode pools, generations, rollouts, batches) call
+    this between units of work, never in cleanup, so such a stop lands a second or so later instead.
+    """
+    if _stopped_by:
+        raise Terminated if _stopped_by[0] == signal.SIGTERM else KeyboardInterrupt
 
 
 def run(
@@ -114,6 +130,7 @@ def run(
     stops = [signal.SIGTERM]
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not a job started with SIGINT ignored
         stops.append(signal.SIGINT)
+    _stopped_by.clear()
     previous = {signum: signal.signal(signum, _stop) for signum in stops}
     stopped = False
     try:
