@@ -244,7 +244,12 @@ def test_tau_sweep_scores_on_pick_episodes_and_resumes_an_interrupted_search(doo
     """The sweep chooses a temperature, so it scores on the pick episodes (the test's stay unused), and a
     rerun after an interruption resumes the search it cut short instead of starting it again."""
     out = tmp_path / "sweep dir"  # a space in the path: the stages' command lines are argv lists
-    knobs = ["--generations", 2, "--pop-size", 4, "--n-samples", 2, "--eval-every", 2, "--episodes", 2]
+    # The doom recipe's dream settings with shorter dreams; no real-game evaluation within the 2 generations.
+    recipe = tmp_path / "short dreams.toml"
+    recipe.write_text(
+        (demo.RECIPES / "doom.toml").read_text().replace("dream_steps = 2100", "dream_steps = 60")
+    )
+    knobs = ["--generations", 2, "--pop-size", 4, "--n-samples", 2, "--eval-every", 3, "--episodes", 2]
     # An interrupted sweep: tau 1.15's search stopped after its first generation.
     tau_dir = out / "tau_1.15"
     for stage in ("vae", "mdrnn"):
@@ -252,12 +257,13 @@ def test_tau_sweep_scores_on_pick_episodes_and_resumes_an_interrupted_search(doo
     traincontroller.main(
         parse(
             traincontroller, "--logdir", tau_dir, "--dream", "--temperature", 1.15, "--generations", 1,
-            "--pop-size", 4, "--n-samples", 2, "--dream-steps", 2100, "--weight-penalty", 0.01,
-            "--z-mode", "sample", "--eval-every", 2, "--eval-episodes", 16, "--max-workers", 2,
+            "--pop-size", 4, "--n-samples", 2, "--dream-steps", 60, "--weight-penalty", 0.01,
+            "--z-mode", "sample", "--eval-every", 3, "--eval-episodes", 16, "--max-workers", 2,
         )
     )  # fmt: skip
     first = load_checkpoint(tau_dir / "ctrl" / "checkpoint.tar")["history"]
     sweep = ["scripts/tau_sweep.py", "--logdir", doom_logdir, "--out", out, "--taus", 1.15, *knobs]
+    sweep += ["--preset", recipe]
     res = subprocess.run([sys.executable, *map(str, sweep)], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "resuming the search after generation 1" in res.stdout

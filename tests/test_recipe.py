@@ -32,7 +32,8 @@ PRETRAINED = ROOT / "pretrained" / "carracing"
 SMALLEST = [
     "--rollouts", "3", "--max-steps", "60", "--vae-epochs", "1", "--mdrnn-epochs", "1",
     "--generations", "2", "--pop-size", "4", "--n-samples", "2", "--train-max-steps", "30",
-    "--eval-every", "1", "--eval-episodes", "2", "--episode-steps", "50", "--test-episodes", "2",
+    "--eval-every", "1", "--eval-episodes", "2", "--confirm-episodes", "2", "--episode-steps", "50",
+    "--test-episodes", "2",
 ]  # fmt: skip
 
 
