@@ -35,7 +35,7 @@ from experiment.logdir import (
     RANDOM_RESULTS,
     TEST_RESULTS,
     Logdir,
-    load_agent,
+    load_agent_parts,
     load_data_record,
     load_dream_cell,
     load_start_latents,
@@ -155,7 +155,7 @@ def watch(
 @torch.no_grad()
 def score_in_dream(args) -> dict:
     """``--in-dream``: the controller's returns in M's dream, one dream per episode, all in one batch."""
-    spec, params, _ = load_agent(args.logdir)
+    spec, params, _ = load_agent_parts(args.logdir)
     env = get_env_spec(spec.env)
     cell, _ = load_dream_cell(args.logdir)
     mu, offsets = load_start_latents(args.logdir)
@@ -244,7 +244,7 @@ def drive_agent(args, seeds: list[int]) -> tuple[np.ndarray, np.ndarray, list[st
     """The best controller of --logdir on the tracks ``seeds``, with the flags of this script: returns,
     lengths, outcomes and what was driven (env, renderer, ...)."""
     devices = worker_devices(args.device)
-    spec, params, ckpt = load_agent(args.logdir)
+    spec, params, ckpt = load_agent_parts(args.logdir)
     settings = episode_settings(
         args, get_env_spec(spec.env), exact_only=True, z_mode=ckpt.get("z_mode", "mu")
     )

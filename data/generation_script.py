@@ -44,7 +44,7 @@ from data.rollouts import Rollout, load_rollout, rollout_name, save_rollout
 from driving.agent import AgentSpec
 from driving.controller_policy import ControllerPolicy
 from envs import DEFAULT_ENV, EnvSpec, available_envs, get_env_spec
-from experiment.logdir import STAGES, Logdir, load_agent
+from experiment.logdir import STAGES, Logdir, load_agent_parts
 from utils.checkpoint import atomic_write, file_digest, load_json, remove_stale_temporaries
 from utils.cli import (
     UserError,
@@ -304,7 +304,7 @@ def make_job(args, env: EnvSpec) -> Job:
         raise UserError("--policy controller needs --logdir, the experiment whose controller drives")
     if args.noise < 0:
         raise UserError(f"--noise must be >= 0, got {args.noise}")
-    agent, params, ckpt = load_agent(args.logdir)  # fails here, in one line, when a stage is missing
+    agent, params, ckpt = load_agent_parts(args.logdir)  # fails here, in one line, when a stage is missing
     if agent.env != env.name:
         raise UserError(f"--logdir {args.logdir} drives {agent.env}, not --env {env.name}")
     if agent.preprocessing != preprocessing:

@@ -70,6 +70,12 @@ class WorkerError(RuntimeError):
     """An episode worker crashed, died or hung; the message says which and why."""
 
 
+def z_noise(seed: int) -> np.random.Generator:
+    """The stream of an episode's z draws (``z_mode`` sample: z = mu + sigma * eps, eps from here), its
+    own and derived from the episode's seed alone, so that a batch's other episodes never change it."""
+    return np.random.default_rng(derive_seed(seed, 7))
+
+
 def chunked(episodes: Sequence[Episode], size: int) -> list[list[Episode]]:
     """Consecutive chunks of ``size`` episodes: the unit a worker drives in lock-step."""
     return [list(episodes[i : i + size]) for i in range(0, len(episodes), size)]
@@ -112,7 +118,7 @@ def drive_chunk(
     to_env_action = agent.env.to_env_action
     h, c = agent.initial_state(n)
     obs = [envs[i].reset(seed=int(e.seed))[0] for i, e in enumerate(episodes)]
-    noise_rngs = [np.random.default_rng(derive_seed(e.seed, 7)) for e in episodes]
+    noise_rngs = [z_noise(e.seed) for e in episodes]
     returns = np.zeros(n)
     steps = np.zeros(n, dtype=np.int64)
     negative_run = np.zeros(n, dtype=np.int64)

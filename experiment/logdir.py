@@ -230,7 +230,7 @@ def load_controller(logdir: str | os.PathLike) -> tuple[np.ndarray, ControllerCo
     return controller.parameters_to_vector(), controller.layout, checkpoint
 
 
-def load_agent(logdir: str | os.PathLike) -> tuple[AgentSpec, np.ndarray, dict[str, Any]]:
+def load_agent_parts(logdir: str | os.PathLike) -> tuple[AgentSpec, np.ndarray, dict[str, Any]]:
     """The trained agent of a logdir: its spec, C's flat vector and C's checkpoint. The controller is
     loaded first: it is what a missing stage is most likely to be."""
     params, config, checkpoint = load_controller(logdir)

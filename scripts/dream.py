@@ -26,7 +26,7 @@ import torch  # noqa: E402
 
 from envs import get_env_spec  # noqa: E402
 from experiment.logdir import (  # noqa: E402
-    load_agent,
+    load_agent_parts,
     load_data_record,
     load_dream_cell,
     load_start_latents,
@@ -81,7 +81,7 @@ class OneDream:
 
 def controller_actor(logdir: Path, dream: OneDream):
     """a_t = squash(C(z_t, h_t[, c_t])), on the dream's own LSTM state."""
-    spec, params, _ = load_agent(logdir)
+    spec, params, _ = load_agent_parts(logdir)
     controller, squash = ControllerBatch(spec.controller, params[None]), get_env_spec(spec.env).squash
 
     def act(t: int, z: torch.Tensor) -> np.ndarray:

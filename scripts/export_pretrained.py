@@ -38,7 +38,7 @@ import torch  # noqa: E402
 
 from data.latents import save_start_pool  # noqa: E402
 from data.rollouts import DataRecord  # noqa: E402
-from experiment.logdir import Logdir, check_stage, load_agent, load_mdrnn, load_start_latents, load_vae  # noqa: E402
+from experiment.logdir import Logdir, check_stage, load_agent_parts, load_mdrnn, load_start_latents, load_vae  # noqa: E402
 from experiment.search import portable_state, resume_search  # noqa: E402
 from utils.checkpoint import atomic_write, file_digest, load_checkpoint, save_checkpoint, umask  # noqa: E402
 from utils.cli import UserError, make_parser, run  # noqa: E402
@@ -132,7 +132,7 @@ def portable_checkpoint(path: Path) -> dict:
 def main(args) -> dict[str, int]:
     source, out = Logdir(args.logdir), args.out
     # One clear line, before anything is written, if the run is incomplete or inconsistent.
-    load_agent(source.root)
+    load_agent_parts(source.root)
     mu, offsets = load_start_latents(source.root)
     if out.resolve() == source.root.resolve():
         raise UserError("--out must differ from --logdir: the export would overwrite the run")
@@ -201,7 +201,7 @@ def export(source: Logdir, target: Logdir, mu: np.ndarray, offsets: np.ndarray) 
     for path, name in RECORD.items():
         if (source.root / path).is_file():
             (half_size_gif if name.endswith(".gif") else copy)(source.root / path, target.root / "run" / name)
-    load_agent(target.root)  # the export loads as a logdir
+    load_agent_parts(target.root)  # the export loads as a logdir
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import trainvae  # noqa: E402
 from data import generation_script  # noqa: E402
 from data.rollouts import list_rollouts, load_rollout  # noqa: E402
 from envs import get_env_spec, make_env  # noqa: E402
-from experiment.logdir import load_agent, load_mdrnn  # noqa: E402
+from experiment.logdir import load_agent_parts, load_mdrnn  # noqa: E402
 from models.controller import ControllerBatch, ControllerConfig  # noqa: E402
 from models.dream import Dream, dream_returns  # noqa: E402
 from models.mdrnn import MDRNN, MDRNNCell  # noqa: E402
@@ -212,7 +212,7 @@ def test_four_stages_on_tiny_doom_data_with_c_trained_in_the_dream(doom_logdir, 
     )
     history = summary["history"]
     assert len(history) == 2 and all(0 < h["best"] <= 30 for h in history)  # dream fitness: frames survived
-    spec, params, _ = load_agent(logdir)
+    spec, params, _ = load_agent_parts(logdir)
     assert spec.controller.inputs == ("z", "c", "h") and not spec.controller.bias and params.shape == (40,)
     stats = test_controller.main(
         parse(

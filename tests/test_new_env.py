@@ -17,7 +17,7 @@ import trainvae
 from data import generation_script
 from data.frames import FrameCache
 from data.rollouts import DataRecord, Rollout, list_rollouts, load_rollout, rollout_name, save_rollout
-from experiment.logdir import load_agent, load_data_record
+from experiment.logdir import load_agent_parts, load_data_record
 from tests.conftest import write_synthetic_rollouts
 from utils.checkpoint import load_checkpoint
 from utils.cli import UserError
@@ -77,7 +77,7 @@ def test_every_stage_takes_its_sizes_from_the_env_and_checkpoints(discrete_run):
     assert load_checkpoint(logdir / "mdrnn" / "best.tar")["model_config"] == {
         "latent": 8, "action": 5, "hidden": 16, "gaussians": 5,
     }  # fmt: skip
-    spec, params, _ = load_agent(logdir)
+    spec, params, _ = load_agent_parts(logdir)
     assert spec.env == ENV and spec.controller.action == 5
     assert params.shape == (5 * (8 + 16) + 5,) and summary["generation"] == 1
 
