@@ -100,7 +100,7 @@ def _stop(signum: int, frame: object) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _stopped_by.append(signum)
-    raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+    check_stop()
 
 
 def check_stop() -> None:
