@@ -69,11 +69,9 @@ class TrainedAgent:
     @torch.no_grad()
     def act(self, observation: np.ndarray):
         """The env's action for one raw observation of :meth:`make_env`'s env; M's state moves on."""
-        frames = self._agent.preprocess(np.asarray(observation)[None])
-        noise = None
-        if self.z_mode == "sample":
-            noise = self._noise.standard_normal(self._agent.latent)[None].astype(np.float32)
-        actions, self._state = self._agent.step(frames, self._controller, self._state, noise)
+        noise = [self._noise] if self.z_mode == "sample" else None
+        observations = np.asarray(observation)[None]
+        actions, self._state = self._agent.act(observations, self._controller, self._state, noise)
         return self.env.to_env_action(actions[0])
 
 

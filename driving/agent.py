@@ -95,6 +95,21 @@ class Agent:
         """(N, ...) env observations -> (N, 64, 64, 3) uint8 frames, as V was trained."""
         return self.env.preprocess(observations, self.spec.preprocessing)
 
+    def act(
+        self,
+        observations: np.ndarray,
+        controllers: ControllerBatch,
+        state: tuple[torch.Tensor, torch.Tensor],
+        noise: list[np.random.Generator] | None = None,
+    ) -> tuple[np.ndarray, tuple[torch.Tensor, torch.Tensor]]:
+        """:meth:`step` on B raw env observations (B, ...); ``noise``: one z stream per episode
+        (:func:`driving.episode.z_noise`) for z sampled around mu, or None for mu. What every episode
+        loop calls, so that a batch of one (world_models.py) acts as the workers do."""
+        eps = None
+        if noise is not None:
+            eps = np.stack([rng.standard_normal(self.latent) for rng in noise]).astype(np.float32)
+        return self.step(self.preprocess(observations), controllers, state, eps)
+
     @torch.no_grad()
     def step(
         self,

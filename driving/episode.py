@@ -125,14 +125,10 @@ def drive_chunk(
     results: list[Result | None] = [None] * n
     alive = list(range(n))
     while alive:
-        frames = agent.preprocess(np.stack([obs[i] for i in alive]))
-        noise = (
-            np.stack([noise_rngs[i].standard_normal(agent.latent) for i in alive]).astype(np.float32)
-            if settings.z_mode == "sample"
-            else None
-        )
+        noise = [noise_rngs[i] for i in alive] if settings.z_mode == "sample" else None
         idx = torch.as_tensor(alive, device=agent.device)
-        actions, (h_new, c_new) = agent.step(frames, controllers.rows(idx), (h[idx], c[idx]), noise)
+        observations = np.stack([obs[i] for i in alive])
+        actions, (h_new, c_new) = agent.act(observations, controllers.rows(idx), (h[idx], c[idx]), noise)
         h[idx], c[idx] = h_new, c_new
         still = []
         for row, i in enumerate(alive):
