@@ -24,7 +24,6 @@ retrained on the states a good driver visits.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import sys
 import tempfile
@@ -56,7 +55,7 @@ from utils.cli import (
     run,
 )
 from utils.locking import exclusive
-from utils.processes import worker_init
+from utils.processes import worker_context, worker_init
 from utils.ray_cluster import add_backend_flags, import_ray, init_ray
 from utils.seeding import derive_seed
 
@@ -352,9 +351,9 @@ def generate(args, job: Job) -> list[int]:
             for i in todo:
                 record(*generate_rollout(i, job))
         else:
-            # spawn: each worker starts clean (no inherited pygame/Box2D state); a worker that dies makes
-            # the pool broken, which surfaces here instead of hanging.
-            ctx = mp.get_context("spawn")
+            # a fork server (utils.processes.worker_context): each worker starts clean (no inherited pygame or
+            # Box2D state); a worker that dies makes the pool broken, which surfaces here instead of hanging.
+            ctx = worker_context()
             pool = ProcessPoolExecutor(
                 max_workers=min(args.threads, len(todo)),
                 mp_context=ctx,

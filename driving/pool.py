@@ -24,7 +24,7 @@ from typing import Protocol
 from driving.agent import AgentSpec
 from driving.episode import Episode, EpisodeSettings, Result, WorkerError, chunked, drive_chunk, make_worker
 from utils.cli import check_stop
-from utils.processes import worker_init
+from utils.processes import worker_context, worker_init
 from utils.ray_cluster import import_ray
 
 
@@ -94,7 +94,7 @@ class WorkerPool:
         devices: Sequence[str] = ("cpu",),
         timeout: float = 600.0,
     ) -> None:
-        ctx = mp.get_context("spawn")
+        ctx = worker_context()
         self.n_envs = n_envs
         self.timeout = timeout
         self.chunks: mp.Queue = ctx.Queue()

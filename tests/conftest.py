@@ -132,3 +132,41 @@ def run_demo(preset: str, logdir: Path, *flags) -> subprocess.CompletedProcess:
     )
     assert res.returncode == 0, res.stderr[-3000:]
     return res
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (Linux /proc)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process under ``pid``: its children, theirs, and so on."""
+    found = children(pid)
+    for child in list(found):
+        found += descendants(child)
+    return found
+
+
+def pool_workers(pid: int) -> list[int]:
+    """The worker processes of ``pid``'s pools: the children of its fork server
+    (``utils.processes.worker_context``)."""
+    workers = []
+    for child in children(pid):
+        try:
+            if b"forkserver" in Path(f"/proc/{child}/cmdline").read_bytes():
+                workers += children(child)
+        except FileNotFoundError:
+            pass
+    return workers
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"

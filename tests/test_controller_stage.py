@@ -22,7 +22,7 @@ from envs import get_env_spec, make_env
 from models.controller import Controller
 from models.mdrnn import MDRNNCell
 from models.vae import VAE, frames_to_tensor
-from tests.conftest import copy_logdir
+from tests.conftest import copy_logdir, pool_workers
 from utils.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,8 +133,12 @@ def test_an_evaluation_cut_short_stops_its_workers_at_once(spec):
     def interrupt(result):
         raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        pool.evaluate(episodes(8, steps_seed=1), on_result=interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pool.evaluate(episodes(8, steps_seed=1), on_result=interrupt)
+    except BaseException:
+        pool.close()  # a failure here must not leave the workers (which ignore SIGTERM) to hang pytest's exit
+        raise
     start = time.monotonic()
     pool.close()
     assert time.monotonic() - start < 1.5  # the polite stop's deadline alone is 2 s
@@ -362,12 +366,9 @@ def test_a_killed_worker_ends_the_run_with_one_line_and_how_to_resume(pipeline_l
     try:
         workers = []
         deadline = time.monotonic() + 60
-        while (
-            len(workers) < 2 and time.monotonic() < deadline
-        ):  # spawned workers: children running spawn_main
+        while len(workers) < 2 and time.monotonic() < deadline:
             time.sleep(0.5)
-            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-            workers = [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+            workers = pool_workers(proc.pid)
         time.sleep(3)  # well into the first generation
         os.kill(workers[0], signal.SIGKILL)
         _, stderr = proc.communicate(timeout=60)

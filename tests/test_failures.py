@@ -24,7 +24,7 @@ import torch
 import traincontroller
 from data.rollouts import list_rollouts, load_rollout, save_rollout
 from experiment.logdir import load_agent_spec, load_vae
-from tests.conftest import copy_logdir
+from tests.conftest import alive, copy_logdir, descendants, pool_workers
 from utils.checkpoint import atomic_write, file_digest, load_checkpoint, save_checkpoint
 from utils.cli import UserError
 from utils.locking import exclusive
@@ -43,22 +43,6 @@ def script(name: str, *argv, **kw) -> subprocess.Popen:
         start_new_session=True,
         **kw,
     )
-
-
-def children(pid: int) -> list[int]:
-    """The live child processes of ``pid``."""
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except FileNotFoundError:
-        return []
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
 
 
 def wait_for(condition, timeout: float = 90.0) -> None:
@@ -397,8 +381,8 @@ def test_controller_stage_stops_its_workers_and_keeps_its_search(pipeline_logdir
     flags = ("--pop-size", 6, "--n-samples", 2, "--max-steps", 100, "--envs-per-worker", 2)
     logdir, proc = start_endless_search(pipeline_logdir, tmp_path, *flags, "--eval-every", 1000)
     wait_for(lambda: (logdir / "ctrl" / "checkpoint.tar").is_file())
-    workers = children(proc.pid)
-    assert workers
+    wait_for(lambda: len(pool_workers(proc.pid)) == 2)
+    workers = descendants(proc.pid)  # the workers, their fork server, multiprocessing's tracker
     if how == "SIGTERM":
         os.kill(proc.pid, signal.SIGTERM)
     else:
@@ -448,9 +432,9 @@ def test_a_second_stop_signal_does_not_cut_the_stop_short(pipeline_logdir, tmp_p
     they have driven every episode still queued (here a generation of 64 full episodes, ~40 s)."""
     flags = ("--pop-size", 16, "--n-samples", 4, "--envs-per-worker", 1)
     _, proc = start_endless_search(pipeline_logdir, tmp_path, *flags)
-    wait_for(lambda: len(children(proc.pid)) >= 3)  # the pool's two workers and multiprocessing's tracker
+    wait_for(lambda: len(pool_workers(proc.pid)) == 2)
     time.sleep(5.0)  # the workers are driving the first generation's episodes, 62 more queued
-    workers = children(proc.pid)
+    workers = descendants(proc.pid)
     os.kill(proc.pid, signal.SIGTERM)
     time.sleep(0.5)  # within the pool's 2 s of waiting for its workers to stop
     os.kill(proc.pid, signal.SIGTERM)
@@ -466,8 +450,8 @@ def test_sigterm_stops_generation_without_partial_files_or_orphans(tmp_path):
     argv = ["--rootdir", rootdir, "--rollouts", 40, "--max-steps", 200, "--threads", 2]
     proc = script("data/generation_script.py", *argv)
     wait_for(lambda: len(list(rootdir.glob("*.npz"))) >= 1)
-    workers = children(proc.pid)
-    assert workers
+    workers = descendants(proc.pid)
+    assert pool_workers(proc.pid)
     os.kill(proc.pid, signal.SIGTERM)
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 143 and "stopped by SIGTERM" in last_line(stderr) and "Traceback" not in stderr

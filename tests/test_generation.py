@@ -15,6 +15,7 @@ from data import generation_script
 from data.rollouts import ARRAY_KEYS, load_rollout, rollout_name
 from envs import make_env
 from envs.carracing import preprocess
+from tests.conftest import alive, descendants, pool_workers
 from utils.cli import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -188,31 +189,16 @@ def test_killed_run_leaves_no_partial_file_and_resumes(tmp_path):
         assert len(load_rollout(tmp_path / rollout_name(i))) == 150
 
 
-def children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(c) for c in path.read_text().split()] if path.exists() else []
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
-
-
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
 def test_workers_exit_when_the_parent_is_killed(tmp_path):
     cmd = [sys.executable, str(SCRIPT), "--rootdir", str(tmp_path), "--rollouts", "6", "--threads", "2"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    workers: list[int] = []
-    while len(workers) < 2 and time.time() < deadline:
-        # The pool's workers (and the spawn start method's resource tracker) are the script's children.
-        workers = [c for c in children(proc.pid) if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()]
+    while len(pool_workers(proc.pid)) < 2 and time.time() < deadline:
         time.sleep(0.1)
-    assert len(workers) >= 2
+    assert len(pool_workers(proc.pid)) == 2
     time.sleep(1.0)  # the workers are driving their first rollouts
+    workers = descendants(proc.pid)  # the workers, their fork server, multiprocessing's tracker
     proc.kill()  # SIGKILL: the parent cannot stop them itself
     proc.wait()
     deadline = time.time() + 10
