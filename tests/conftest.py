@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -170,3 +171,18 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+def run_script(monkeypatch, capsys, script: str, *argv) -> tuple[int, str]:
+    """``python <script> <argv>`` from the repository root, in this process (its ``__main__`` block, with
+    the modules it imports already loaded): its exit status and stderr. For runs that stop at a check,
+    where a new interpreter would spend seconds importing torch."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "argv", [str(ROOT / script), *map(str, argv)])
+    capsys.readouterr()
+    try:
+        runpy.run_path(str(ROOT / script), run_name="__main__")
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    return code, capsys.readouterr().err

@@ -22,7 +22,7 @@ from envs import get_env_spec, make_env
 from models.controller import Controller
 from models.mdrnn import MDRNNCell
 from models.vae import VAE, frames_to_tensor
-from tests.conftest import copy_logdir, pool_workers
+from tests.conftest import copy_logdir, pool_workers, run_script
 from utils.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -299,19 +299,13 @@ def test_test_controller_measures_and_records(pipeline_logdir, tmp_path):
 @pytest.mark.parametrize(
     "missing,stage", [("vae", "trainvae.py"), ("mdrnn", "trainmdrnn.py"), ("ctrl", "traincontroller.py")]
 )
-def test_missing_stage_is_named(pipeline_logdir, tmp_path, missing, stage):
+def test_missing_stage_is_named(pipeline_logdir, tmp_path, missing, stage, capsys, monkeypatch):
     logdir = copy_logdir(pipeline_logdir, tmp_path / "exp")
     shutil.rmtree(logdir / missing, ignore_errors=True)
     script = "test_controller.py" if missing == "ctrl" else "traincontroller.py"
-    res = subprocess.run(
-        [sys.executable, script, "--logdir", str(logdir)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    lines = res.stderr.strip().splitlines()
-    assert res.returncode == 2 and len(lines) == 1 and stage in lines[0], res.stderr
+    code, stderr = run_script(monkeypatch, capsys, script, "--logdir", logdir)
+    lines = stderr.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and stage in lines[0], stderr
 
 
 @pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="xvfb-run not installed (CI installs it)")

@@ -24,7 +24,7 @@ import torch
 import traincontroller
 from data.rollouts import list_rollouts, load_rollout, save_rollout
 from experiment.logdir import load_agent_spec, load_vae
-from tests.conftest import alive, copy_logdir, descendants, pool_workers
+from tests.conftest import alive, copy_logdir, descendants, pool_workers, run_script
 from utils.checkpoint import atomic_write, file_digest, load_checkpoint, save_checkpoint
 from utils.cli import UserError
 from utils.locking import exclusive
@@ -238,11 +238,12 @@ def test_damaged_rollouts_are_named_in_one_line(vae_rollouts, tmp_path, damage, 
         (["scripts/export_pretrained.py", "--logdir", "x"], "the following arguments are required: --out"),
     ],
 )
-def test_out_of_range_flags_are_one_error_line(argv, message):
-    res = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True)
-    errors = [line for line in res.stderr.splitlines() if "error:" in line]
-    assert res.returncode == 2 and len(errors) == 1 and message in errors[0], res.stderr
-    assert "Traceback" not in res.stderr
+def test_out_of_range_flags_are_one_error_line(argv, message, capsys, monkeypatch):
+    """A flag is refused while it is read, before any work."""
+    code, stderr = run_script(monkeypatch, capsys, *argv)
+    errors = [line for line in stderr.splitlines() if "error:" in line]
+    assert code == 2 and len(errors) == 1 and message in errors[0], stderr
+    assert "Traceback" not in stderr
 
 
 WORKER_FLAGS = {  # each stage's own spelling of its worker count, kept for its users
@@ -562,16 +563,11 @@ def test_a_damaged_record_is_one_line_naming_it(tmp_path):
         ["scripts/dream.py", "--steps", "3", "--out", "{file}/dream.gif"],
     ],
 )
-def test_an_out_that_is_a_file_is_one_line(pipeline_logdir, tmp_path, argv):
+def test_an_out_that_is_a_file_is_one_line(pipeline_logdir, tmp_path, argv, capsys, monkeypatch):
     taken = tmp_path / "results"
     taken.write_text("a user's file")
     argv = [a.replace("{file}", str(taken)) for a in argv]
-    res = subprocess.run(
-        [sys.executable, argv[0], "--logdir", str(pipeline_logdir), *argv[1:]],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
-    assert f"{taken} is a file, not a directory; choose another path" in res.stderr.strip().splitlines()[-1]
+    code, stderr = run_script(monkeypatch, capsys, argv[0], "--logdir", pipeline_logdir, *argv[1:])
+    assert code == 2 and "Traceback" not in stderr, stderr[-2000:]
+    assert f"{taken} is a file, not a directory; choose another path" in stderr.strip().splitlines()[-1]
     assert taken.read_text() == "a user's file"

@@ -15,7 +15,7 @@ from data import generation_script
 from data.rollouts import ARRAY_KEYS, load_rollout, rollout_name
 from envs import make_env
 from envs.carracing import preprocess
-from tests.conftest import alive, descendants, pool_workers
+from tests.conftest import alive, descendants, pool_workers, run_script
 from utils.cli import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -216,15 +216,10 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path):
         (["--max-steps", "ten"], "--max-steps: expected a positive integer"),
     ],
 )
-def test_bad_flags_one_clear_line(tmp_path, flags, message):
-    res = subprocess.run(
-        [sys.executable, str(SCRIPT), "--rootdir", str(tmp_path), *flags],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    assert res.returncode == 2
-    assert message in res.stderr and "Traceback" not in res.stderr
+def test_bad_flags_one_clear_line(tmp_path, flags, message, capsys, monkeypatch):
+    code, stderr = run_script(monkeypatch, capsys, "data/generation_script.py", "--rootdir", tmp_path, *flags)
+    assert code == 2
+    assert message in stderr and "Traceback" not in stderr
 
 
 def test_unwritable_rootdir(tmp_path):
