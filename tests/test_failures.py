@@ -32,6 +32,12 @@ from utils.locking import exclusive
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _as_a_foreground_job() -> None:
+    """Ctrl-C reaches a command run from a terminal, even when this suite runs as a background job (which
+    starts with SIGINT ignored, and a stage leaves an ignored SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def script(name: str, *argv, **kw) -> subprocess.Popen:
     """Start a stage script in its own process group (as a shell would: Ctrl-C reaches the group)."""
     return subprocess.Popen(
@@ -41,6 +47,7 @@ def script(name: str, *argv, **kw) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=_as_a_foreground_job,
         **kw,
     )
 
