@@ -121,7 +121,7 @@ ROWS = (
     ),
     Ours(
         "Doom take-cover",
-        "the recipe since M's window fix: one new M, C `--seed 0` and `--seed 1` (half its search)",
+        "the recipe since M's window fix: one new M, C `--seed 0` and `--seed 1`",
         "`--seed 0`, 100 episodes",
         ("docs/doom/mfix-recipe-seed0/test_returns.json", "docs/doom/mfix-recipe-c1/test_returns.json"),
         per_run=True,
