@@ -96,6 +96,14 @@ def build_parser():
         "baseline; writes random_returns.json and random_histogram.png",
     )
     parser.add_argument(
+        "--reference",
+        default=None,
+        metavar="NAME",
+        help="measure one of the env's reference controllers instead (they read the simulator's state, not "
+        "pixels: yardsticks, not agents; SocNavGym: go-to-goal, orca) on the same episodes; writes "
+        "reference_<NAME>_returns.json",
+    )
+    parser.add_argument(
         "--pick",
         action="store_true",
         help="drive (or dream) the pick episodes instead of the test episodes: for choosing a temperature, a "
@@ -186,6 +194,23 @@ def score_random_policy(args) -> dict:
     )
 
 
+def score_reference(args) -> dict:
+    """``--reference NAME``: one of the env's state-reading controllers on the test's own episodes."""
+    env = load_data_record(args.logdir).env
+    spec = get_env_spec(env)
+    if args.reference not in spec.references:
+        known = ", ".join(spec.references) or "none"
+        raise UserError(f"--reference {args.reference}: {env} has no such reference (it has: {known})")
+    settings = episode_settings(args, spec, exact_only=True)
+    returns, steps, outcomes = random_returns(env, settings, episode_seeds(args), args.reference)
+    extra = {"env": env, "reference": args.reference, "max_steps": settings.max_steps}
+    name = f"reference_{args.reference}"
+    return save_results(
+        args, returns, steps, f"{name}_returns.json", f"reference {args.reference}", extra,
+        f"{name}_histogram.png", outcomes,
+    )  # fmt: skip
+
+
 def drive_all(args, spec: AgentSpec, settings: EpisodeSettings, episodes: list[Episode], devices: list[str]):
     """Every test episode on the pool of --backend, with a progress bar; ``{task_id: Result}``."""
     with (
@@ -205,18 +230,22 @@ def drive_all(args, spec: AgentSpec, settings: EpisodeSettings, episodes: list[E
 
 
 def random_returns(
-    env: str, settings: EpisodeSettings, seeds: list[int]
+    env: str, settings: EpisodeSettings, seeds: list[int], reference: str | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Returns, lengths and outcomes of the env's random policy on episodes ``seeds`` (its actions drawn
-    from the episode's seed, in a stream of their own)."""
+    from the episode's seed, in a stream of their own), or of its ``reference`` controller."""
     spec = get_env_spec(env)
     game = spec.make_env(settings.renderer, None, settings.max_steps)
     returns, steps, outcomes = np.zeros(len(seeds)), np.zeros(len(seeds), np.int64), [""] * len(seeds)
-    for i, seed in enumerate(tqdm(seeds, desc="random policy", unit="episode", dynamic_ncols=True)):
+    what = f"reference {reference}" if reference else "random policy"
+    for i, seed in enumerate(tqdm(seeds, desc=what, unit="episode", dynamic_ncols=True)):
         game.reset(seed=seed)
-        actions = spec.policies[spec.default_policy](
-            np.random.default_rng(derive_seed(seed, 11)), settings.max_steps
-        )
+        if reference:
+            actions = (spec.references[reference](game) for _ in range(settings.max_steps))
+        else:
+            actions = spec.policies[spec.default_policy](
+                np.random.default_rng(derive_seed(seed, 11)), settings.max_steps
+            )
         for action in actions:
             _, reward, terminated, truncated, info = game.step(spec.to_env_action(action))
             returns[i] += reward
@@ -234,6 +263,8 @@ def main(args) -> dict:
         raise UserError(f"--watch-track {args.watch_track}: the test has tracks 0 to {args.episodes - 1}")
     if args.random_policy:
         return score_random_policy(args)
+    if args.reference:
+        return score_reference(args)
     if args.in_dream:
         return score_in_dream(args)
     returns, steps, outcomes, extra = drive_agent(args, episode_seeds(args))

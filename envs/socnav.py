@@ -39,6 +39,10 @@ from utils.cli import UserError
 
 CONFIG = Path(__file__).with_suffix(".yaml")
 RESOLUTIONS = ("256x256", "1024x1024")
+VIEWS = ("room", "ego")  # the room from above (--env socnav), or the robot's own view (--env socnav-ego)
+EGO_VIEW = 8.0  # metres across an ego frame: the robot's surroundings at 8 pixels a metre in 64x64
+GOAL_EGO = (230, 0, 0)  # the goal in ego frames: red, a colour nothing else has (plants are green)
+OUTSIDE = 60  # beyond the room's walls, in ego frames: dark, so the walls are an edge V cannot miss
 MAX_STEPS = 200
 LOW, HIGH = -np.ones(3, np.float32), np.ones(3, np.float32)
 OUTCOMES = ("success", "collision", "out of map", "timeout")
@@ -96,10 +100,17 @@ class SocNav(gym.Env):
     metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 10}
 
     def __init__(
-        self, resolution: str = RESOLUTIONS[0], render_mode: str | None = None, max_steps: int = MAX_STEPS
+        self,
+        resolution: str = RESOLUTIONS[0],
+        render_mode: str | None = None,
+        max_steps: int = MAX_STEPS,
+        view: str = VIEWS[0],
     ) -> None:
         if resolution not in RESOLUTIONS:
             raise ValueError(f"unknown resolution {resolution!r}; expected one of {RESOLUTIONS}")
+        if view not in VIEWS:
+            raise ValueError(f"unknown view {view!r}; expected one of {VIEWS}")
+        self.ego = view == "ego"
         self.size = int(resolution.split("x")[0])
         self.render_mode = render_mode
         self.max_steps = max_steps  # the episode cap, a timeout (below SocNavGym's own 200 steps too)
@@ -128,6 +139,9 @@ class SocNav(gym.Env):
             np.random.set_state(outside[1])
 
     def _draw(self) -> np.ndarray:
+        return self._draw_ego() if self.ego else self._draw_room()
+
+    def _draw_room(self) -> np.ndarray:
         """The room from above, as SocNavGym's render() draws it (less the goals of people, which the
         robot cannot know, on a grey floor, see FLOOR, with the goal a disk instead of a ring): RGB
         (size, size, 3)."""
@@ -143,6 +157,52 @@ class SocNav(gym.Env):
         for group in sim.moving_interactions + sim.static_interactions + sim.h_l_interactions:
             group.draw(image, *where)
         return np.ascontiguousarray(image[..., ::-1])  # its painters use OpenCV's BGR
+
+    def _draw_ego(self) -> np.ndarray:
+        """The robot's surroundings, EGO_VIEW metres across, turned so that the robot sits at the centre
+        heading up: the goal, people and furniture are where they are relative to the robot, which is what
+        C must steer by (in the room seen from above, the robot's heading is a few pixels of its disk).
+        Beyond the walls is dark (OUTSIDE). A goal beyond the view is drawn at the view's edge, in its
+        direction, so that the way to it is always in the frame; it is red (GOAL_EGO), as nothing else
+        is. RGB (size, size, 3)."""
+        import cv2
+
+        sim, size = self.sim, self.size
+        ppm = size / EGO_VIEW  # pixels a metre
+        # The room with half a view's margin on every side, drawn by SocNavGym's painters, which place
+        # world (0, 0) at the centre of a map of the size they are given.
+        span_x, span_y = sim.MAP_X + EGO_VIEW, sim.MAP_Y + EGO_VIEW
+        canvas = np.full((round(span_y * ppm), round(span_x * ppm), 3), OUTSIDE, np.uint8)
+        x0, y0 = round(EGO_VIEW / 2 * ppm), round(EGO_VIEW / 2 * ppm)
+        canvas[y0 : y0 + round(sim.MAP_Y * ppm), x0 : x0 + round(sim.MAP_X * ppm)] = FLOOR
+        where = (ppm, ppm, span_x, span_y)
+        for entity in sim.walls + sim.tables + sim.laptops + sim.plants:
+            entity.draw(canvas, *where)
+        for entity in sim.static_humans + sim.dynamic_humans + [sim.robot]:
+            entity.draw(canvas, *where)
+        for group in sim.moving_interactions + sim.static_interactions + sim.h_l_interactions:
+            group.draw(canvas, *where)
+        robot = sim.robot
+        centre = ppm * (robot.x + span_x / 2), ppm * (span_y / 2 - robot.y)  # the robot in the canvas
+        turn = cv2.getRotationMatrix2D(centre, 90.0 - np.degrees(robot.orientation), 1.0)
+        turn[:, 2] += (size / 2 - centre[0], size / 2 - centre[1])
+        image = cv2.warpAffine(canvas, turn, (size, size), flags=cv2.INTER_LINEAR, borderValue=(OUTSIDE,) * 3)
+        ahead, left = self.goal_from_robot()
+        radius = sim.GOAL_RADIUS * ppm
+        offset = np.array([-left, -ahead]) * ppm  # image x to the right, y down
+        reach = size / 2 - radius - 1
+        if np.abs(offset).max() > reach:  # beyond the view: at its edge, in the goal's direction
+            offset *= reach / np.abs(offset).max()
+        goal = tuple(int(round(c)) for c in size / 2 + offset)
+        cv2.circle(image, goal, int(round(radius)), GOAL_EGO[::-1], -1)  # BGR, as the painters draw
+        return np.ascontiguousarray(image[..., ::-1])
+
+    def goal_from_robot(self) -> tuple[float, float]:
+        """Where the goal is from the robot, in metres: (ahead, to its left)."""
+        robot = self.sim.robot
+        dx, dy = robot.goal_x - robot.x, robot.goal_y - robot.y
+        cos, sin = np.cos(robot.orientation), np.sin(robot.orientation)
+        return float(cos * dx + sin * dy), float(-sin * dx + cos * dy)
 
     def _draw_goal(self, image: np.ndarray, scale: tuple[float, float]) -> None:
         import cv2  # both installed with the extra
@@ -236,6 +296,32 @@ def keyboard(held: frozenset[str]) -> np.ndarray:
     return np.array([forward, 0.0, float("left" in held) - float("right" in held)], np.float32)
 
 
+def go_to_goal(env: gym.Env) -> np.ndarray:
+    """A reference, not an agent: straight to the goal at full speed (the robot is holonomic: it slides
+    there without turning), reading the goal's place from the simulator and blind to everything else."""
+    ahead, left = env.unwrapped.goal_from_robot()
+    distance = float(np.hypot(ahead, left))
+    if distance == 0:
+        return np.zeros(3, np.float32)
+    speed = min(1.0, distance / env.unwrapped.sim.MAX_ADVANCE_ROBOT)  # no overshoot on the last step
+    return np.array([speed * ahead / distance, speed * left / distance, 0.0], np.float32)
+
+
+def orca(env: gym.Env) -> np.ndarray:
+    """A reference, not an agent: SocNavGym's own ORCA velocity for the robot (its ``robot_orca``: toward
+    the goal at full speed, avoiding people, furniture and walls, all read from the simulator), turned
+    into the robot's frame as SocNavGym does; without its turn towards the motion, which a holonomic
+    robot does not need (its turn comes before the step's motion and would throw the step off)."""
+    game = env.unwrapped
+    sim = game.sim
+    with game._own_generators():
+        vx, vy = sim.compute_orca_velocity_robot(sim.robot)
+    cos, sin = np.cos(sim.robot.orientation), np.sin(sim.robot.orientation)
+    forward, sideways = vx * cos + vy * sin, -vx * sin + vy * cos
+    action = np.array([forward, sideways, 0.0]) / sim.MAX_ADVANCE_ROBOT
+    return np.clip(action, LOW, HIGH).astype(np.float32)
+
+
 SPEC = EnvSpec(
     name="socnav",
     make=make,
@@ -253,4 +339,5 @@ SPEC = EnvSpec(
     done_weight=10.0,
     outcomes=OUTCOMES,
     keyboard=keyboard,
+    references={"go-to-goal": go_to_goal, "orca": orca},
 )

@@ -87,6 +87,9 @@ class EnvSpec:
             ``success`` or ``collision``); the test reports the share of each. Empty: returns only.
         action_repeat: frames of the game per agent step (see :meth:`with_action_repeat`); 1: every
             frame is a step.
+        references: controllers that read the simulator's state instead of pixels, by name: ``f(env)``
+            -> the agent action for the env's current state. Yardsticks an agent is compared with on the
+            same episodes (``test_controller.py --reference NAME``), not agents.
         keyboard: the agent action of the arrow keys held (a set of ``left``, ``right``, ``up``,
             ``down``) -> (action_size,) float32, for playing a dream by hand (``scripts/dream.py
             --keyboard``); None: the game has no such mapping.
@@ -114,6 +117,7 @@ class EnvSpec:
     outcomes: tuple[str, ...] = ()
     action_repeat: int = 1
     keyboard: Callable[[frozenset[str]], np.ndarray] | None = None
+    references: Mapping[str, Callable[[gym.Env], np.ndarray]] = field(default_factory=dict)
 
     @property
     def default_preprocessing(self) -> str:

@@ -1,5 +1,8 @@
 """The whole pipeline, each stage through its real script, at the scale of a recipe.
 
+Each stage runs as ``python SCRIPT ARGS`` would (the command is printed, to rerun a stage alone), in
+this process: one interpreter and one worker server for the whole recipe.
+
 Usage:
     python scripts/demo.py                              # a few minutes: every stage at toy scale
     python scripts/demo.py --preset budget --logdir runs/budget   # the 2-core recipe (~2 h)
@@ -38,7 +41,6 @@ import json
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -53,6 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import test_controller  # noqa: E402
+from envs import get_env_spec  # noqa: E402
 from experiment.logdir import RANDOM_RESULTS, STAGES, TEST_RESULTS, Logdir  # noqa: E402
 from models.dream import add_temperature_flag  # noqa: E402
 from utils.checkpoint import atomic_write, load_json  # noqa: E402
@@ -64,6 +67,7 @@ from utils.cli import (  # noqa: E402
     positive_float,
     positive_int,
     run,
+    run_stage,
 )
 from utils.logging import load_args  # noqa: E402
 from utils.seeding import EVAL_EPISODES, episode_seed  # noqa: E402
@@ -173,7 +177,8 @@ def build_parser():
         "--random-baseline",
         type=int,
         choices=(0, 1),
-        help="1: also test the random policy on the same episodes (test_controller.py --random-policy)",
+        help="1: also test the random policy on the same episodes (test_controller.py --random-policy), and "
+        "the env's references, which read the simulator's state (--reference; SocNavGym: go-to-goal, orca)",
     )
     return parser
 
@@ -284,15 +289,21 @@ def final_stages(args) -> list[Stage]:
         )
     ]  # fmt: skip
     if args.random_baseline:
-        out.append(
-            (
-                "random policy (baseline)",
-                argv(
-                    "test_controller.py", logdir=logdir, episodes=args.test_episodes, random_policy=True,
-                    renderer=args.test_renderer, max_steps=args.episode_steps, seed=seed,
-                ),
-            )
-        )  # fmt: skip
+        # The random policy, and the env's references (controllers reading the simulator's state), on the
+        # test's own episodes.
+        baselines = {"random policy (baseline)": {"random_policy": True}}
+        for name in get_env_spec(args.env).references:
+            baselines[f"reference {name} (baseline)"] = {"reference": name}
+        for name, which in baselines.items():
+            out.append(
+                (
+                    name,
+                    argv(
+                        "test_controller.py", logdir=logdir, episodes=args.test_episodes, **which,
+                        renderer=args.test_renderer, max_steps=args.episode_steps, seed=seed,
+                    ),
+                )
+            )  # fmt: skip
     shipped_agents = (
         ("drive the pretrained agent", PRETRAINED, args.pretrained_episodes, "pretrained", "drive.gif", None),
         ("play the pretrained Doom agent", PRETRAINED_DOOM, args.doom_episodes, "pretrained-doom", "play.gif",
@@ -397,8 +408,7 @@ def pick_pipeline(args) -> dict:
 
 def main(args) -> list[tuple[str, float]]:
     resolve(args)
-    # The stages run from the repository root; the logdir must mean the same place there and here.
-    args.logdir = args.logdir.resolve()
+    args.logdir = args.logdir.resolve()  # the records name where the run is, wherever it was started
     check_pipelines(args)
     timings = []
     for name, cmd in stages(args):
@@ -407,12 +417,8 @@ def main(args) -> list[tuple[str, float]]:
             print(f"\n=== {name}", flush=True)
             cmd()
         else:
-            cmd = [sys.executable, *cmd]
-            print(f"\n=== {name}: {shlex.join(cmd[1:])}", flush=True)
-            if subprocess.run(cmd, cwd=ROOT).returncode != 0:
-                raise UserError(
-                    f"stage '{name}' failed (see above); fix it and rerun, finished stages resume"
-                )
+            print(f"\n=== {name}: python {shlex.join(cmd)}", flush=True)
+            run_stage(cmd, f"stage '{name}' failed (see above); fix it and rerun, finished stages resume")
         timings.append((name, time.perf_counter() - start))
     stats = json.loads(Logdir(args.logdir).test_results.read_text())
     summary = {
@@ -437,12 +443,18 @@ def main(args) -> list[tuple[str, float]]:
         scores = ", ".join(f"{p['logdir']} {p['mean']:.1f}" for p in pick["pipelines"])
         print(f"kept pipeline {pick['winner']} of {scores} on {pick['tracks']['episodes']} tracks none saw")
     if args.random_baseline:
-        baseline = json.loads((Logdir(args.logdir).stage("ctrl") / RANDOM_RESULTS).read_text())
+        ctrl = Logdir(args.logdir).stage("ctrl")
+        baseline = json.loads((ctrl / RANDOM_RESULTS).read_text())
         print(f"the random policy on the same episodes: {baseline['mean']:.1f} +- {baseline['std']:.1f}")
-        for name, result in (("agent", stats), ("random policy", baseline)):
+        results = [("agent", stats), ("random policy", baseline)]
+        for name in get_env_spec(args.env).references:
+            results.append(
+                (f"reference {name}", json.loads((ctrl / f"reference_{name}_returns.json").read_text()))
+            )
+        for name, result in results:
             if "outcome_rates" in result:
                 rates = ", ".join(f"{o} {100 * r:.0f}%" for o, r in result["outcome_rates"].items())
-                print(f"  {name}: {rates}")
+                print(f"  {name}: {rates}, return {result['mean']:.1f}")
     if args.pretrained_episodes:
         shipped = json.loads((args.logdir / "pretrained" / TEST_RESULTS).read_text())
         print(

@@ -17,8 +17,8 @@ table is printed. Rerunning resumes an interrupted search and skips finished tau
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from experiment.logdir import DREAM_RESULTS, TEST_RESULTS, Logdir, pick_results  # noqa: E402
 from scripts import demo  # noqa: E402
 from utils.checkpoint import atomic_write  # noqa: E402
-from utils.cli import UserError, add_workers_flag, make_parser, positive_int, run  # noqa: E402
+from utils.cli import add_workers_flag, make_parser, positive_int, run, run_stage  # noqa: E402
 
 
 def build_parser():
@@ -57,9 +57,8 @@ def build_parser():
 def stage(*argv: str | Path) -> None:
     """Run one of the project's scripts with ``argv``; one line naming it when it fails."""
     argv = [str(a) for a in argv]
-    print(f"=== {' '.join(argv)}", flush=True)
-    if subprocess.run([sys.executable, *argv], cwd=ROOT).returncode != 0:
-        raise UserError(f"failed: {' '.join(argv)}; rerun the sweep to resume")
+    print(f"=== python {shlex.join(argv)}", flush=True)
+    run_stage(argv, f"failed: {shlex.join(argv)}; rerun the sweep to resume")
 
 
 def main(args) -> dict:

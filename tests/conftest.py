@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import runpy
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +12,21 @@ import numpy as np
 import pytest
 
 from data.rollouts import Rollout, rollout_name, save_rollout
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist (pyproject.toml: ``-n 2``) hands each worker whole test files, so a file's module
+    fixtures are built once, and both Ray files to one worker, so two Ray clusters never start at once
+    on one machine."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class WholeFiles(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "ray" if Path(path).name.startswith("test_ray") else path
+
+    return WholeFiles(config, log)
 
 
 def write_synthetic_rollouts(
@@ -122,17 +138,17 @@ def hold_until_end(env, action: np.ndarray, seed: int) -> tuple[int, bool, bool,
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_demo(preset: str, logdir: Path, *flags) -> subprocess.CompletedProcess:
-    """``scripts/demo.py --preset PRESET --logdir LOGDIR FLAGS`` from the repository root; it must succeed."""
-    res = subprocess.run(
-        [sys.executable, "scripts/demo.py", "--preset", preset, "--logdir", str(logdir), *map(str, flags)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
-    return res
+def run_demo(preset: str, logdir: Path, *flags) -> str:
+    """``python scripts/demo.py --preset PRESET --logdir LOGDIR FLAGS``, in this process (demo.py runs its
+    stages in its own process too, so they share this one's imports and worker server): what it
+    printed. It must succeed."""
+    from scripts import demo
+
+    argv = ["--preset", preset, "--logdir", str(logdir), *map(str, flags)]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        demo.main(demo.build_parser().parse_args(argv))
+    return printed.getvalue()
 
 
 def children(pid: int) -> list[int]:

@@ -99,8 +99,15 @@ def compare_episode(
 
 
 # ---------------------------------------------------------------------------------------------
-# exact mode: default run (three full episodes and some short targeted ones)
+# exact mode: default run (one full episode, and shorter ones of each kind of action and of the
+# cases the fast renderer treats apart); `pytest -m slow` runs whole episodes of every kind
 # ---------------------------------------------------------------------------------------------
+def test_identical_uniform_actions():
+    steps, terminated, _ = compare_episode(seed=0, policy=uniform_actions, steps=300)
+    assert steps == 300 and not terminated
+
+
+@pytest.mark.slow  # the default run has the first 300 steps above
 def test_identical_uniform_actions_full_episode():
     steps, _, truncated = compare_episode(seed=0, policy=uniform_actions)
     assert steps == EPISODE and truncated
@@ -117,6 +124,12 @@ def test_identical_brownian_actions_full_episode():
     assert terminated or (steps == EPISODE and truncated)
 
 
+def test_identical_discrete_actions():
+    steps, terminated, _ = compare_episode(seed=2, policy=uniform_actions, steps=300, continuous=False)
+    assert steps == 300 and not terminated
+
+
+@pytest.mark.slow  # the default run has the first 300 steps above
 def test_identical_discrete_full_episode():
     compare_episode(seed=2, policy=uniform_actions, continuous=False)
 

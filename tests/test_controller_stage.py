@@ -241,7 +241,8 @@ def test_several_searches_keep_the_best_of_all(pipeline_logdir, tmp_path):
     by generation), both judged on seed 0's evaluation tracks; best.tar is the best of both; a run stopped
     after the first search resumes into the second."""
     both = run_ctrl(copy_logdir(pipeline_logdir, tmp_path / "both"), "--generations", "2", "--searches", "2")
-    seed0 = run_ctrl(copy_logdir(pipeline_logdir, tmp_path / "s0"), "--generations", "2")
+    split = copy_logdir(pipeline_logdir, tmp_path / "split")
+    seed0 = run_ctrl(split, "--generations", "2")  # one search; the same logdir continues below
     seed1 = run_ctrl(copy_logdir(pipeline_logdir, tmp_path / "s1"), "--generations", "2", "--seed", "1")
     history = both["history"]
     assert [(h["search"], h["generation"]) for h in history] == [(0, 1), (0, 2), (1, 1), (1, 2)]
@@ -257,9 +258,7 @@ def test_several_searches_keep_the_best_of_all(pipeline_logdir, tmp_path):
     state = torch.load(tmp_path / "both" / "ctrl" / "checkpoint.tar", weights_only=True)
     assert state["best_search"] == history[int(np.argmax(evaluated))]["search"]
     assert state["winner"]["search"] == 0 and state["winner"]["generation"] == 2
-    split = copy_logdir(pipeline_logdir, tmp_path / "split")
-    run_ctrl(split, "--generations", "2")  # one search, then more
-    assert run_ctrl(split, "--generations", "2", "--searches", "2")["history"] == history
+    assert run_ctrl(split, "--generations", "2", "--searches", "2")["history"] == history  # one, then more
     assert (split / "ctrl" / "learning_curve.png").stat().st_size > 1000
 
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +25,7 @@ from experiment.logdir import load_agent_parts, load_mdrnn  # noqa: E402
 from models.controller import ControllerBatch, ControllerConfig  # noqa: E402
 from models.dream import Dream, dream_returns  # noqa: E402
 from models.mdrnn import MDRNN, MDRNNCell  # noqa: E402
-from scripts import demo  # noqa: E402
+from scripts import demo, tau_sweep  # noqa: E402
 from tests.conftest import copy_logdir, run_demo  # noqa: E402
 from utils.checkpoint import load_checkpoint  # noqa: E402
 
@@ -240,14 +238,17 @@ def test_four_stages_on_tiny_doom_data_with_c_trained_in_the_dream(doom_logdir, 
     assert load_checkpoint(logdir / "ctrl" / "best.tar")["model_config"]["bias"] is False
 
 
-def test_tau_sweep_scores_on_pick_episodes_and_resumes_an_interrupted_search(doom_logdir, tmp_path):
+def test_tau_sweep_scores_on_pick_episodes_and_resumes_an_interrupted_search(doom_logdir, tmp_path, capsys):
     """The sweep chooses a temperature, so it scores on the pick episodes (the test's stay unused), and a
     rerun after an interruption resumes the search it cut short instead of starting it again."""
     out = tmp_path / "sweep dir"  # a space in the path: the stages' command lines are argv lists
-    # The doom recipe's dream settings with shorter dreams; no real-game evaluation within the 2 generations.
+    # The doom recipe's dream settings with shorter dreams and 2 evaluation episodes (the last generation's).
     recipe = tmp_path / "short dreams.toml"
     recipe.write_text(
-        (demo.RECIPES / "doom.toml").read_text().replace("dream_steps = 2100", "dream_steps = 60")
+        (demo.RECIPES / "doom.toml")
+        .read_text()
+        .replace("dream_steps = 2100", "dream_steps = 60")
+        .replace("eval_episodes = 16", "eval_episodes = 2")
     )
     knobs = ["--generations", 2, "--pop-size", 4, "--n-samples", 2, "--eval-every", 3, "--episodes", 2]
     # An interrupted sweep: tau 1.15's search stopped after its first generation.
@@ -258,15 +259,15 @@ def test_tau_sweep_scores_on_pick_episodes_and_resumes_an_interrupted_search(doo
         parse(
             traincontroller, "--logdir", tau_dir, "--dream", "--temperature", 1.15, "--generations", 1,
             "--pop-size", 4, "--n-samples", 2, "--dream-steps", 60, "--weight-penalty", 0.01,
-            "--z-mode", "sample", "--eval-every", 3, "--eval-episodes", 16, "--max-workers", 2,
+            "--z-mode", "sample", "--eval-every", 3, "--eval-episodes", 2, "--max-workers", 2,
         )
     )  # fmt: skip
     first = load_checkpoint(tau_dir / "ctrl" / "checkpoint.tar")["history"]
-    sweep = ["scripts/tau_sweep.py", "--logdir", doom_logdir, "--out", out, "--taus", 1.15, *knobs]
-    sweep += ["--preset", recipe]
-    res = subprocess.run([sys.executable, *map(str, sweep)], cwd=ROOT, capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert "resuming the search after generation 1" in res.stdout
+    capsys.readouterr()
+    tau_sweep.main(
+        parse(tau_sweep, "--logdir", doom_logdir, "--out", out, "--taus", 1.15, *knobs, "--preset", recipe)
+    )
+    assert "resuming the search after generation 1" in capsys.readouterr().out
     history = load_checkpoint(tau_dir / "ctrl" / "checkpoint.tar")["history"]
     assert len(history) == 2 and history[0] == first[0]
     pick = json.loads((tau_dir / "ctrl" / "pick_returns.json").read_text())

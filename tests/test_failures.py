@@ -578,3 +578,49 @@ def test_an_out_that_is_a_file_is_one_line(pipeline_logdir, tmp_path, argv, caps
     assert code == 2 and "Traceback" not in stderr, stderr[-2000:]
     assert f"{taken} is a file, not a directory; choose another path" in stderr.strip().splitlines()[-1]
     assert taken.read_text() == "a user's file"
+
+
+STAGE = """
+import argparse, torch
+from utils.cli import UserError
+
+def build_parser():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--then", choices=["finish", "fail", "stop"])
+    return parser
+
+def main(args):
+    torch.set_num_threads(1)  # as an episode worker's set-up does, were it run in the main process
+    if args.then == "fail":
+        raise UserError("the stage's own line")
+    if args.then == "stop":
+        raise KeyboardInterrupt
+"""
+
+
+def test_a_stage_run_in_process_fails_as_it_would_alone(tmp_path, monkeypatch, capsys):
+    """utils.cli.run_stage (demo.py's and tau_sweep.py's stages): the stage's own error line under its
+    script's name, then the runner's line; a stopped stage ends the run with its status; what the stage
+    set in the process (torch's threads) is put back."""
+    from utils.cli import run_stage
+
+    (tmp_path / "my_stage.py").write_text(STAGE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    threads = torch.get_num_threads()
+    run_stage(["my_stage.py", "--then", "finish"], "unused")
+    assert torch.get_num_threads() == threads
+    with pytest.raises(UserError, match="^stage 'x' failed: rerun$"):
+        run_stage(["my_stage.py", "--then", "fail"], "stage 'x' failed: rerun")
+    assert capsys.readouterr().err.strip() == "my_stage.py: error: the stage's own line"
+    with pytest.raises(UserError, match="bad flag"):
+        run_stage(["my_stage.py", "--then", "never"], "bad flag")
+    assert "my_stage.py: error: argument --then: invalid choice" in capsys.readouterr().err
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            run_stage(["my_stage.py", "--then", "stop"], "unused")
+    finally:  # a stopped run leaves its handlers in place until it exits; this process goes on
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    assert stopped.value.code == 130 and "my_stage.py: stopped by Ctrl-C" in capsys.readouterr().err
+    assert torch.get_num_threads() == threads

@@ -15,14 +15,14 @@ import traincontroller
 import trainmdrnn
 import trainvae
 from data import generation_script
-from data.rollouts import load_rollout
+from data.rollouts import list_rollouts, load_rollout
 from experiment.logdir import load_controller, load_data_record, load_mdrnn, load_vae
 from scripts import demo, export_pretrained
 from scripts import dream as dream_script
-from tests.conftest import run_demo
+from tests.conftest import copy_logdir, run_demo, write_synthetic_rollouts
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.cli import UserError
-from utils.seeding import EVAL_EPISODES, episode_seed
+from utils.seeding import EVAL_EPISODES, derive_seed, episode_seed
 
 ROOT = Path(__file__).resolve().parent.parent
 PRETRAINED = ROOT / "pretrained" / "carracing"
@@ -48,26 +48,24 @@ def drive(logdir: Path, out: Path, episodes: int, steps: int, *flags: str) -> di
 
 @pytest.fixture(scope="module")
 def recipe_run(tmp_path_factory) -> Path:
-    """One pipeline with two searches from its V and M (the recipe before --pipelines 2, and the layout
-    the shipped agent came from): the runs that exports and continued searches start from."""
+    """The recipe at its smallest, as the preset runs it (two pipelines, the better one kept), with two
+    searches from each pipeline's V and M (the layout the shipped agent came from): the CarRacing recipe's
+    one end-to-end run, which exports and continued searches start from."""
     logdir = tmp_path_factory.mktemp("recipe") / "budget"
-    run_demo("budget", logdir, *SMALLEST, "--pipelines", "1", "--searches", "2")
+    run_demo("budget", logdir, *SMALLEST, "--searches", "2")
     return logdir
 
 
 def test_budget_recipe_runs_every_stage(recipe_run):
     summary = json.loads((recipe_run / "stages.json").read_text())
-    assert [s["stage"] for s in summary["stages"]] == [
-        "generate rollouts",
-        "train V (VAE)",
-        "train M (MDN-RNN)",
-        "train C (CMA-ES)",
-        "test C",
-    ]
+    first = ["generate rollouts", "train V (VAE)", "train M (MDN-RNN)", "train C (CMA-ES)"]
+    names = [f"{n} (pipeline {k})" for k in (0, 1) for n in first] + ["pick the best pipeline", "test C"]
+    assert [s["stage"] for s in summary["stages"]] == names
     assert all(s["seconds"] > 0 for s in summary["stages"])
     knobs = summary["knobs"]
     for key in ("vae_lr", "seq_len", "negative_cutoff", "train_renderer", "mdrnn_batch", "vae_batch"):
         assert knobs[key] == demo.PRESETS["budget"][key]  # not overridden: the preset's own
+    assert knobs["pipelines"] == 2 and knobs["searches"] == 2
     assert knobs["generations"] == 2 and knobs["test_episodes"] == 2
     ctrl_args = json.loads((recipe_run / "ctrl" / "args.json").read_text())
     assert ctrl_args["renderer"] == "approx" and ctrl_args["train_max_steps"] == 30
@@ -78,34 +76,50 @@ def test_budget_recipe_runs_every_stage(recipe_run):
 
 
 def test_two_rounds_retrain_on_rollouts_of_the_first_rounds_agent(tmp_path):
+    """--rounds 2's plan, each stage parsed by its own script: round 0 is a whole run on its own rollouts;
+    round 1 drives round 0's agent on new tracks, then trains V on both sets of rollouts, M on that V, and
+    C, in the logdir the test reads. (Each stage runs for real in its own tests: generation with
+    --policy controller in test_dream, the whole recipe in the pipelines test.)"""
     logdir = tmp_path / "budget"
-    run_demo("budget", logdir, *SMALLEST, "--rounds", "2", "--pipelines", "1")
-    summary = json.loads((logdir / "stages.json").read_text())
-    names = [s["stage"] for s in summary["stages"]]
+    args = demo.resolve(
+        demo.build_parser().parse_args(["--preset", "budget", "--logdir", str(logdir), "--rounds", "2"])
+    )
+    args.pipelines = 1
+    plan = demo.stages(args)
     first = ["generate rollouts", "train V (VAE)", "train M (MDN-RNN)", "train C (CMA-ES)"]
-    assert names == [f"{n} (round 0)" for n in first] + [f"{n} (round 1)" for n in first] + ["test C"]
-    assert summary["knobs"]["rounds"] == 2
-    round0 = [load_rollout(p) for p in sorted((logdir / "rollouts" / "round0").glob("*.npz"))]
-    round1 = [load_rollout(p) for p in sorted((logdir / "rollouts" / "round1").glob("*.npz"))]
-    assert len(round0) == len(round1) == 3
-    assert {r.policy for r in round0} == {"brown"} and {r.policy for r in round1} == {"controller"}
-    assert not {r.track_seed for r in round0} & {r.track_seed for r in round1}  # new tracks
-    # Round 0 is a whole experiment on its own rollouts; round 1 retrains V on both sets, M on that V.
-    assert load_data_record(logdir / "round0").rootdir == str((logdir / "rollouts" / "round0").resolve())
-    assert load_data_record(logdir).rootdir == str((logdir / "rollouts").resolve())
-    assert (logdir / "round0" / "ctrl" / "best.tar").exists() and (logdir / "ctrl" / "best.tar").exists()
-    assert {r.seed for r in round0} == {0} and {r.seed for r in round1} == {1}
-    assert summary["test"]["episodes"] == 2
+    names = [f"{n} (round {r})" for r in (0, 1) for n in first] + ["test C"]
+    assert [name for name, _ in plan] == names
+    parsed = [SCRIPTS[argv[0]].build_parser().parse_args(argv[1:]) for _, argv in plan]
+    gen0, vae0, mdrnn0, ctrl0, gen1, vae1, mdrnn1, ctrl1, test = parsed
+    rollouts = logdir / "rollouts"
+    assert (gen0.policy, gen0.rootdir, gen0.seed) == (None, rollouts / "round0", 0)  # the env's own: brown
+    assert (gen1.policy, gen1.logdir, gen1.rootdir, gen1.seed) == (
+        "controller",
+        logdir / "round0",
+        rollouts / "round1",
+        1,
+    )
+    assert gen1.noise == args.round_noise > 0
+    # New tracks: a rollout's track comes from its seed and index.
+    assert not {derive_seed(0, i, 0) for i in range(1000)} & {derive_seed(1, i, 0) for i in range(1000)}
+    assert (vae0.logdir, vae0.dataset) == (logdir / "round0", rollouts / "round0")
+    assert (vae1.logdir, vae1.dataset) == (logdir, rollouts)  # both rounds' rollouts, found recursively
+    assert (mdrnn0.logdir, ctrl0.logdir, mdrnn1.logdir, ctrl1.logdir, test.logdir) == (
+        logdir / "round0",
+        logdir / "round0",
+        logdir,
+        logdir,
+        logdir,
+    )
+    assert vae0.seed == vae1.seed == ctrl0.seed == ctrl1.seed == 0
+    write_synthetic_rollouts(rollouts / "round0", n=2)
+    write_synthetic_rollouts(rollouts / "round1", n=2, start=2)
+    assert [p.parent.name for p in list_rollouts(rollouts)] == ["round0"] * 2 + ["round1"] * 2
 
 
 def test_pipelines_keep_the_one_that_drives_best_on_tracks_none_saw(recipe_run, tmp_path):
-    logdir = tmp_path / "budget"
-    run_demo("budget", logdir, *SMALLEST)  # the preset's own: two pipelines, one search each
+    logdir = copy_logdir(recipe_run, tmp_path / "budget")  # this test redoes the copy of the winner
     summary = json.loads((logdir / "stages.json").read_text())
-    assert summary["knobs"]["pipelines"] == 2 and summary["knobs"]["searches"] == 1
-    first = ["generate rollouts", "train V (VAE)", "train M (MDN-RNN)", "train C (CMA-ES)"]
-    names = [f"{n} (pipeline {k})" for k in (0, 1) for n in first] + ["pick the best pipeline", "test C"]
-    assert [s["stage"] for s in summary["stages"]] == names
     # Each pipeline is a whole run from its own seed: its own rollouts, V, M and C.
     for k in (0, 1):
         pipeline = logdir / f"pipeline{k}"
@@ -142,7 +156,7 @@ def test_pipelines_keep_the_one_that_drives_best_on_tracks_none_saw(recipe_run, 
     args.pipelines = 1
     with pytest.raises(UserError, match="holds a run of 2 pipelines .*: rerun it with --pipelines 2"):
         demo.check_pipelines(args)
-    args.logdir, args.pipelines = recipe_run, 2
+    args.logdir, args.pipelines, args.searches = logdir / "pipeline0", 2, 1  # a one-pipeline run
     # The hint names the searches the held run's C was started with, where they differ from this command's.
     one_pipeline = "one-pipeline run: resume it with --pipelines 1 --searches 2, or give --pipelines 2"
     with pytest.raises(UserError, match=one_pipeline):
@@ -336,7 +350,7 @@ def test_an_export_names_no_directory_of_the_machine(recipe_run, tmp_path):
     assert load_checkpoint(out / "ctrl" / "search.tar")["args"]["logdir"] == "."
     # The relative record is read against the logdir: with the rollouts beside the export, M retrains
     # from them with no --dataset.
-    shutil.copytree(recipe_run / "rollouts", out / "rollouts")
+    shutil.copytree(load_data_record(recipe_run).rootdir, out / "rollouts")  # the kept pipeline's
     history = trainmdrnn.main(
         trainmdrnn.build_parser().parse_args(["--logdir", str(out), "--epochs", "1", "--noreload"])
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import random
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -85,7 +86,9 @@ def test_frames_actions_and_the_ends_of_episodes():
     for seed in range(6):
         steps, terminated, truncated, info = hold_until_end(env, np.zeros(3, np.float32), seed)
         outcomes.append((info["outcome"], terminated, truncated, steps))
-    assert any(o == ("timeout", False, True, 200) for o in outcomes)
+        if outcomes[-1] == ("timeout", False, True, 200):
+            break
+    assert outcomes[-1] == ("timeout", False, True, 200), outcomes
     # Full speed ahead ends every episode on a termination with a named outcome before the cap.
     ends = []
     for seed in range(6):
@@ -160,11 +163,87 @@ def test_socnav_recipe_runs_every_stage_at_its_smallest(tmp_path):
     for key in ("env", "dream", "train_renderer", "test_renderer", "random_baseline"):
         assert summary["knobs"][key] == demo.PRESETS[ENV][key]
     test = summary["test"]
-    baseline = json.loads((logdir / "ctrl" / "random_returns.json").read_text())
-    for result in (test, baseline):
+    baselines = ["random_returns.json", "reference_go-to-goal_returns.json", "reference_orca_returns.json"]
+    baselines = [json.loads((logdir / "ctrl" / name).read_text()) for name in baselines]
+    for result in (test, *baselines):
         assert result["env"] == ENV and result["episodes"] == 3 and len(result["outcomes"]) == 3
+        assert result["seed"] == test["seed"] and result["episode_set"] == "test"
         assert set(result["outcome_rates"]) == set(socnav.OUTCOMES)
         assert abs(sum(result["outcome_rates"].values()) - 1) < 1e-9  # every episode ended somehow
         for outcome, steps in zip(result["outcomes"], result["steps"], strict=True):
             assert (outcome == "timeout") == (steps == 30)
-    assert "collision" in res.stdout and (logdir / "drive.gif").stat().st_size > 0
+    assert "reference orca: success" in res and (logdir / "drive.gif").stat().st_size > 0
+
+
+def red_centre(frame: np.ndarray) -> np.ndarray:
+    """(x, y) pixel centre of the goal in an ego frame (the only red there is)."""
+    ys, xs = np.nonzero((frame[..., 0] > 200) & (frame[..., 1] < 50) & (frame[..., 2] < 50))
+    assert len(xs), "no goal in the frame"
+    return np.array([xs.mean(), ys.mean()])
+
+
+@needs_socnavgym
+def test_the_ego_view_turns_the_world_to_the_robots_heading():
+    """The robot sits at the centre heading up: a goal ahead is above it, one to its left is left of it,
+    at EGO_VIEW metres a frame; one beyond the view sits at the view's edge in its direction; past the
+    walls is dark."""
+    env = make_env("socnav-ego").unwrapped
+    env.reset(seed=0)
+    sim, size = env.sim, env.size
+    ppm, centre = size / socnav.EGO_VIEW, np.array([size / 2, size / 2])
+    robot = sim.robot
+    robot.x, robot.y = 0.0, 0.0
+    for heading in (0.0, 0.7, -2.5):
+        robot.orientation = heading
+        forward = np.array([np.cos(heading), np.sin(heading)])
+        leftward = np.array([-np.sin(heading), np.cos(heading)])
+        for ahead, left in ((2.0, 0.0), (0.0, 1.5), (-1.0, -2.0)):
+            robot.goal_x, robot.goal_y = ahead * forward + left * leftward
+            assert env.goal_from_robot() == pytest.approx((ahead, left))
+            want = centre + ppm * np.array([-left, -ahead])  # image x to the right, y down
+            np.testing.assert_allclose(red_centre(env._draw()), want, atol=1.0)
+        robot.goal_x, robot.goal_y = 30 * forward + 10 * leftward  # far off: at the top edge, to the left
+        x, y = red_centre(env._draw())
+        assert y < 0.1 * size and x == pytest.approx(size / 2 - (size / 2 - y) * 10 / 30, abs=2)
+    # The room turns with the robot: 1 m from the east wall, the outside is 1.5 m ahead when it heads
+    # east, 1.5 m to its right when it heads north.
+    robot.x, step = sim.MAP_X / 2 - 1, round(1.5 * ppm)
+    for heading, outside in (
+        (0.0, (size // 2, size // 2 - step)),
+        (np.pi / 2, (size // 2 + step, size // 2)),
+    ):
+        robot.orientation = heading
+        frame, (x, y) = env._draw(), outside
+        assert (frame[y, x] == socnav.OUTSIDE).all() and (frame[size - y, size - x] != socnav.OUTSIDE).any()
+    robot.x = 0.0
+    frame = env._draw()
+    robot.x = sim.MAP_X / 2 + socnav.EGO_VIEW  # well past the wall: nothing but the outside
+    assert (
+        env._draw()[size // 2 - 20 : size // 2 + 20, size // 2 - 20 : size // 2 + 20] == socnav.OUTSIDE
+    ).all()
+    assert (frame == socnav.FLOOR).mean() > 0.3  # inside the room: mostly floor
+
+
+@needs_socnavgym
+def test_references_reach_the_goal_and_an_unknown_one_is_one_line(tmp_path, monkeypatch):
+    """The references (go-to-goal, ORCA) read the simulator's state: each reaches the goal in half of 6
+    episodes, where the random policy does in 5% (the recipe's test runs them beside the agent, through
+    test_controller.py --reference); an unknown name is one line."""
+    import test_controller
+
+    env = make_env(ENV)
+    for name, reference in SPEC.references.items():
+        outcomes = []
+        for seed in range(6):
+            env.reset(seed=seed)
+            for _ in range(SPEC.max_episode_steps):
+                *_, terminated, truncated, info = env.step(reference(env))
+                if terminated or truncated:
+                    break
+            outcomes.append(info["outcome"])
+        assert outcomes.count("success") >= 3, (name, outcomes)
+    # A SocNavGym run's logdir, as far as the check needs one: the env its V was trained on.
+    monkeypatch.setattr(test_controller, "load_data_record", lambda logdir: types.SimpleNamespace(env=ENV))
+    argv = ["--logdir", str(tmp_path), "--out", str(tmp_path), "--reference", "nope"]
+    with pytest.raises(UserError, match="--reference nope: socnav has no such reference .*go-to-goal, orca"):
+        test_controller.main(test_controller.build_parser().parse_args(argv))

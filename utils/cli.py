@@ -153,3 +153,35 @@ def run(
         if not stopped:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+
+
+def run_stage(argv: list[str | os.PathLike], failed: str) -> None:
+    """Run a stage script of this project, ``argv[0]`` (its path from the repository root, such as
+    ``trainvae.py`` or ``data/generation_script.py``), with ``argv[1:]``, in this process: what
+    ``python ARGV`` does, without a new interpreter that spends seconds importing torch, and with this
+    process's worker server (:func:`utils.processes.worker_context`) serving every stage.
+
+    The stage prints its own errors and stop line as it would alone; a stage that fails raises
+    :class:`UserError` with ``failed``, and a stopped one ends this process with its exit status.
+    Settings a stage leaves behind in the process (torch's thread count) are restored after it.
+    """
+    import gc
+    import importlib
+
+    import torch
+
+    script, *rest = map(str, argv)
+    module = importlib.import_module(script.removesuffix(".py").replace("/", "."))
+    parser = module.build_parser()
+    parser.prog = Path(script).name
+    threads = torch.get_num_threads()
+    try:
+        run(module.main, parser, rest)
+    except SystemExit as exit_:
+        if exit_.code in (130, 143):  # stopped by Ctrl-C or SIGTERM: the stage said so, the run ends
+            raise
+        if exit_.code not in (0, None):
+            raise UserError(failed) from None
+    finally:
+        torch.set_num_threads(threads)
+        gc.collect()
