@@ -204,7 +204,10 @@ def test_the_ego_view_turns_the_world_to_the_robots_heading():
             np.testing.assert_allclose(red_centre(env._draw()), want, atol=1.0)
         robot.goal_x, robot.goal_y = 30 * forward + 10 * leftward  # far off: at the top edge, to the left
         x, y = red_centre(env._draw())
-        assert y < 0.1 * size and x == pytest.approx(size / 2 - (size / 2 - y) * 10 / 30, abs=2)
+        edge = socnav.GOAL_EGO_RADIUS * ppm + 1  # the marker's centre stays a radius inside the frame
+        assert y == pytest.approx(edge, abs=1.5) and x == pytest.approx(
+            size / 2 - (size / 2 - y) * 10 / 30, abs=2
+        )
     # The room turns with the robot: 1 m from the east wall, the outside is 1.5 m ahead when it heads
     # east, 1.5 m to its right when it heads north.
     robot.x, step = sim.MAP_X / 2 - 1, round(1.5 * ppm)
