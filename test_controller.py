@@ -183,32 +183,25 @@ def score_in_dream(args) -> dict:
     )
 
 
-def score_random_policy(args) -> dict:
-    """``--random-policy``: the baseline on the test's own episodes, in this process."""
-    env = load_data_record(args.logdir).env
-    settings = episode_settings(args, get_env_spec(env), exact_only=True)
-    returns, steps, outcomes = random_returns(env, settings, episode_seeds(args))
-    extra = {"env": env, "policy": get_env_spec(env).default_policy, "max_steps": settings.max_steps}
-    return save_results(
-        args, returns, steps, RANDOM_RESULTS, "random policy", extra, "random_histogram.png", outcomes
-    )
-
-
-def score_reference(args) -> dict:
-    """``--reference NAME``: one of the env's state-reading controllers on the test's own episodes."""
+def score_baseline(args) -> dict:
+    """``--random-policy``, or ``--reference NAME`` (one of the env's state-reading controllers): a
+    baseline on the test's own episodes, in this process."""
     env = load_data_record(args.logdir).env
     spec = get_env_spec(env)
-    if args.reference not in spec.references:
+    if args.reference is not None and args.reference not in spec.references:
         known = ", ".join(spec.references) or "none"
         raise UserError(f"--reference {args.reference}: {env} has no such reference (it has: {known})")
     settings = episode_settings(args, spec, exact_only=True)
-    returns, steps, outcomes = random_returns(env, settings, episode_seeds(args), args.reference)
-    extra = {"env": env, "reference": args.reference, "max_steps": settings.max_steps}
-    name = f"reference_{args.reference}"
-    return save_results(
-        args, returns, steps, f"{name}_returns.json", f"reference {args.reference}", extra,
-        f"{name}_histogram.png", outcomes,
-    )  # fmt: skip
+    returns, steps, outcomes = baseline_returns(env, settings, episode_seeds(args), args.reference)
+    if args.reference is None:
+        which = {"policy": spec.default_policy}
+        files, what = (RANDOM_RESULTS, "random_histogram.png"), "random policy"
+    else:
+        which = {"reference": args.reference}
+        name = f"reference_{args.reference}"
+        files, what = (f"{name}_returns.json", f"{name}_histogram.png"), f"reference {args.reference}"
+    extra = {"env": env, **which, "max_steps": settings.max_steps}
+    return save_results(args, returns, steps, files[0], what, extra, files[1], outcomes)
 
 
 def drive_all(args, spec: AgentSpec, settings: EpisodeSettings, episodes: list[Episode], devices: list[str]):
@@ -229,7 +222,7 @@ def drive_all(args, spec: AgentSpec, settings: EpisodeSettings, episodes: list[E
         return pool.evaluate(episodes, on_result=lambda r: bar.update(1))
 
 
-def random_returns(
+def baseline_returns(
     env: str, settings: EpisodeSettings, seeds: list[int], reference: str | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Returns, lengths and outcomes of the env's random policy on episodes ``seeds`` (its actions drawn
@@ -261,10 +254,8 @@ def main(args) -> dict:
     """Drive the best controller on ``--episodes`` tracks; returns the statistics."""
     if args.watch_track >= args.episodes:
         raise UserError(f"--watch-track {args.watch_track}: the test has tracks 0 to {args.episodes - 1}")
-    if args.random_policy:
-        return score_random_policy(args)
-    if args.reference:
-        return score_reference(args)
+    if args.random_policy or args.reference is not None:
+        return score_baseline(args)
     if args.in_dream:
         return score_in_dream(args)
     returns, steps, outcomes, extra = drive_agent(args, episode_seeds(args))

@@ -151,15 +151,22 @@ class SocNav(gym.Env):
         sim, size = self.sim, self.size
         image = np.full((size, size, 3), FLOOR, np.uint8)
         scale = size / sim.MAP_X, size / sim.MAP_Y
-        where = (*scale, sim.MAP_X, sim.MAP_Y)
+        self._paint(image, (*scale, sim.MAP_X, sim.MAP_Y), goal_scale=scale)
+        return np.ascontiguousarray(image[..., ::-1])  # its painters use OpenCV's BGR
+
+    def _paint(self, image: np.ndarray, where: tuple, goal_scale: tuple[float, float] | None = None) -> None:
+        """The scene by SocNavGym's painters into ``image`` (BGR), placed by ``where`` (pixels a metre in
+        x and y, the map's size in x and y): furniture, then (with ``goal_scale``) the goal, then people
+        and the robot on top."""
+        sim = self.sim
         for entity in sim.walls + sim.tables + sim.laptops + sim.plants:
             entity.draw(image, *where)
-        self._draw_goal(image, scale)
+        if goal_scale is not None:
+            self._draw_goal(image, goal_scale)
         for entity in sim.static_humans + sim.dynamic_humans + [sim.robot]:
             entity.draw(image, *where)
         for group in sim.moving_interactions + sim.static_interactions + sim.h_l_interactions:
             group.draw(image, *where)
-        return np.ascontiguousarray(image[..., ::-1])  # its painters use OpenCV's BGR
 
     def _draw_ego(self) -> np.ndarray:
         """The robot's surroundings, EGO_VIEW metres across, turned so that the robot sits at the centre
@@ -178,13 +185,7 @@ class SocNav(gym.Env):
         canvas = np.full((round(span_y * ppm), round(span_x * ppm), 3), OUTSIDE, np.uint8)
         x0, y0 = round(EGO_VIEW / 2 * ppm), round(EGO_VIEW / 2 * ppm)
         canvas[y0 : y0 + round(sim.MAP_Y * ppm), x0 : x0 + round(sim.MAP_X * ppm)] = FLOOR
-        where = (ppm, ppm, span_x, span_y)
-        for entity in sim.walls + sim.tables + sim.laptops + sim.plants:
-            entity.draw(canvas, *where)
-        for entity in sim.static_humans + sim.dynamic_humans + [sim.robot]:
-            entity.draw(canvas, *where)
-        for group in sim.moving_interactions + sim.static_interactions + sim.h_l_interactions:
-            group.draw(canvas, *where)
+        self._paint(canvas, (ppm, ppm, span_x, span_y))  # the goal comes after the turn, below
         robot = sim.robot
         centre = ppm * (robot.x + span_x / 2), ppm * (span_y / 2 - robot.y)  # the robot in the canvas
         turn = cv2.getRotationMatrix2D(centre, 90.0 - np.degrees(robot.orientation), 1.0)
