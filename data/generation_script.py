@@ -98,7 +98,9 @@ def build_parser():
         "--policy",
         default=None,
         help="a random policy of the env (default: its first; CarRacing: brown, correlated and drivable, or "
-        "white, i.i.d. uniform) or controller (<logdir>/ctrl/best.tar, for iterative training)",
+        "white, i.i.d. uniform), one that reads the simulator's state (SocNavGym: goal-mix, half the "
+        "episodes brownian, half noisy straight-to-the-goal) or controller (<logdir>/ctrl/best.tar, for "
+        "iterative training)",
     )
     parser.add_argument(
         "--logdir", type=Path, default=None, help="experiment whose V, M and C drive --policy controller"
@@ -136,6 +138,9 @@ def generate_rollout(index: int, job: Job) -> tuple[int, int]:
         if job.policy == "controller":
             drive = ControllerPolicy(job.agent, job.params, rng, job.noise, job.z_mode)
             act = lambda t: drive(frames[-1])  # noqa: E731  C sees the frame it is acting on
+        elif job.policy in env_spec.state_policies:
+            policy = env_spec.state_policies[job.policy](rng, job.max_steps)
+            act = lambda t: policy(env, t)  # noqa: E731
         else:
             actions = env_spec.policies[job.policy](rng, job.max_steps)
             act = lambda t: actions[t]  # noqa: E731
@@ -280,8 +285,9 @@ def make_job(args, env: EnvSpec) -> Job:
     """The run's job from the flags, each checked against the env's spec (one line when it has no such
     policy, renderer or preprocessing)."""
     policy = args.policy or env.default_policy
-    if policy not in (*env.policies, "controller"):
-        raise UserError(f"--policy {policy}: {env.name} has {', '.join(env.policies)} or controller")
+    if policy not in (*env.policies, *env.state_policies, "controller"):
+        names = ", ".join((*env.policies, *env.state_policies))
+        raise UserError(f"--policy {policy}: {env.name} has {names} or controller")
     renderer = args.renderer or env.default_renderer
     if renderer not in env.renderers:
         raise UserError(f"--renderer {renderer}: {env.name} has {', '.join(env.renderers)}")

@@ -25,6 +25,7 @@ import random
 import sys
 import types
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -326,6 +327,21 @@ def orca(env: gym.Env) -> np.ndarray:
     return np.clip(action, LOW, HIGH).astype(np.float32)
 
 
+# goal-mix: the share of its episodes that head for the goal, and the scale of the brownian noise added
+GOAL_MIX_SHARE = 0.5
+GOAL_MIX_NOISE = 0.5
+
+
+def goal_mix(rng: np.random.Generator, n: int) -> Callable[[gym.Env, int], np.ndarray]:
+    """A data-generation policy that reads the simulator's state: an episode is brownian (as the random
+    policy) or, with probability GOAL_MIX_SHARE, heads for the goal (:func:`go_to_goal`) with GOAL_MIX_NOISE
+    times a brownian sequence added, turning included, so the data holds goals reached from many headings."""
+    noise = brownian_actions(rng, LOW, HIGH, n)
+    if rng.random() >= GOAL_MIX_SHARE:
+        return lambda env, t: noise[t]
+    return lambda env, t: np.clip(go_to_goal(env) + GOAL_MIX_NOISE * noise[t], LOW, HIGH).astype(np.float32)
+
+
 SPEC = EnvSpec(
     name="socnav",
     make=make,
@@ -344,4 +360,5 @@ SPEC = EnvSpec(
     outcomes=OUTCOMES,
     keyboard=keyboard,
     references={"go-to-goal": go_to_goal, "orca": orca},
+    state_policies={"goal-mix": goal_mix},
 )

@@ -54,6 +54,10 @@ class ModelSizes:
 # so a rollout's actions depend on its seed alone.
 RandomPolicy = Callable[[np.random.Generator, int], np.ndarray]
 
+# A data-generation policy that reads the simulator's state: (rng, horizon) -> act(env, t) -> the agent
+# action at step t; whatever it draws at random it draws from ``rng``, so a rollout depends on its seed alone.
+StatePolicy = Callable[[np.random.Generator, int], Callable[[gym.Env, int], np.ndarray]]
+
 
 @dataclass(frozen=True)
 class EnvSpec:
@@ -72,6 +76,8 @@ class EnvSpec:
         squash: C's raw outputs (..., action_size) -> agent actions (..., action_size), torch.
         to_env_action: one agent action (action_size,) float32 -> what ``env.step`` takes.
         policies: random policies of data generation by name; the first is the default.
+        state_policies: data-generation policies that read the simulator's state (never the default),
+            by name, beside ``policies`` in ``generation_script.py --policy``.
         max_episode_steps: the episode cap (time limit) of generation, training and testing.
         model: default model sizes of a new run.
         renderers: implementations ``make`` can build; the first is the default.
@@ -118,6 +124,7 @@ class EnvSpec:
     action_repeat: int = 1
     keyboard: Callable[[frozenset[str]], np.ndarray] | None = None
     references: Mapping[str, Callable[[gym.Env], np.ndarray]] = field(default_factory=dict)
+    state_policies: Mapping[str, StatePolicy] = field(default_factory=dict)
 
     @property
     def default_preprocessing(self) -> str:

@@ -79,7 +79,7 @@ PRETRAINED_DOOM = ROOT / "pretrained" / "doom-takecover"
 
 # Every knob a recipe sets: each is a flag below (--rollouts, --vae-epochs, ...) that overrides it.
 KNOBS = (
-    "env", "rounds", "pipelines", "round_noise", "rollouts", "max_steps", "vae_epochs", "vae_batch",
+    "env", "rounds", "pipelines", "round_noise", "policy", "rollouts", "max_steps", "vae_epochs", "vae_batch",
     "vae_lr", "mdrnn_epochs", "mdrnn_batch", "seq_len", "generations", "pop_size", "n_samples",
     "train_max_steps", "negative_cutoff", "eval_every", "eval_episodes", "confirm_episodes", "searches",
     "train_renderer", "dream", "temperature", "dream_steps", "weight_penalty", "z_mode", "episode_steps",
@@ -139,6 +139,11 @@ def build_parser():
         type=positive_int,
         help="independent whole pipelines (rollouts, V, M and C; seeds --seed + k), the one whose C drives "
         "best on tracks none of them saw kept",
+    )
+    add(
+        "--policy",
+        help="the policy of the first round's rollouts, one of the env's (generation_script.py --policy; "
+        "SocNavGym: brownian, or goal-mix, half the episodes heading for the goal); empty: the env's first",
     )
     add("--rollouts", type=positive_int, help="rollouts to generate (per round)")
     add("--max-steps", type=positive_int, help="steps per generated rollout")
@@ -235,7 +240,9 @@ def round_stages(args, pipeline: Path, seed: int, r: int, suffix: str) -> list[S
     experiment = pipeline if last else pipeline / f"round{r}"
     new_data = pipeline / "rollouts" if args.rounds == 1 else pipeline / "rollouts" / f"round{r}"
     policy = (
-        {"policy": "controller", "logdir": pipeline / f"round{r - 1}", "noise": args.round_noise} if r else {}
+        {"policy": "controller", "logdir": pipeline / f"round{r - 1}", "noise": args.round_noise}
+        if r
+        else {"policy": args.policy or None}
     )
     dream = {"dream": True, "temperature": args.temperature, "dream_steps": args.dream_steps}
     return [

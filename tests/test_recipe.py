@@ -75,6 +75,17 @@ def test_budget_recipe_runs_every_stage(recipe_run):
     assert (recipe_run / "ctrl" / "learning_curve.png").stat().st_size > 1000
 
 
+def test_the_recipes_policy_makes_the_first_rounds_rollouts(tmp_path):
+    """--policy (a recipe knob; empty: the env's first) is the first round's rollout policy, as
+    generation_script.py parses it; a second round's rollouts stay the first round's agent's."""
+    flags = ["--preset", "socnav", "--env", "socnav-ego", "--logdir", str(tmp_path), "--rounds", "2"]
+    for extra, first in (([], None), (["--policy", "goal-mix"], "goal-mix")):
+        plan = demo.stages(demo.resolve(demo.build_parser().parse_args([*flags, *extra])))
+        generation = [argv for name, argv in plan if name.startswith("generate rollouts")]
+        parsed = [SCRIPTS[argv[0]].build_parser().parse_args(argv[1:]) for argv in generation]
+        assert [(g.env, g.policy) for g in parsed] == [("socnav-ego", first), ("socnav-ego", "controller")]
+
+
 def test_two_rounds_retrain_on_rollouts_of_the_first_rounds_agent(tmp_path):
     """--rounds 2's plan, each stage parsed by its own script: round 0 is a whole run on its own rollouts;
     round 1 drives round 0's agent on new tracks, then trains V on both sets of rollouts, M on that V, and

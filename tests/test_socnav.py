@@ -228,6 +228,42 @@ def test_the_ego_view_turns_the_world_to_the_robots_heading():
 
 
 @needs_socnavgym
+def test_goal_mix_rollouts_head_for_the_goal_in_their_share_of_episodes(tmp_path):
+    """--policy goal-mix reads the state: an episode is the brownian policy's own actions, or heads for
+    the goal with brownian noise added (turning too) and reaches it far more often; through
+    generation_script.py its files say so, and the error for an unknown policy lists it."""
+    from data import generation_script
+    from data.rollouts import load_rollout
+
+    env = make_env(ENV)
+    episodes = {"brownian": [], "goal": []}  # (outcome, distance to the goal at the end / at the start)
+    for seed in range(10):
+        policy = SPEC.state_policies["goal-mix"](np.random.default_rng(seed), SPEC.max_episode_steps)
+        brownian = SPEC.policies["brownian"](np.random.default_rng(seed), SPEC.max_episode_steps)
+        env.reset(seed=seed)
+        start, taken = np.hypot(*env.unwrapped.goal_from_robot()), []
+        for t in range(SPEC.max_episode_steps):
+            taken.append(policy(env, t))
+            *_, terminated, truncated, info = env.step(taken[-1])
+            if terminated or truncated:
+                break
+        kind = "brownian" if np.array_equal(np.stack(taken), brownian[: len(taken)]) else "goal"
+        episodes[kind].append((info["outcome"], np.hypot(*env.unwrapped.goal_from_robot()) / start))
+    assert len(episodes["brownian"]) >= 2 and len(episodes["goal"]) >= 2, episodes
+    assert all(outcome == "success" or nearer < 0.8 for outcome, nearer in episodes["goal"]), episodes
+    successes = {kind: [outcome for outcome, _ in e].count("success") for kind, e in episodes.items()}
+    assert successes["goal"] >= 1 and successes["brownian"] == 0, episodes
+
+    parser = generation_script.build_parser()
+    flags = ["--env", "socnav-ego", "--rollouts", "2", "--threads", "1", "--max-steps", "5"]
+    generation_script.main(parser.parse_args([*flags, "--rootdir", str(tmp_path), "--policy", "goal-mix"]))
+    assert json.loads((tmp_path / "generation.json").read_text())["policy"] == "goal-mix"
+    assert {load_rollout(f).policy for f in tmp_path.glob("*.npz")} == {"goal-mix"}
+    with pytest.raises(UserError, match="--policy nope: socnav-ego has brownian, goal-mix or controller"):
+        generation_script.main(parser.parse_args([*flags, "--rootdir", str(tmp_path / "x"), "--policy", "nope"]))
+
+
+@needs_socnavgym
 def test_references_reach_the_goal_and_an_unknown_one_is_one_line(tmp_path, monkeypatch):
     """The references (go-to-goal, ORCA) read the simulator's state: each reaches the goal in half of 6
     episodes, where the random policy does in 5% (the recipe's test runs them beside the agent, through
