@@ -224,12 +224,12 @@ def drive_all(args, spec: AgentSpec, settings: EpisodeSettings, episodes: list[E
 
 def baseline_returns(
     env: str, settings: EpisodeSettings, seeds: list[int], reference: str | None = None
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Returns, lengths and outcomes of the env's random policy on episodes ``seeds`` (its actions drawn
-    from the episode's seed, in a stream of their own), or of its ``reference`` controller."""
+) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
+    """Returns, lengths and (outcome, detail)s of the env's random policy on episodes ``seeds`` (its
+    actions drawn from the episode's seed, in a stream of their own), or of its ``reference`` controller."""
     spec = get_env_spec(env)
     game = spec.make_env(settings.renderer, None, settings.max_steps)
-    returns, steps, outcomes = np.zeros(len(seeds)), np.zeros(len(seeds), np.int64), [""] * len(seeds)
+    returns, steps, outcomes = np.zeros(len(seeds)), np.zeros(len(seeds), np.int64), [("", "")] * len(seeds)
     what = f"reference {reference}" if reference else "random policy"
     for i, seed in enumerate(tqdm(seeds, desc=what, unit="episode", dynamic_ncols=True)):
         game.reset(seed=seed)
@@ -245,7 +245,7 @@ def baseline_returns(
             steps[i] += 1
             if terminated or truncated:
                 break
-        outcomes[i] = info.get("outcome") or ""
+        outcomes[i] = info.get("outcome") or "", info.get("outcome_detail") or ""
     game.close()
     return returns, steps, outcomes
 
@@ -262,9 +262,9 @@ def main(args) -> dict:
     return save_results(args, returns, steps, TEST_RESULTS, "returns", extra, "test_histogram.png", outcomes)
 
 
-def drive_agent(args, seeds: list[int]) -> tuple[np.ndarray, np.ndarray, list[str], dict]:
+def drive_agent(args, seeds: list[int]) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]], dict]:
     """The best controller of --logdir on the tracks ``seeds``, with the flags of this script: returns,
-    lengths, outcomes and what was driven (env, renderer, ...)."""
+    lengths, (outcome, detail)s and what was driven (env, renderer, ...)."""
     devices = worker_devices(args.device)
     spec, params, ckpt = load_agent_parts(args.logdir)
     settings = episode_settings(
@@ -280,7 +280,7 @@ def drive_agent(args, seeds: list[int]) -> tuple[np.ndarray, np.ndarray, list[st
         raise UserError(f"{err} (rerun the same command to test again)") from None
     returns = np.array([results[i].episode_return for i in range(len(episodes))])
     steps = np.array([results[i].steps for i in range(len(episodes))])
-    outcomes = [results[i].outcome for i in range(len(episodes))]
+    outcomes = [(results[i].outcome, results[i].detail) for i in range(len(episodes))]
     extra = {
         "env": spec.env,
         "max_steps": settings.max_steps,
@@ -299,16 +299,19 @@ def save_results(
     what: str,
     extra: dict,
     histogram: str | None = None,
-    outcomes: list[str] | None = None,
+    outcomes: list[tuple[str, str]] | None = None,
 ) -> dict:
     """Mean +- std, min, max and every return as ``<out>/<name>`` (and a histogram), and one line; for
-    games whose spec names outcomes, the share of episodes that ended in each as well. With --pick the
+    games whose spec names outcomes, the share of episodes that ended in each as well (and, where the game
+    says more of an ending, e.g. what a collision hit, the share of each such detail). With --pick the
     files are named for the pick episodes (pick_returns.json, pick_<name>), never overwriting a test's."""
     if args.pick:
         name, histogram = pick_results(name), histogram and pick_results(histogram)
         what = f"{what} (pick episodes)"
     known = get_env_spec(extra["env"]).outcomes
-    rates = {o: sum(x == o for x in outcomes) / len(returns) for o in known} if known and outcomes else {}
+    ends, details = zip(*outcomes, strict=True) if known and outcomes else ((), ())
+    rates = {o: ends.count(o) / len(returns) for o in known} if ends else {}
+    detail_rates = {d: details.count(d) / len(returns) for d in sorted(set(details) - {""})}
     stats = {
         "episodes": len(returns),
         "mean": float(returns.mean()),
@@ -318,7 +321,8 @@ def save_results(
         "seed": args.seed,
         "episode_set": episode_set(args)[0],
         **extra,
-        **({"outcome_rates": rates, "outcomes": outcomes} if rates else {}),
+        **({"outcome_rates": rates, "outcomes": list(ends)} if rates else {}),
+        **({"detail_rates": detail_rates, "outcome_details": list(details)} if detail_rates else {}),
         "returns": returns.tolist(),
         "steps": steps.tolist(),
     }
@@ -332,6 +336,8 @@ def save_results(
     print(f"{summary} (std), min {returns.min():.1f}, max {returns.max():.1f}")
     if rates:
         print("episodes ending in " + ", ".join(f"{o} {100 * r:.0f}%" for o, r in rates.items()))
+    if detail_rates:
+        print("of which " + ", ".join(f"{d} {100 * r:.0f}%" for d, r in detail_rates.items()))
     print(f"written to {out_dir / name}" + (f" and {out_dir / histogram}" if histogram else ""))
     return stats
 

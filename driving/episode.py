@@ -58,12 +58,14 @@ class Episode:
 @dataclass(frozen=True)
 class Result:
     """What came back for one episode; ``outcome`` is how it ended for games that say (the last step's
-    ``info["outcome"]``, see ``EnvSpec.outcomes``), else empty."""
+    ``info["outcome"]``, see ``EnvSpec.outcomes``), else empty, and ``detail`` what more the game says of it
+    (``info["outcome_detail"]``: for SocNavGym what a collision hit), else empty."""
 
     task_id: int
     episode_return: float
     steps: int
     outcome: str = ""
+    detail: str = ""
 
 
 class WorkerError(RuntimeError):
@@ -142,8 +144,8 @@ def drive_chunk(
             cut = cutoff > 0 and negative_run[i] >= cutoff
             limit = min(episodes[i].max_steps or settings.max_steps, settings.max_steps)
             if terminated or truncated or cut or steps[i] >= limit:
-                outcome = info.get("outcome") or ""
-                results[i] = Result(episodes[i].task_id, float(returns[i]), int(steps[i]), outcome)
+                outcome, detail = info.get("outcome") or "", info.get("outcome_detail") or ""
+                results[i] = Result(episodes[i].task_id, float(returns[i]), int(steps[i]), outcome, detail)
                 if on_done is not None:
                     on_done(results[i])
             else:

@@ -46,10 +46,16 @@ GOAL_EGO = (230, 0, 0)  # the goal in ego frames: red, a colour nothing else has
 # Its radius there, in metres: larger than the goal's own 0.4 m, which V (2 epochs) left out of every
 # reconstruction (docs/socnav.md).
 GOAL_EGO_RADIUS = 0.7
+# People in ego frames: blue disks (nothing else is blue) of this radius in metres, over SocNavGym's own
+# drawing of them, a thin figure a few dark pixels wide at 64x64 that V left out of every reconstruction
+# (docs/socnav.md). Collisions count from their 0.36 m (human_diameter / 2).
+PERSON_EGO = (0, 40, 230)
+PERSON_EGO_RADIUS = 0.45
 OUTSIDE = 60  # beyond the room's walls, in ego frames: dark, so the walls are an edge V cannot miss
 MAX_STEPS = 200
 LOW, HIGH = -np.ones(3, np.float32), np.ones(3, np.float32)
 OUTCOMES = ("success", "collision", "out of map", "timeout")
+COLLIDED_WITH = ("person", "furniture", "wall")  # what a collision hit (info["outcome_detail"])
 # The floor: light grey, not SocNavGym's white. On frames ~90% pure white V's sigmoid output saturates at
 # 1 where the floor is and its gradients vanish: after 8 epochs on 57k frames it still drew a blank room.
 FLOOR = 200
@@ -98,7 +104,8 @@ def _import_socnavgym() -> type:
 class SocNav(gym.Env):
     """SocNavGym as a Gymnasium env whose observations are top-down RGB frames (R, R, 3) uint8.
 
-    ``info`` of a step holds ``outcome`` (one of :data:`OUTCOMES`, or None while the episode goes on).
+    ``info`` of a step holds ``outcome`` (one of :data:`OUTCOMES`, or None while the episode goes on) and
+    ``outcome_detail`` (after a collision, what it hit: one of :data:`COLLIDED_WITH`; else empty).
     """
 
     metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 10}
@@ -175,7 +182,7 @@ class SocNav(gym.Env):
         C must steer by (in the room seen from above, the robot's heading is a few pixels of its disk).
         Beyond the walls is dark (OUTSIDE). A goal beyond the view is drawn at the view's edge, in its
         direction, so that the way to it is always in the frame; it is red (GOAL_EGO), as nothing else
-        is. RGB (size, size, 3)."""
+        is. People are blue disks (PERSON_EGO). RGB (size, size, 3)."""
         import cv2
 
         sim, size = self.sim, self.size
@@ -187,6 +194,9 @@ class SocNav(gym.Env):
         x0, y0 = round(EGO_VIEW / 2 * ppm), round(EGO_VIEW / 2 * ppm)
         canvas[y0 : y0 + round(sim.MAP_Y * ppm), x0 : x0 + round(sim.MAP_X * ppm)] = FLOOR
         self._paint(canvas, (ppm, ppm, span_x, span_y))  # the goal comes after the turn, below
+        for person in sim.static_humans + sim.dynamic_humans:
+            at = round(ppm * (person.x + span_x / 2)), round(ppm * (span_y / 2 - person.y))
+            cv2.circle(canvas, at, round(PERSON_EGO_RADIUS * ppm), PERSON_EGO[::-1], -1)
         robot = sim.robot
         centre = ppm * (robot.x + span_x / 2), ppm * (span_y / 2 - robot.y)  # the robot in the canvas
         turn = cv2.getRotationMatrix2D(centre, 90.0 - np.degrees(robot.orientation), 1.0)
@@ -237,7 +247,14 @@ class SocNav(gym.Env):
             truncated, end = True, "timeout"
         self._frame = self._draw()
         self._show()
-        return self._frame.copy(), float(reward), bool(terminated), bool(truncated), {"outcome": end}
+        detail = collided_with(info) if end == "collision" else ""
+        return (
+            self._frame.copy(),
+            float(reward),
+            bool(terminated),
+            bool(truncated),
+            {"outcome": end, "outcome_detail": detail},
+        )
 
     def render(self) -> np.ndarray | None:
         return self._frame.copy() if self.render_mode in ("rgb_array", "human") else None
@@ -275,6 +292,15 @@ def outcome(info: dict) -> str | None:
     if info.get("TIMEOUT"):
         return "timeout"
     return None
+
+
+def collided_with(info: dict) -> str:
+    """What a collision hit, from its step's info: one of :data:`COLLIDED_WITH`. SocNavGym flags people
+    (COLLISION_HUMAN) apart from objects (COLLISION_OBJECT: furniture and walls), and walls again on their
+    own (COLLISION_WALL); a step that hit a person and something else counts as the person."""
+    if info.get("COLLISION_HUMAN"):
+        return "person"
+    return "wall" if info.get("COLLISION_WALL") else "furniture"
 
 
 def make(

@@ -90,7 +90,9 @@ class EnvSpec:
             dream counts the steps survived (Doom).
         done_weight: weight of the rare positive (death) targets in M's termination loss.
         outcomes: how an episode can end, for games that say (``info["outcome"]`` of the last step, e.g.
-            ``success`` or ``collision``); the test reports the share of each. Empty: returns only.
+            ``success`` or ``collision``); the test reports the share of each, and of what the last step's
+            ``info["outcome_detail"]`` says where it says something (what a collision hit). Empty: returns
+            only.
         action_repeat: frames of the game per agent step (see :meth:`with_action_repeat`); 1: every
             frame is a step.
         references: controllers that read the simulator's state instead of pixels, by name: ``f(env)``

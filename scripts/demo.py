@@ -461,7 +461,12 @@ def main(args) -> list[tuple[str, float]]:
         for name, result in results:
             if "outcome_rates" in result:
                 rates = ", ".join(f"{o} {100 * r:.0f}%" for o, r in result["outcome_rates"].items())
-                print(f"  {name}: {rates}, return {result['mean']:.1f}")
+                details = ", ".join(f"{d} {100 * r:.0f}%" for d, r in result.get("detail_rates", {}).items())
+                print(
+                    f"  {name}: {rates}"
+                    + (f" ({details})" if details else "")
+                    + f", return {result['mean']:.1f}"
+                )
     if args.pretrained_episodes:
         shipped = json.loads((args.logdir / "pretrained" / TEST_RESULTS).read_text())
         print(

@@ -101,6 +101,34 @@ def test_frames_actions_and_the_ends_of_episodes():
 
 
 @needs_socnavgym
+def test_a_collision_says_what_it_hit():
+    """info["outcome_detail"] after a collision names what the robot's disk overlaps in the simulator's own
+    geometry (people, walls, furniture: the scene forms no groups), and is empty after other endings."""
+    env = make_env(ENV, max_episode_steps=200)
+    seen = set()
+    for seed in range(14):
+        env.reset(seed=seed)
+        for action in SPEC.policies["brownian"](np.random.default_rng(seed), 200):
+            _, _, terminated, truncated, info = env.step(action)
+            if terminated or truncated:
+                break
+        sim = env.unwrapped.sim
+        overlaps = {
+            "person": any(sim.robot.collides(h) for h in sim.static_humans + sim.dynamic_humans),
+            "wall": any(sim.robot.collides(w) for w in sim.walls),
+            "furniture": any(sim.robot.collides(o) for o in sim.plants + sim.tables + sim.laptops),
+        }
+        hit = [kind for kind, overlap in overlaps.items() if overlap]
+        if info["outcome"] != "collision":
+            assert info["outcome_detail"] == "" and not hit, (seed, info, overlaps)
+        elif len(hit) == 1:  # (two kinds at once: the person wins, see collided_with)
+            assert info["outcome_detail"] == hit[0], (seed, info, overlaps)
+            seen.add(hit[0])
+    assert seen >= set(socnav.COLLIDED_WITH), seen  # these seeds hit each kind
+    env.close()
+
+
+@needs_socnavgym
 def test_an_episode_depends_on_its_seed_alone():
     """SocNavGym draws from the global generators; each env keeps its own, so interleaving another
     env (or other code using `random`) changes nothing, and the caller's generators are left alone."""
@@ -172,6 +200,9 @@ def test_socnav_recipe_runs_every_stage_at_its_smallest(tmp_path):
         assert abs(sum(result["outcome_rates"].values()) - 1) < 1e-9  # every episode ended somehow
         for outcome, steps in zip(result["outcomes"], result["steps"], strict=True):
             assert (outcome == "timeout") == (steps == 30)
+        details = result.get("outcome_details", [""] * 3)
+        assert [bool(d) for d in details] == [o == "collision" for o in result["outcomes"]]
+        assert set(details) - {""} <= set(socnav.COLLIDED_WITH)
     assert "reference orca: success" in res and (logdir / "drive.gif").stat().st_size > 0
 
 
@@ -225,6 +256,40 @@ def test_the_ego_view_turns_the_world_to_the_robots_heading():
         env._draw()[size // 2 - 20 : size // 2 + 20, size // 2 - 20 : size // 2 + 20] == socnav.OUTSIDE
     ).all()
     assert (frame == socnav.FLOOR).mean() > 0.3  # inside the room: mostly floor
+
+
+def blue_pixels(frame: np.ndarray) -> np.ndarray:
+    """(x, y) of every person pixel in an ego frame (the only blue there is)."""
+    ys, xs = np.nonzero((frame[..., 2] > 200) & (frame[..., 0] < 50) & (frame[..., 1] < 90))
+    return np.stack([xs, ys], axis=1)
+
+
+@needs_socnavgym
+def test_the_ego_view_draws_people_as_disks_where_they_are_from_the_robot():
+    """Every person is a blue disk of PERSON_EGO_RADIUS at its place relative to the robot, turned with
+    it; one behind a wall of the frame's edge is not in the frame."""
+    env = make_env("socnav-ego").unwrapped
+    env.reset(seed=1)
+    sim, size = env.sim, env.size
+    ppm, centre = size / socnav.EGO_VIEW, np.array([size / 2, size / 2])
+    people = sim.static_humans + sim.dynamic_humans
+    assert len(people) >= 2
+    robot = sim.robot
+    robot.x, robot.y, robot.orientation = 0.0, 0.0, 0.7
+    robot.goal_x, robot.goal_y = 30.0, 0.0  # far off: the goal's marker sits at the frame's edge
+    forward = np.array([np.cos(0.7), np.sin(0.7)])
+    leftward = np.array([-np.sin(0.7), np.cos(0.7)])
+    for ahead, left in ((1.5, 0.0), (0.0, -2.0), (-2.0, 1.0)):
+        for person in people:
+            person.x, person.y = ahead * forward + left * leftward
+        blue = blue_pixels(env._draw())
+        want = centre + ppm * np.array([-left, -ahead])
+        np.testing.assert_allclose(blue.mean(axis=0), want, atol=1.0)
+        area = np.pi * (socnav.PERSON_EGO_RADIUS * ppm) ** 2
+        assert 0.7 * area < len(blue) < 1.3 * area, (len(blue), area)
+    for person in people:
+        person.x, person.y = 30 * forward  # out of the frame
+    assert len(blue_pixels(env._draw())) == 0
 
 
 @needs_socnavgym
