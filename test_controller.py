@@ -100,8 +100,8 @@ def build_parser():
         default=None,
         metavar="NAME",
         help="measure one of the env's reference controllers instead (they read the simulator's state, not "
-        "pixels: yardsticks, not agents; SocNavGym: go-to-goal, orca) on the same episodes; writes "
-        "reference_<NAME>_returns.json",
+        "pixels: yardsticks, not agents; SocNavGym: go-to-goal, orca, stand-still) on the same episodes; "
+        "writes reference_<NAME>_returns.json",
     )
     parser.add_argument(
         "--pick",
@@ -337,7 +337,10 @@ def save_results(
     if rates:
         print("episodes ending in " + ", ".join(f"{o} {100 * r:.0f}%" for o, r in rates.items()))
     if detail_rates:
-        print("of which " + ", ".join(f"{d} {100 * r:.0f}%" for d, r in detail_rates.items()))
+        print(
+            "in detail (share of all episodes): "
+            + ", ".join(f"{d} {100 * r:.0f}%" for d, r in detail_rates.items())
+        )
     print(f"written to {out_dir / name}" + (f" and {out_dir / histogram}" if histogram else ""))
     return stats
 

@@ -327,6 +327,12 @@ def keyboard(held: frozenset[str]) -> np.ndarray:
     return np.array([forward, 0.0, float("left" in held) - float("right" in held)], np.float32)
 
 
+def stand_still(env: gym.Env) -> np.ndarray:
+    """A reference, not an agent: the robot never moves, so its collisions are people walking into it:
+    how often the scene's people run into a robot that does nothing (docs/socnav.md)."""
+    return np.zeros(3, np.float32)
+
+
 def go_to_goal(env: gym.Env) -> np.ndarray:
     """A reference, not an agent: straight to the goal at full speed (the robot is holonomic: it slides
     there without turning), reading the goal's place from the simulator and blind to everything else."""
@@ -385,6 +391,6 @@ SPEC = EnvSpec(
     done_weight=10.0,
     outcomes=OUTCOMES,
     keyboard=keyboard,
-    references={"go-to-goal": go_to_goal, "orca": orca},
+    references={"go-to-goal": go_to_goal, "orca": orca, "stand-still": stand_still},
     state_policies={"goal-mix": goal_mix},
 )

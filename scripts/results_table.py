@@ -40,9 +40,18 @@ class Ours:
     records: tuple[str, ...]
     per_run: bool = False
     machine: str = ""
+    rates: bool = False  # lead with the share of episodes reaching the goal and colliding (SocNavGym)
 
     def score(self) -> str:
         runs = [json.loads((ROOT / r).read_text()) for r in self.records]
+        if self.rates:
+            outcomes = [o for r in runs for o in r["outcomes"]]
+            returns = np.concatenate([np.asarray(r["returns"], dtype=np.float64) for r in runs])
+            share = {o: 100 * outcomes.count(o) / len(outcomes) for o in ("success", "collision")}
+            return (
+                f"goal {share['success']:.0f}%, collision {share['collision']:.0f}% "
+                f"(return {returns.mean():.1f} +- {returns.std():.1f})"
+            )
         if self.per_run:
             means = [float(np.mean(r["returns"])) for r in runs]
             return f"{np.mean(means):.1f} (runs: {', '.join(f'{m:.1f}' for m in means)})"
@@ -147,16 +156,33 @@ ROWS = (
     Published("Doom take-cover", "random policy", "210 +- 108", "100 episodes", "Ha & Schmidhuber 2018"),
     Ours(
         "SocNavGym",
-        "the `socnav` recipe (not yet better than chance)",
+        "the `socnav` recipe (the robot's view), `--seed 0`'s run",
         "`--seed 0`, 100 episodes",
-        ("docs/socnav/test_returns.json",),
+        ("docs/socnav/egop-s0/test_returns.json",),
         machine=AVX512,
+        rates=True,
+    ),
+    Ours(
+        "SocNavGym",
+        "random policy",
+        "the same 100 episodes",
+        ("docs/socnav/references/random_returns.json",),
+        machine=AVX512,
+        rates=True,
+    ),
+    Ours(
+        "SocNavGym",
+        "ORCA, reading the simulator's state (a reference, not an agent)",
+        "the same 100 episodes",
+        ("docs/socnav/references/reference_orca_returns.json",),
+        machine=AVX512,
+        rates=True,
     ),
 )
 
 
 def table() -> str:
-    head = "| game | agent | score (mean +- std) | test episodes; machine | record |"
+    head = "| game | agent | score (mean +- std; SocNavGym: outcomes) | test episodes; machine | record |"
     head += "\n| --- | --- | ---: | --- | --- |"
     return "\n".join([head, *(r.row() for r in ROWS)])
 

@@ -194,7 +194,7 @@ def test_socnav_recipe_runs_every_stage_at_its_smallest(tmp_path):
     baselines = ["random_returns.json", "reference_go-to-goal_returns.json", "reference_orca_returns.json"]
     baselines = [json.loads((logdir / "ctrl" / name).read_text()) for name in baselines]
     for result in (test, *baselines):
-        assert result["env"] == ENV and result["episodes"] == 3 and len(result["outcomes"]) == 3
+        assert result["env"] == "socnav-ego" and result["episodes"] == 3 and len(result["outcomes"]) == 3
         assert result["seed"] == test["seed"] and result["episode_set"] == "test"
         assert set(result["outcome_rates"]) == set(socnav.OUTCOMES)
         assert abs(sum(result["outcome_rates"].values()) - 1) < 1e-9  # every episode ended somehow
@@ -330,22 +330,31 @@ def test_goal_mix_rollouts_head_for_the_goal_in_their_share_of_episodes(tmp_path
 
 @needs_socnavgym
 def test_references_reach_the_goal_and_an_unknown_one_is_one_line(tmp_path, monkeypatch):
-    """The references (go-to-goal, ORCA) read the simulator's state: each reaches the goal in half of 6
-    episodes, where the random policy does in 5% (the recipe's test runs them beside the agent, through
-    test_controller.py --reference); an unknown name is one line."""
+    """The references read the simulator's state: go-to-goal and ORCA each reach the goal in half of 6
+    episodes, where the random policy does in 5%; standing still never moves the robot, so its episodes
+    end only in the timeout or a person walking into it (the recipe's test runs them beside the agent,
+    through test_controller.py --reference); an unknown name is one line."""
     import test_controller
 
     env = make_env(ENV)
+    assert set(SPEC.references) == {"go-to-goal", "orca", "stand-still"}
     for name, reference in SPEC.references.items():
         outcomes = []
         for seed in range(6):
             env.reset(seed=seed)
+            robot = env.unwrapped.sim.robot
+            start = robot.x, robot.y, robot.orientation
             for _ in range(SPEC.max_episode_steps):
                 *_, terminated, truncated, info = env.step(reference(env))
                 if terminated or truncated:
                     break
-            outcomes.append(info["outcome"])
-        assert outcomes.count("success") >= 3, (name, outcomes)
+            outcomes.append((info["outcome"], info["outcome_detail"]))
+            if name == "stand-still":
+                assert (robot.x, robot.y, robot.orientation) == start
+        if name == "stand-still":
+            assert set(outcomes) <= {("timeout", ""), ("collision", "person")}, outcomes
+        else:
+            assert [o for o, _ in outcomes].count("success") >= 3, (name, outcomes)
     # A SocNavGym run's logdir, as far as the check needs one: the env its V was trained on.
     monkeypatch.setattr(test_controller, "load_data_record", lambda logdir: types.SimpleNamespace(env=ENV))
     argv = ["--logdir", str(tmp_path), "--out", str(tmp_path), "--reference", "nope"]
