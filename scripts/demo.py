@@ -20,7 +20,7 @@ on the command line overrides the recipe's value. A new recipe, or a new game's,
     (tau 1.15, the paper's weight penalty, z sampled), evaluated and tested in the real game;
   * socnav: social navigation in SocNavGym (the optional extra: bash scripts/setup.sh --socnav), seen
     by the robot (--env socnav-ego): a small run of the four stages, C trained in the real simulator,
-    then tested on 100 episodes beside the random policy and two state-reading references on the same
+    then tested on 100 episodes beside the random policy and the state-reading references on the same
     episodes (success, collision and timeout rates, and what each collision hit).
 
 --rounds 2 is iterative training in one command: round 0 in <logdir>/round0, then rollouts
