@@ -291,6 +291,11 @@ def drive_agent(args, seeds: list[int]) -> tuple[np.ndarray, np.ndarray, list[tu
     return returns, steps, outcomes, extra
 
 
+def percentages(rates: dict[str, float]) -> str:
+    """``{"success": 0.18, ...}`` -> ``"success 18%, ..."``, as the test prints shares of episodes."""
+    return ", ".join(f"{name} {100 * rate:.0f}%" for name, rate in rates.items())
+
+
 def save_results(
     args,
     returns: np.ndarray,
@@ -335,12 +340,9 @@ def save_results(
         histogram_png(returns, out_dir / histogram, summary, reference=reference)
     print(f"{summary} (std), min {returns.min():.1f}, max {returns.max():.1f}")
     if rates:
-        print("episodes ending in " + ", ".join(f"{o} {100 * r:.0f}%" for o, r in rates.items()))
+        print("episodes ending in " + percentages(rates))
     if detail_rates:
-        print(
-            "in detail (share of all episodes): "
-            + ", ".join(f"{d} {100 * r:.0f}%" for d, r in detail_rates.items())
-        )
+        print("in detail (share of all episodes): " + percentages(detail_rates))
     print(f"written to {out_dir / name}" + (f" and {out_dir / histogram}" if histogram else ""))
     return stats
 

@@ -194,11 +194,16 @@ class SocNav(gym.Env):
         x0, y0 = round(EGO_VIEW / 2 * ppm), round(EGO_VIEW / 2 * ppm)
         canvas[y0 : y0 + round(sim.MAP_Y * ppm), x0 : x0 + round(sim.MAP_X * ppm)] = FLOOR
         self._paint(canvas, (ppm, ppm, span_x, span_y))  # the goal comes after the turn, below
+
+        def in_canvas(entity) -> tuple[float, float]:
+            """An entity's place in the canvas, in pixels (x right, y down), as the painters place it."""
+            return ppm * (entity.x + span_x / 2), ppm * (span_y / 2 - entity.y)
+
         for person in sim.static_humans + sim.dynamic_humans:
-            at = round(ppm * (person.x + span_x / 2)), round(ppm * (span_y / 2 - person.y))
+            at = tuple(round(c) for c in in_canvas(person))
             cv2.circle(canvas, at, round(PERSON_EGO_RADIUS * ppm), PERSON_EGO[::-1], -1)
         robot = sim.robot
-        centre = ppm * (robot.x + span_x / 2), ppm * (span_y / 2 - robot.y)  # the robot in the canvas
+        centre = in_canvas(robot)
         turn = cv2.getRotationMatrix2D(centre, 90.0 - np.degrees(robot.orientation), 1.0)
         turn[:, 2] += (size / 2 - centre[0], size / 2 - centre[1])
         image = cv2.warpAffine(canvas, turn, (size, size), flags=cv2.INTER_LINEAR, borderValue=(OUTSIDE,) * 3)

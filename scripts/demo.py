@@ -461,10 +461,9 @@ def main(args) -> list[tuple[str, float]]:
             )
         for name, result in results:
             if "outcome_rates" in result:
-                rates = ", ".join(f"{o} {100 * r:.0f}%" for o, r in result["outcome_rates"].items())
-                details = ", ".join(f"{d} {100 * r:.0f}%" for d, r in result.get("detail_rates", {}).items())
+                details = test_controller.percentages(result.get("detail_rates", {}))
                 print(
-                    f"  {name}: {rates}"
+                    f"  {name}: {test_controller.percentages(result['outcome_rates'])}"
                     + (f" ({details})" if details else "")
                     + f", return {result['mean']:.1f}"
                 )
