@@ -41,6 +41,13 @@ from utils.cli import UserError
 CONFIG = Path(__file__).with_suffix(".yaml")
 RESOLUTIONS = ("256x256", "1024x1024")
 VIEWS = ("room", "ego")  # the room from above (--env socnav), or the robot's own view (--env socnav-ego)
+# Scenes: what each changes in CONFIG's "env" keys. "standing" (--env socnav-ego-standing) has one to three
+# people, all standing, and nobody walking: every collision there is one the robot drives into itself,
+# the simpler scene that shows whether the four stages learn to reach a goal (docs/socnav.md).
+SCENES = {
+    "default": {},
+    "standing": {"min_static_humans": 1, "max_static_humans": 3, "min_dynamic_humans": 0, "max_dynamic_humans": 0},
+}
 EGO_VIEW = 8.0  # metres across an ego frame: the robot's surroundings at 8 pixels a metre in 64x64
 GOAL_EGO = (230, 0, 0)  # the goal in ego frames: red, a colour nothing else has (plants are green)
 # Its radius there, in metres: larger than the goal's own 0.4 m, which V (2 epochs) left out of every
@@ -101,6 +108,25 @@ def _import_socnavgym() -> type:
     return SocNavEnv_v1
 
 
+@contextlib.contextmanager
+def _scene_config(scene: str):
+    """The path of a config file for ``scene``: CONFIG itself, or CONFIG with the scene's changes in a
+    temporary file (SocNavGym reads a config from a path, once, when its env is built)."""
+    if not SCENES[scene]:
+        yield str(CONFIG)
+        return
+    import tempfile
+
+    import yaml  # installed with the extra (SocNavGym reads its config with it)
+
+    config = yaml.safe_load(CONFIG.read_text())
+    config["env"].update(SCENES[scene])
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"socnav_{scene}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        yield str(path)
+
+
 class SocNav(gym.Env):
     """SocNavGym as a Gymnasium env whose observations are top-down RGB frames (R, R, 3) uint8.
 
@@ -116,11 +142,14 @@ class SocNav(gym.Env):
         render_mode: str | None = None,
         max_steps: int = MAX_STEPS,
         view: str = VIEWS[0],
+        scene: str = "default",
     ) -> None:
         if resolution not in RESOLUTIONS:
             raise ValueError(f"unknown resolution {resolution!r}; expected one of {RESOLUTIONS}")
         if view not in VIEWS:
             raise ValueError(f"unknown view {view!r}; expected one of {VIEWS}")
+        if scene not in SCENES:
+            raise ValueError(f"unknown scene {scene!r}; expected one of {tuple(SCENES)}")
         self.ego = view == "ego"
         self.size = int(resolution.split("x")[0])
         self.render_mode = render_mode
@@ -131,8 +160,8 @@ class SocNav(gym.Env):
         self._py_rng = random.Random(0).getstate()
         self._np_rng = np.random.RandomState(0).get_state()
         env_class = _import_socnavgym()
-        with self._own_generators():  # its constructor resets once
-            self.sim = env_class(config=str(CONFIG))
+        with self._own_generators(), _scene_config(scene) as config:  # its constructor resets once
+            self.sim = env_class(config=config)
         self._frame = self._draw()
         self._window = None
 

@@ -54,6 +54,8 @@ def test_the_config_is_ours_and_complete():
     assert config["episode"]["episode_length"] == SPEC.max_episode_steps - 1
     for key in ("crowd_formation_probability", "human_laptop_formation_probability"):
         assert config["env"][key] == 0  # see the file: SocNavGym times those out on the wall clock
+    for scene, changes in socnav.SCENES.items():  # a scene changes keys the file has (a typo adds one)
+        assert set(changes) <= set(config["env"]), scene
 
 
 needs_socnavgym = pytest.mark.skipif(
@@ -98,6 +100,27 @@ def test_frames_actions_and_the_ends_of_episodes():
     # A shorter cap than SocNavGym's own also ends as a timeout.
     steps, _, truncated, info = hold_until_end(make_env(ENV, max_episode_steps=3), np.zeros(3, np.float32), 0)
     assert (steps, truncated, info["outcome"]) == (3, True, "timeout")
+
+
+@needs_socnavgym
+def test_the_standing_scene_has_one_to_three_people_who_all_stand():
+    env = make_env("socnav-ego-standing", max_episode_steps=40)
+    counts = set()
+    for seed in range(8):
+        env.reset(seed=seed)
+        sim = env.unwrapped.sim
+        assert not sim.dynamic_humans and 1 <= len(sim.static_humans) <= 3, seed
+        counts.add(len(sim.static_humans))
+        places = [(person.x, person.y) for person in sim.static_humans]
+        # Nobody moves, so a robot that stands still is never hit (in the default scene people walk).
+        steps, _, _, info = hold_until_end(env, np.zeros(3, np.float32), seed)
+        assert (steps, info["outcome"]) == (40, "timeout"), seed
+        assert [(person.x, person.y) for person in sim.static_humans] == places
+    assert len(counts) > 1
+    env.reset(seed=0)
+    assert make_env("socnav-ego").unwrapped.sim.dynamic_humans  # the default scene keeps its walkers
+    with pytest.raises(ValueError, match="unknown scene"):
+        socnav.SocNav(scene="empty")
 
 
 @needs_socnavgym
