@@ -46,7 +46,12 @@ VIEWS = ("room", "ego")  # the room from above (--env socnav), or the robot's ow
 # the simpler scene that shows whether the four stages learn to reach a goal (docs/socnav.md).
 SCENES = {
     "default": {},
-    "standing": {"min_static_humans": 1, "max_static_humans": 3, "min_dynamic_humans": 0, "max_dynamic_humans": 0},
+    "standing": {
+        "min_static_humans": 1,
+        "max_static_humans": 3,
+        "min_dynamic_humans": 0,
+        "max_dynamic_humans": 0,
+    },
 }
 EGO_VIEW = 8.0  # metres across an ego frame: the robot's surroundings at 8 pixels a metre in 64x64
 GOAL_EGO = (230, 0, 0)  # the goal in ego frames: red, a colour nothing else has (plants are green)
