@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from envs import available_envs, get_env_spec, make_env, socnav
-from scripts import demo
+from scripts import demo, probe_socnav
 from tests.conftest import hold_until_end, run_demo
 from utils.cli import UserError
 
@@ -227,6 +227,40 @@ def test_socnav_recipe_runs_every_stage_at_its_smallest(tmp_path):
         assert [bool(d) for d in details] == [o == "collision" for o in result["outcomes"]]
         assert set(details) - {""} <= set(socnav.COLLIDED_WITH)
     assert "reference orca: success" in res and (logdir / "drive.gif").stat().st_size > 0
+    # The probe of what [z, h] carries runs on the trained run: every step recorded, one in three
+    # episodes held out, and the linear C it fits drives episodes to an end.
+    argv = [
+        "--logdir",
+        logdir,
+        "--episodes",
+        3,
+        "--drive",
+        2,
+        "--max-steps",
+        10,
+        "--out",
+        tmp_path / "probe.json",
+    ]
+    probe = probe_socnav.main(probe_socnav.build_parser().parse_args(list(map(str, argv))))
+    assert probe == json.loads((tmp_path / "probe.json").read_text()) and probe["env"] == "socnav-ego"
+    assert 3 <= probe["held_out_frames"] <= 10 < probe["frames"] <= 30
+    assert set(probe["r_squared"]) == set(probe_socnav.READS)
+    assert all(set(scores) == set(probe_socnav.TARGETS) for scores in probe["r_squared"].values())
+    assert sum(probe["drive"]["outcomes"].values()) == 2
+
+
+def test_the_probes_regression_reads_a_linear_map_back_and_not_noise():
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((400, 5)), rng.standard_normal((5, 2))
+    y = x @ w + 0.3
+    weights = probe_socnav.ridge(x[:300], y[:300])
+    np.testing.assert_allclose(weights, np.vstack([w, [0.3, 0.3]]), atol=0.01)
+    np.testing.assert_allclose(probe_socnav.r_squared(weights, x[300:], y[300:]), 1, atol=1e-3)
+    noise = rng.standard_normal((400, 2)) + 3  # a mean far from 0: R^2 is of the variance about it
+    assert probe_socnav.r_squared(probe_socnav.ridge(x[:300], noise[:300]), x[300:], noise[300:]).max() < 0.05
+    half = y + rng.standard_normal(y.shape) * y.std(0)  # as much noise as signal: R^2 about a half
+    scores = probe_socnav.r_squared(probe_socnav.ridge(x[:300], half[:300]), x[300:], half[300:])
+    assert np.all(np.abs(scores - 0.5) < 0.1), scores
 
 
 def red_centre(frame: np.ndarray) -> np.ndarray:

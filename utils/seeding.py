@@ -31,6 +31,8 @@ def seed_everything(seed: int) -> None:
 # (start latents and M's draws) have their own. Pick episodes choose between finished agents (a
 # temperature, a controller, a lever): a number that chose something is not a test number.
 TRAIN_EPISODES, EVAL_EPISODES, TEST_EPISODES, DREAM_EPISODES, PICK_EPISODES = 1, 2, 3, 4, 5
+# Probe episodes are those of diagnostics that read the simulator's state (scripts/probe_socnav.py).
+PROBE_EPISODES = 6
 
 
 def episode_seed(seed: int, namespace: int, *keys: int) -> int:

@@ -1,0 +1,177 @@
+"""What a linear map reads from a SocNavGym agent's z and h, and how far a linear C that copies go-to-goal
+gets: a diagnostic of what limits C, which is linear in [z, h].
+
+Usage:
+    python scripts/probe_socnav.py --logdir runs/socnav --episodes 60 --drive 50 --out probe.json
+
+Plays --episodes episodes with the goal-mix policy (half of them heading for the goal, all with brownian
+noise: generation_script.py --policy goal-mix) through the run's V and M, as the agent would see them (z
+the encoder mean, h M's state fed the actions played), and records at every step what C reads (z, h) and
+what it would need from the simulator's state: the goal's direction from the robot (ahead and to its
+left, over the distance), its distance, and the nearest person's distance (both capped at 4 m, half the
+robot's view). A ridge regression fit on two episodes in three says how much of each a linear map reads
+(R^2 on the third), from z, from h, and from both.
+
+With --drive N, the ridge from [z, h] to go-to-goal's actions (through C's squash, as C acts) drives N
+more episodes, and their outcomes are counted: the linear C nearest to go-to-goal on this V and M. It
+reads the state while it is fit, so it is a diagnostic, not an agent. The episodes are from a namespace
+of their own (utils.seeding.PROBE_EPISODES): no training, pick or test episode.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from driving.agent import Agent  # noqa: E402
+from envs import get_env_spec  # noqa: E402
+from experiment.logdir import load_agent_parts  # noqa: E402
+from models.vae import frames_to_tensor  # noqa: E402
+from utils.checkpoint import atomic_write  # noqa: E402
+from utils.cli import UserError, make_parser, positive_int, run  # noqa: E402
+from utils.seeding import PROBE_EPISODES, episode_seed  # noqa: E402
+
+TARGETS = ("goal ahead / distance", "goal left / distance", "goal distance", "nearest person distance")
+READS = ("z", "h", "z, h")
+CAP = 4.0  # metres: distances beyond half the robot's 8 m view count as 4
+RIDGE = 1.0  # the ridge penalty, on inputs of order 1 (z the encoder mean, h in (-1, 1))
+# go-to-goal's actions are +-1 at full speed; C's squash (tanh) reaches them only at infinity
+SQUASHED = 0.95
+
+
+def build_parser():
+    parser = make_parser(__doc__)
+    parser.add_argument("--logdir", type=Path, required=True, help="a SocNavGym run with V and M")
+    parser.add_argument(
+        "--episodes", type=positive_int, default=60, help="goal-mix episodes to fit and score"
+    )
+    parser.add_argument(
+        "--drive", type=int, default=0, help="episodes driven by the fitted linear C (0: none)"
+    )
+    parser.add_argument("--max-steps", type=positive_int, default=200, help="steps an episode at most")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the episodes and the policy's noise")
+    parser.add_argument("--out", type=Path, help="write the results here as JSON")
+    return parser
+
+
+class Probe:
+    """The run's V and M on one env, stepping episodes and recording [z, h] and the state."""
+
+    def __init__(self, logdir: Path, max_steps: int) -> None:
+        spec, _, _ = load_agent_parts(logdir)
+        self.env_spec = get_env_spec(spec.env)
+        if "go-to-goal" not in self.env_spec.references:
+            raise UserError(
+                f"--logdir {logdir}: its env {spec.env!r} is not SocNavGym's; the probe reads its state"
+            )
+        self.agent = Agent(spec)
+        self.env = self.env_spec.make(self.env_spec.renderers[0], max_episode_steps=max_steps)
+        self.max_steps = max_steps
+
+    def state(self) -> list[float]:
+        game = self.env.unwrapped
+        ahead, left = game.goal_from_robot()
+        distance = max(float(np.hypot(ahead, left)), 1e-6)
+        sim, robot = game.sim, game.sim.robot
+        near = min(
+            (np.hypot(p.x - robot.x, p.y - robot.y) for p in sim.static_humans + sim.dynamic_humans),
+            default=CAP,
+        )
+        return [ahead / distance, left / distance, min(distance, CAP), min(float(near), CAP)]
+
+    @torch.no_grad()
+    def episode(self, seed: int, act) -> tuple[list, str]:
+        """One episode from ``seed``, ``act(inputs, t)`` choosing each action: its steps as (inputs,
+        state, go-to-goal's action) and how it ended (a collision with what it hit)."""
+        obs, _ = self.env.reset(seed=seed)
+        h, c = self.agent.initial_state(1)
+        steps = []
+        for t in range(self.max_steps):
+            mu, _ = self.agent.vae.encode(frames_to_tensor(self.agent.preprocess(obs[None])))
+            inputs = np.concatenate([mu[0].numpy(), h[0].numpy()])
+            steps.append((inputs, self.state(), self.env_spec.references["go-to-goal"](self.env)))
+            action = np.asarray(act(inputs, t), np.float32)
+            h, c = self.agent.mdrnn.recurrent_step(torch.as_tensor(action[None]), mu, (h, c))
+            obs, _, terminated, truncated, info = self.env.step(action)
+            if terminated or truncated:
+                break
+        end = info["outcome"] or "timeout"
+        return steps, f"{end} ({info['outcome_detail']})" if info.get("outcome_detail") else end
+
+
+def ridge(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(D + 1, K) weights and bias of the ridge regression of y on x."""
+    x = np.c_[x, np.ones(len(x))]
+    return np.linalg.solve(x.T @ x + RIDGE * np.eye(x.shape[1]), x.T @ y)
+
+
+def r_squared(weights: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(K,) the share of y's variance the linear map explains on (x, y)."""
+    residual = y - np.c_[x, np.ones(len(x))] @ weights
+    return 1 - (residual**2).sum(0) / ((y - y.mean(0)) ** 2).sum(0)
+
+
+def main(args) -> dict:
+    probe = Probe(args.logdir, args.max_steps)
+    latent = probe.agent.latent
+    rng = np.random.default_rng(episode_seed(args.seed, PROBE_EPISODES))
+    goal_mix = probe.env_spec.state_policies["goal-mix"]
+    inputs, states, actions, held_out = [], [], [], []
+    for index in tqdm(range(args.episodes), desc="probe episodes", unit="episode"):
+        policy = goal_mix(rng, args.max_steps)
+        steps, _ = probe.episode(
+            episode_seed(args.seed, PROBE_EPISODES, index), lambda x, t, policy=policy: policy(probe.env, t)
+        )
+        inputs += [s[0] for s in steps]
+        states += [s[1] for s in steps]
+        actions += [s[2] for s in steps]
+        held_out += [index % 3 == 2] * len(steps)
+    x, y, held_out = np.asarray(inputs), np.asarray(states), np.asarray(held_out)
+    if held_out.all() or not held_out.any():
+        raise UserError("--episodes: at least 3, so that one in three is held out")
+    columns = {"z": slice(0, latent), "h": slice(latent, None), "z, h": slice(None)}
+    result = {"logdir": str(args.logdir), "env": probe.agent.spec.env, "episodes": args.episodes}
+    result["frames"], result["held_out_frames"] = len(x), int(held_out.sum())
+    result["r_squared"] = {}
+    for read, cols in columns.items():
+        weights = ridge(x[~held_out, cols], y[~held_out])
+        result["r_squared"][read] = dict(
+            zip(TARGETS, map(float, r_squared(weights, x[held_out, cols], y[held_out])), strict=True)
+        )
+    print(f"R^2 on {result['held_out_frames']} held-out frames of {args.episodes // 3} episodes:")
+    for read in READS:
+        print(
+            f"  from {read:5s}  " + "  ".join(f"{t}: {v:.2f}" for t, v in result["r_squared"][read].items())
+        )
+    if args.drive > 0:
+        target = np.arctanh(np.clip(np.asarray(actions), -SQUASHED, SQUASHED))
+        weights = ridge(x, target)
+        outcomes = collections.Counter()
+        for index in tqdm(range(args.drive), desc="the linear C nearest go-to-goal", unit="episode"):
+            seed = episode_seed(args.seed, PROBE_EPISODES, args.episodes + index)
+            _, end = probe.episode(
+                seed, lambda x, t: probe.env_spec.squash(torch.as_tensor(np.r_[x, 1.0] @ weights))
+            )
+            outcomes[end] += 1
+        result["drive"] = {"episodes": args.drive, "outcomes": dict(sorted(outcomes.items()))}
+        print(
+            f"the linear C nearest go-to-goal, {args.drive} episodes: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))
+        )
+    if args.out is not None:
+        text = json.dumps(result, indent=1).encode()
+        atomic_write(args.out, lambda file: file.write(text))
+    return result
+
+
+if __name__ == "__main__":
+    run(main, build_parser())
