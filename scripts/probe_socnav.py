@@ -2,15 +2,15 @@
 gets: a diagnostic of what limits C, which is linear in [z, h].
 
 Usage:
-    python scripts/probe_socnav.py --logdir runs/socnav --episodes 60 --drive 50 --out probe.json
+    python scripts/probe_socnav.py --logdir runs/socnav --episodes 150 --drive 50 --out probe.json
 
 Plays --episodes episodes with the goal-mix policy (half of them heading for the goal, all with brownian
 noise: generation_script.py --policy goal-mix) through the run's V and M, as the agent would see them (z
 the encoder mean, h M's state fed the actions played), and records at every step what C reads (z, h) and
 what it would need from the simulator's state: the goal's direction from the robot (ahead and to its
 left, over the distance), its distance, and the nearest person's distance (both capped at 4 m, half the
-robot's view). A ridge regression fit on two episodes in three says how much of each a linear map reads
-(R^2 on the third), from z, from h, and from both.
+robot's view). How much of each a linear map reads from z, from h and from both is the R^2 of ridge
+regressions cross-fitted over three folds of episodes: each episode is predicted by the fit on the others.
 
 With --drive N, the ridge from [z, h] to go-to-goal's actions (through C's squash, as C acts) drives N
 more episodes, and their outcomes are counted: the linear C nearest to go-to-goal on this V and M. It
@@ -20,6 +20,7 @@ of their own (utils.seeding.PROBE_EPISODES): no training, pick or test episode.
 
 from __future__ import annotations
 
+import argparse
 import collections
 import json
 import sys
@@ -43,6 +44,7 @@ from utils.seeding import PROBE_EPISODES, episode_seed  # noqa: E402
 TARGETS = ("goal ahead / distance", "goal left / distance", "goal distance", "nearest person distance")
 READS = ("z", "h", "z, h")
 CAP = 4.0  # metres: distances beyond half the robot's 8 m view count as 4
+FOLDS = 3  # episode k is predicted by the fit on the episodes of the other two folds (k mod 3)
 RIDGE = 1.0  # the ridge penalty, on inputs of order 1 (z the encoder mean, h in (-1, 1))
 # go-to-goal's actions are +-1 at full speed; C's squash (tanh) reaches them only at infinity
 SQUASHED = 0.95
@@ -61,6 +63,13 @@ def build_parser():
     parser.add_argument("--seed", type=int, default=0, help="seed of the episodes and the policy's noise")
     parser.add_argument("--out", type=Path, help="write the results here as JSON")
     return parser
+
+
+def at_least_3(text: str) -> int:
+    value = positive_int(text)
+    if value < FOLDS:
+        raise argparse.ArgumentTypeError(f"at least {FOLDS}, one an episode's fold (got {value})")
+    return value
 
 
 class Probe:
@@ -114,10 +123,22 @@ def ridge(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.linalg.solve(x.T @ x + RIDGE * np.eye(x.shape[1]), x.T @ y)
 
 
-def r_squared(weights: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """(K,) the share of y's variance the linear map explains on (x, y)."""
-    residual = y - np.c_[x, np.ones(len(x))] @ weights
-    return 1 - (residual**2).sum(0) / ((y - y.mean(0)) ** 2).sum(0)
+def predict(weights: np.ndarray, x: np.ndarray) -> np.ndarray:
+    return np.c_[x, np.ones(len(x))] @ weights
+
+
+def r_squared(predicted: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(K,) the share of y's variance (about its mean) that ``predicted`` explains."""
+    return 1 - ((y - predicted) ** 2).sum(0) / ((y - y.mean(0)) ** 2).sum(0)
+
+
+def cross_fitted(x: np.ndarray, y: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """y predicted for every row by the ridge fit on the rows of the other folds."""
+    predicted = np.empty_like(y)
+    for fold in np.unique(folds):
+        rows = folds == fold
+        predicted[rows] = predict(ridge(x[~rows], y[~rows]), x[rows])
+    return predicted
 
 
 def main(args) -> dict:
@@ -125,7 +146,7 @@ def main(args) -> dict:
     latent = probe.agent.latent
     rng = np.random.default_rng(episode_seed(args.seed, PROBE_EPISODES))
     goal_mix = probe.env_spec.state_policies["goal-mix"]
-    inputs, states, actions, held_out = [], [], [], []
+    inputs, states, actions, folds = [], [], [], []
     for index in tqdm(range(args.episodes), desc="probe episodes", unit="episode"):
         policy = goal_mix(rng, args.max_steps)
         steps, _ = probe.episode(
@@ -134,20 +155,17 @@ def main(args) -> dict:
         inputs += [s[0] for s in steps]
         states += [s[1] for s in steps]
         actions += [s[2] for s in steps]
-        held_out += [index % 3 == 2] * len(steps)
-    x, y, held_out = np.asarray(inputs), np.asarray(states), np.asarray(held_out)
-    if held_out.all() or not held_out.any():
-        raise UserError("--episodes: at least 3, so that one in three is held out")
+        folds += [index % FOLDS] * len(steps)
+    x, y, folds = np.asarray(inputs), np.asarray(states), np.asarray(folds)
     columns = {"z": slice(0, latent), "h": slice(latent, None), "z, h": slice(None)}
     result = {"logdir": str(args.logdir), "env": probe.agent.spec.env, "episodes": args.episodes}
-    result["frames"], result["held_out_frames"] = len(x), int(held_out.sum())
-    result["r_squared"] = {}
+    result["frames"], result["r_squared"] = len(x), {}
     for read, cols in columns.items():
-        weights = ridge(x[~held_out, cols], y[~held_out])
-        result["r_squared"][read] = dict(
-            zip(TARGETS, map(float, r_squared(weights, x[held_out, cols], y[held_out])), strict=True)
-        )
-    print(f"R^2 on {result['held_out_frames']} held-out frames of {args.episodes // 3} episodes:")
+        scores = r_squared(cross_fitted(x[:, cols], y, folds), y)
+        result["r_squared"][read] = dict(zip(TARGETS, map(float, scores), strict=True))
+    print(
+        f"R^2 over {len(x)} frames of {args.episodes} episodes, each predicted by the fit on other episodes:"
+    )
     for read in READS:
         print(
             f"  from {read:5s}  " + "  ".join(f"{t}: {v:.2f}" for t, v in result["r_squared"][read].items())
