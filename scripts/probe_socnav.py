@@ -53,9 +53,7 @@ SQUASHED = 0.95
 def build_parser():
     parser = make_parser(__doc__)
     parser.add_argument("--logdir", type=Path, required=True, help="a SocNavGym run with V and M")
-    parser.add_argument(
-        "--episodes", type=positive_int, default=60, help="goal-mix episodes to fit and score"
-    )
+    parser.add_argument("--episodes", type=at_least_3, default=150, help="goal-mix episodes to fit and score")
     parser.add_argument(
         "--drive", type=int, default=0, help="episodes driven by the fitted linear C (0: none)"
     )
@@ -68,7 +66,9 @@ def build_parser():
 def at_least_3(text: str) -> int:
     value = positive_int(text)
     if value < FOLDS:
-        raise argparse.ArgumentTypeError(f"at least {FOLDS}, one an episode's fold (got {value})")
+        raise argparse.ArgumentTypeError(
+            f"at least {FOLDS}, one for each fold of the cross-fit (got {value})"
+        )
     return value
 
 

@@ -243,6 +243,7 @@ def test_damaged_rollouts_are_named_in_one_line(vae_rollouts, tmp_path, damage, 
         (["scripts/dream.py", "--out", "x.png"], "expected a .gif or .mp4 file name, got 'x.png'"),
         (["test_controller.py", "--record", "drive.png"], "expected a .gif or .mp4 file name"),
         (["scripts/export_pretrained.py", "--logdir", "x"], "the following arguments are required: --out"),
+        (["scripts/probe_socnav.py", "--logdir", "x", "--episodes", "2"], "at least 3, one for each fold"),
     ],
 )
 def test_out_of_range_flags_are_one_error_line(argv, message, capsys, monkeypatch):
