@@ -1,6 +1,7 @@
 """world_models.load_agent: the shipped agents and a freshly trained one, played from Python one step at a
 time, give step for step the episodes test_controller.py drives from the same seeds."""
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -45,12 +46,16 @@ def check_against_the_test(logdir: Path, episodes: int, max_steps: int, out: Pat
         # z sampled from the agent's own stream; --seed 1's first episode dies at ~380 frames, its second
         # is cut by the cap: both ends of an episode
         ("doom-takecover", 2, 600, 1),
+        # the robot's view of SocNavGym, on the first of the --seed 2 episodes its card reports
+        ("socnav", 3, 200, 2),
     ],
 )
 def test_a_shipped_agent_plays_the_test_episodes_from_python(agent, episodes, max_steps, seed, tmp_path):
     logdir = ROOT / "pretrained" / agent
     if not (logdir / "ctrl" / "best.tar").is_file():
         pytest.skip("no shipped weights")
+    if agent == "socnav" and importlib.util.find_spec("socnavgym") is None:
+        pytest.skip("the SocNavGym extra is not installed (bash scripts/setup.sh --socnav)")
     record = check_against_the_test(logdir, episodes, max_steps, tmp_path / "test", seed)
     assert len(set(record["returns"])) == episodes  # different episodes, not one repeated
     if agent.startswith("doom"):
