@@ -35,7 +35,7 @@ from tqdm import tqdm  # noqa: E402
 
 from driving.agent import Agent  # noqa: E402
 from envs import get_env_spec  # noqa: E402
-from experiment.logdir import load_agent_parts  # noqa: E402
+from experiment.logdir import load_agent_spec  # noqa: E402
 from models.vae import frames_to_tensor  # noqa: E402
 from utils.checkpoint import atomic_write  # noqa: E402
 from utils.cli import UserError, make_parser, positive_int, run  # noqa: E402
@@ -76,7 +76,7 @@ class Probe:
     """The run's V and M on one env, stepping episodes and recording [z, h] and the state."""
 
     def __init__(self, logdir: Path, max_steps: int) -> None:
-        spec, _, _ = load_agent_parts(logdir)
+        spec = load_agent_spec(logdir)
         self.env_spec = get_env_spec(spec.env)
         if "go-to-goal" not in self.env_spec.references:
             raise UserError(

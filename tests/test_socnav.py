@@ -249,6 +249,11 @@ def test_socnav_recipe_runs_every_stage_at_its_smallest(tmp_path):
     assert sum(probe["drive"]["outcomes"].values()) == 2
 
 
+def test_the_probe_refuses_another_games_run_in_one_line(pipeline_logdir):
+    with pytest.raises(UserError, match="is not SocNavGym's; the probe reads its state"):
+        probe_socnav.Probe(pipeline_logdir, 10)
+
+
 def test_the_probes_regression_reads_a_linear_map_back_and_not_noise():
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal((600, 5)), rng.standard_normal((5, 2))
