@@ -98,23 +98,24 @@ class Probe:
         return [ahead / distance, left / distance, min(distance, CAP), min(float(near), CAP)]
 
     @torch.no_grad()
-    def episode(self, seed: int, act) -> tuple[list, str]:
+    def episode(self, seed: int, act) -> tuple[list, str, float]:
         """One episode from ``seed``, ``act(inputs, t)`` choosing each action: its steps as (inputs,
-        state, go-to-goal's action) and how it ended (a collision with what it hit)."""
+        state, go-to-goal's action), how it ended (a collision with what it hit) and its return."""
         obs, _ = self.env.reset(seed=seed)
         h, c = self.agent.initial_state(1)
-        steps = []
+        steps, total = [], 0.0
         for t in range(self.max_steps):
             mu, _ = self.agent.vae.encode(frames_to_tensor(self.agent.preprocess(obs[None])))
             inputs = np.concatenate([mu[0].numpy(), h[0].numpy()])
             steps.append((inputs, self.state(), self.env_spec.references["go-to-goal"](self.env)))
             action = np.asarray(act(inputs, t), np.float32)
             h, c = self.agent.mdrnn.recurrent_step(torch.as_tensor(action[None]), mu, (h, c))
-            obs, _, terminated, truncated, info = self.env.step(action)
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            total += float(reward)
             if terminated or truncated:
                 break
         end = info["outcome"] or "timeout"
-        return steps, f"{end} ({info['outcome_detail']})" if info.get("outcome_detail") else end
+        return steps, f"{end} ({info['outcome_detail']})" if info.get("outcome_detail") else end, total
 
 
 def ridge(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -149,7 +150,7 @@ def main(args) -> dict:
     inputs, states, actions, folds = [], [], [], []
     for index in tqdm(range(args.episodes), desc="probe episodes", unit="episode"):
         policy = goal_mix(rng, args.max_steps)
-        steps, _ = probe.episode(
+        steps, _, _ = probe.episode(
             episode_seed(args.seed, PROBE_EPISODES, index), lambda x, t, policy=policy: policy(probe.env, t)
         )
         inputs += [s[0] for s in steps]
@@ -173,17 +174,23 @@ def main(args) -> dict:
     if args.drive > 0:
         target = np.arctanh(np.clip(np.asarray(actions), -SQUASHED, SQUASHED))
         weights = ridge(x, target)
-        outcomes = collections.Counter()
+        outcomes, returns = collections.Counter(), []
         for index in tqdm(range(args.drive), desc="the linear C nearest go-to-goal", unit="episode"):
             seed = episode_seed(args.seed, PROBE_EPISODES, args.episodes + index)
-            _, end = probe.episode(
+            _, end, total = probe.episode(
                 seed, lambda x, t: probe.env_spec.squash(torch.as_tensor(np.r_[x, 1.0] @ weights))
             )
             outcomes[end] += 1
-        result["drive"] = {"episodes": args.drive, "outcomes": dict(sorted(outcomes.items()))}
+            returns.append(total)
+        result["drive"] = {
+            "episodes": args.drive,
+            "outcomes": dict(sorted(outcomes.items())),
+            "returns": returns,
+        }
         print(
             f"the linear C nearest go-to-goal, {args.drive} episodes: "
             + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))
+            + f"; return {np.mean(returns):.1f} +- {np.std(returns):.1f}"
         )
     if args.out is not None:
         text = json.dumps(result, indent=1).encode()
