@@ -17,6 +17,10 @@ start and training tracks: search k is the search a run with --seed + k would ma
 each; all are evaluated on the same tracks, so best.tar is the best controller of them all. The seed of
 one search moves the final score more than most settings do; picking among several is the remedy.
 
+--start-from FILE centres a new search on a given controller (another run's best.tar on the same V and M,
+or the linear C scripts/probe_socnav.py --save-c fits to a reference's actions), evaluated first on the
+evaluation tracks as generation 0.
+
 With --dream, candidates are scored inside M's dream instead (models/dream.py: --dream-steps steps at
 temperature --temperature, from real first frames of the latent cache, all candidates as one batched
 tensor computation, seeded in a namespace of its own); the evaluations still run in the real env, so
@@ -52,12 +56,14 @@ from experiment.logdir import (
     check_stage,
     load_agent_spec,
     load_controller,
+    load_controller_file,
     load_dream_cell,
     load_start_latents,
     load_vae,
+    save_controller,
 )
 from experiment.search import continue_search, new_search, portable_state, resume_search
-from models.controller import Controller, ControllerBatch, ControllerConfig
+from models.controller import ControllerBatch, ControllerConfig
 from models.dream import (
     DONE_MODES,
     START_MODES,
@@ -202,6 +208,14 @@ def build_parser():
         "a new one whose mean is ctrl/best.tar's controller, with step size --sigma; the best, its score, "
         "the history and the generation count go on (a rerun resumes it like any run)",
     )
+    parser.add_argument(
+        "--start-from",
+        type=Path,
+        default=None,
+        help="a new search's CMA-ES mean is this controller checkpoint (another run's ctrl/best.tar on the "
+        "same V and M, or scripts/probe_socnav.py --save-c's fit), evaluated first as generation 0 "
+        "(default: zeros); with --searches, every search starts there",
+    )
     parser.add_argument("--n-samples", type=positive_int, default=4, help="episodes per candidate")
     parser.add_argument("--pop-size", type=positive_int, default=16, help="CMA-ES population size")
     parser.add_argument("--sigma", type=positive_float, default=0.1, help="CMA-ES initial step size")
@@ -322,33 +336,6 @@ def evaluate(
     return returns.reshape(len(candidates), len(seeds))
 
 
-def save_best(
-    path: Path,
-    params: np.ndarray,
-    config: ControllerConfig,
-    score: float,
-    returns: np.ndarray,
-    generation: int,
-    source: str,
-    z_mode: str,
-) -> None:
-    controller = Controller(config)
-    controller.load_vector(params)
-    save_checkpoint(
-        {
-            "stage": "ctrl",
-            "model": controller.state_dict(),
-            "model_config": controller.config,
-            "score": score,
-            "returns": returns.tolist(),
-            "generation": generation,
-            "source": source,
-            "z_mode": z_mode,  # what C saw of V: the test and --policy controller drive it the same way
-        },
-        path,
-    )
-
-
 def check_same_tracks(state: dict, args, path: Path, env: EnvSpec) -> None:
     """A resumed or continued search compares new controllers with its best score, measured on the
     evaluation (and confirmation) tracks of its own --seed, with its episode cap, renderer and z: other
@@ -388,6 +375,29 @@ def check_from_best(state: dict | None, state_path: Path | None, logdir: Logdir,
         raise UserError(f"--from-best: {logdir.best('ctrl')} not found")
 
 
+def start_mean(args, state: dict | None, state_path: Path | None, dim: int) -> np.ndarray | None:
+    """--start-from's controller as a flat vector (None: zeros). The flag starts new searches only: a
+    rerun resumes the search it started (the checkpoint's flags say so), and an existing search of
+    another start is never silently resumed under it."""
+    path = args.start_from
+    if state is not None:
+        held = state.get("args", {}).get("start_from")
+        if held != (None if path is None else str(path)):
+            flag = f"--start-from {held}" if held else "no --start-from"
+            raise UserError(
+                f"{state_path} is a search started with {flag}; rerun with {flag} to go on with it, or add "
+                "--noreload for a new search (the best controller is kept aside)"
+            )
+    if path is None:
+        return None
+    mean, config, _ = load_controller_file(path)
+    if config.vector_size != dim:
+        raise UserError(
+            f"--start-from {path}: a controller of {config.vector_size} parameters, this V and M need {dim}"
+        )
+    return mean
+
+
 def target_return(args, env: EnvSpec) -> float:
     """The evaluated return that ends the search: --target-return, else the env's (inf: none)."""
     target = args.target_return if args.target_return is not None else env.target_return
@@ -419,6 +429,7 @@ class SearchState:
     best_search: int | None = None
     winner: dict | None = None
     from_best: int | None = None
+    start: np.ndarray | None = None  # --start-from's controller, every new search's mean (None: zeros)
 
     def checkpoint(self, args, dim: int, controller: ControllerConfig) -> dict:
         """What ``ctrl/checkpoint.tar`` holds after a generation (a rerun resumes from it exactly)."""
@@ -441,11 +452,12 @@ def start_search(args, state: dict | None, state_path: Path | None, logdir: Logd
     """The search to run: the run's own resumed (its checkpoint), an exported agent's continued, a new one
     centred on an exported best (--from-best), or a new one (the best it replaces kept aside)."""
     checkpoint_path, best_path = logdir.checkpoint("ctrl"), logdir.best("ctrl")
+    start = start_mean(args, state, state_path, dim)
     if state is None:
         if best_path.is_file():  # a new search starts with no best; the old one is kept, never deleted
             os.replace(best_path, logdir.previous_best)
             print(f"a new search: the previous best controller is kept as {logdir.previous_best}")
-        return SearchState(new_search(dim, args.pop_size, args.sigma, args.seed))
+        return SearchState(new_search(dim, args.pop_size, args.sigma, args.seed, mean=start), start=start)
     # --searches: the one under way is the last record's (every checkpoint follows a record)
     search_index = state["history"][-1].get("search", 0) if state["history"] else 0
     if state.get("dim", dim) != dim:
@@ -461,6 +473,7 @@ def start_search(args, state: dict | None, state_path: Path | None, logdir: Logd
         best_search=state.get("best_search", search_index if state_path != checkpoint_path else None),
         winner=state.get("winner"),  # an export has none
         from_best=state.get("from_best"),
+        start=start,
     )
     if state_path == checkpoint_path:  # the run's own search
         st.es = resume_search(state["cma"])
@@ -487,8 +500,11 @@ def next_search(st: SearchState, args, dim: int) -> None:
     if st.best_search == st.search_index:
         st.winner = {"search": st.search_index, "generation": st.generation, "state": portable_state(st.es)}
     st.search_index, st.generation = st.search_index + 1, 0
-    st.es = new_search(dim, args.pop_size, args.sigma, args.seed + st.search_index)
+    st.es = new_search(dim, args.pop_size, args.sigma, args.seed + st.search_index, mean=st.start)
     print(f"search {st.search_index + 1} of {args.searches}, seed {args.seed + st.search_index}")
+
+
+SOURCES = ("cma_mean", "best_candidate")  # what an evaluation after a generation drives
 
 
 @dataclass(frozen=True)
@@ -503,16 +519,20 @@ class Judge:
     controller: ControllerConfig
     z_mode: str
 
-    def __call__(self, st: SearchState, pair: np.ndarray, record: dict) -> str:
-        """Evaluate ``pair`` (CMA mean, best candidate) after generation ``st.generation``; fills ``record``,
-        updates ``st``'s best, returns the summary line's part."""
+    def __call__(
+        self, st: SearchState, pair: np.ndarray, record: dict, sources: tuple[str, ...] = SOURCES
+    ) -> str:
+        """Evaluate ``pair`` (CMA mean, best candidate; or the one controller a --start-from search starts
+        from, ``sources`` naming each) after generation ``st.generation``; fills ``record``, updates
+        ``st``'s best, returns the summary line's part."""
         generation = st.generation
         eval_returns = evaluate(self.pool, pair, self.eval_seeds, f"evaluation {generation}")
         scores = eval_returns.mean(axis=1)
-        record.update(
-            eval_mean=float(scores[0]), eval_best=float(scores[1]), eval_mean_std=float(eval_returns[0].std())
-        )
-        line = f" | eval: CMA mean {scores[0]:7.1f}, best candidate {scores[1]:7.1f}"
+        record.update(eval_mean=float(scores[0]), eval_mean_std=float(eval_returns[0].std()))
+        line = f" | eval: CMA mean {scores[0]:7.1f}"
+        if len(pair) > 1:
+            record["eval_best"] = float(scores[1])
+            line += f", best candidate {scores[1]:7.1f}"
         pick = int(np.argmax(scores))
         picked = eval_returns[pick]
         if scores[pick] > st.best_score and self.confirm_seeds:  # a new best? More tracks decide
@@ -524,30 +544,31 @@ class Judge:
             line += f" | on {len(picked)} tracks {picked.mean():7.1f}"
         if picked.mean() > st.best_score:
             st.best_score = float(picked.mean())
-            source = ("cma_mean", "best_candidate")[pick]
-            save_best(
+            save_controller(
                 self.best_path,
                 pair[pick],
                 self.controller,
-                st.best_score,
-                picked,
-                generation,
-                source,
-                self.z_mode,
+                score=st.best_score,
+                returns=picked.tolist(),
+                generation=generation,
+                source=sources[pick],
+                z_mode=self.z_mode,  # what C saw of V: the test and --policy controller drive it the same way
             )
             st.best_search = st.search_index
             line += " | new best"
         return line
 
 
-def log_generation(writer, history: list[dict], fitness: np.ndarray) -> None:
-    """The last record's scalars in TensorBoard (steps counted over all searches) and a fitness histogram."""
+def log_generation(writer, history: list[dict], fitness: np.ndarray | None) -> None:
+    """The last record's scalars in TensorBoard (steps counted over all searches) and a fitness histogram
+    (none for generation 0 of a --start-from search, only evaluated)."""
     record, step = history[-1], generation_steps(history)[-1]
     for k, v in record.items():
         if k not in ("generation", "search"):
             tag = f"eval/{k[5:]}_return" if k.startswith("eval_") else f"train/{k}"
             writer.add_scalar(tag if k != "sigma" else "train/sigma", v, step)
-    writer.add_histogram("train/fitness", fitness, step)
+    if fitness is not None:
+        writer.add_histogram("train/fitness", fitness, step)
     writer.flush()
 
 
@@ -597,6 +618,14 @@ def search(args) -> dict:
             args.worker_timeout,
         ) as pool:
             judge = Judge(pool, eval_seeds, confirm_seeds, best_path, spec.controller, settings.z_mode)
+            if st.start is not None and not st.history:  # generation 0: where --start-from starts
+                record = {"generation": 0, "search": 0}
+                line = judge(st, st.start[None], record, sources=("start_from",))
+                st.history.append(record)
+                log_generation(writer, st.history, None)
+                save_checkpoint(st.checkpoint(args, dim, spec.controller), checkpoint_path)
+                print(f"generation    0 | --start-from {args.start_from}{line}", flush=True)
+                reached = st.best_score >= target
             while not reached:
                 check_stop()
                 if st.generation >= args.generations:  # this search is done: the next one, if any

@@ -28,7 +28,7 @@ from envs import get_env_spec
 from models.controller import Controller, ControllerConfig
 from models.mdrnn import MDRNN, MDRNNCell
 from models.vae import VAE
-from utils.checkpoint import file_digest, load_checkpoint
+from utils.checkpoint import file_digest, load_checkpoint, save_checkpoint
 from utils.cli import UserError
 
 STAGES = ("vae", "mdrnn", "ctrl")
@@ -228,6 +228,26 @@ def load_controller(logdir: str | os.PathLike) -> tuple[np.ndarray, ControllerCo
     checkpoint = _load_best(Logdir(logdir), "ctrl")
     controller = _build(Controller, checkpoint, "cpu")
     return controller.parameters_to_vector(), controller.layout, checkpoint
+
+
+def load_controller_file(path: str | os.PathLike) -> tuple[np.ndarray, ControllerConfig, dict[str, Any]]:
+    """:func:`load_controller` of a controller checkpoint anywhere (any run's ``ctrl/best.tar``, or
+    what ``scripts/probe_socnav.py --save-c`` fits)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such controller checkpoint")
+    checkpoint = check_stage(load_checkpoint(path), "ctrl", path)
+    controller = _build(Controller, checkpoint, "cpu")
+    return controller.parameters_to_vector(), controller.layout, checkpoint
+
+
+def save_controller(path: Path, params: np.ndarray, config: ControllerConfig, **record: Any) -> None:
+    """C's flat vector ``params`` as a controller checkpoint at ``path`` (atomically), with ``record``
+    (its score, returns, generation, source, z_mode: what a ``ctrl/best.tar`` says of itself)."""
+    controller = Controller(config)
+    controller.load_vector(params)
+    checkpoint = {"stage": "ctrl", "model": controller.state_dict(), "model_config": controller.config}
+    save_checkpoint({**checkpoint, **record}, path)
 
 
 def load_agent_parts(logdir: str | os.PathLike) -> tuple[AgentSpec, np.ndarray, dict[str, Any]]:

@@ -3,6 +3,7 @@ gets: a diagnostic of what limits C, which is linear in [z, h].
 
 Usage:
     python scripts/probe_socnav.py --logdir runs/socnav --episodes 150 --drive 50 --out probe.json
+    python scripts/probe_socnav.py --logdir runs/socnav --save-c runs/socnav-fit.tar   # a start for C's search
 
 Plays --episodes episodes with the goal-mix policy (half of them heading for the goal, all with brownian
 noise: generation_script.py --policy goal-mix) through the run's V and M, as the agent would see them (z
@@ -13,9 +14,11 @@ robot's view). How much of each a linear map reads from z, from h and from both 
 regressions cross-fitted over three folds of episodes: each episode is predicted by the fit on the others.
 
 With --drive N, the ridge from [z, h] to go-to-goal's actions (through C's squash, as C acts) drives N
-more episodes, and their outcomes are counted: the linear C nearest to go-to-goal on this V and M. It
-reads the state while it is fit, so it is a diagnostic, not an agent. The episodes are from a namespace
-of their own (utils.seeding.PROBE_EPISODES): no training, pick or test episode.
+more episodes, and their outcomes are counted: the linear C nearest to go-to-goal on this V and M. Its
+fit reads the state (go-to-goal's actions), so it is a diagnostic, not an agent; --save-c writes it as a
+controller checkpoint that a search of C can start from (traincontroller.py --start-from), C still acting
+from pixels alone. The episodes are from a namespace of their own (utils.seeding.PROBE_EPISODES): no
+training, pick or test episode.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from tqdm import tqdm  # noqa: E402
 
 from driving.agent import Agent  # noqa: E402
 from envs import get_env_spec  # noqa: E402
-from experiment.logdir import load_agent_spec  # noqa: E402
+from experiment.logdir import load_agent_spec, save_controller  # noqa: E402
 from models.vae import frames_to_tensor  # noqa: E402
 from utils.checkpoint import atomic_write  # noqa: E402
 from utils.cli import UserError, make_parser, positive_int, run  # noqa: E402
@@ -60,6 +63,11 @@ def build_parser():
     parser.add_argument("--max-steps", type=positive_int, default=200, help="steps an episode at most")
     parser.add_argument("--seed", type=int, default=0, help="seed of the episodes and the policy's noise")
     parser.add_argument("--out", type=Path, help="write the results here as JSON")
+    parser.add_argument(
+        "--save-c",
+        type=Path,
+        help="write the fitted linear C here as a controller checkpoint, for traincontroller.py --start-from",
+    )
     return parser
 
 
@@ -81,6 +89,10 @@ class Probe:
         if "go-to-goal" not in self.env_spec.references:
             raise UserError(
                 f"--logdir {logdir}: its env {spec.env!r} is not SocNavGym's; the probe reads its state"
+            )
+        if spec.controller.inputs != ("z", "h") or not spec.controller.bias:
+            raise UserError(
+                f"--logdir {logdir}: the probe fits a C of [z, h] and a bias, not {spec.controller}"
             )
         self.agent = Agent(spec)
         self.env = self.env_spec.make(self.env_spec.renderers[0], max_episode_steps=max_steps)
@@ -128,6 +140,12 @@ def predict(weights: np.ndarray, x: np.ndarray) -> np.ndarray:
     return np.c_[x, np.ones(len(x))] @ weights
 
 
+def controller_vector(weights: np.ndarray) -> np.ndarray:
+    """The ridge's (D + 1, K) weights and bias as C's flat vector (models/controller.py's order: W
+    row-major, one row of D inputs per action, then the K biases, the ridge's last row)."""
+    return np.r_[weights[:-1].T.ravel(), weights[-1]]
+
+
 def r_squared(predicted: np.ndarray, y: np.ndarray) -> np.ndarray:
     """(K,) the share of y's variance (about its mean) that ``predicted`` explains."""
     return 1 - ((y - predicted) ** 2).sum(0) / ((y - y.mean(0)) ** 2).sum(0)
@@ -171,10 +189,11 @@ def main(args) -> dict:
         print(
             f"  from {read:5s}  " + "  ".join(f"{t}: {v:.2f}" for t, v in result["r_squared"][read].items())
         )
+    target = np.arctanh(np.clip(np.asarray(actions), -SQUASHED, SQUASHED))
+    weights = ridge(x, target)
+    returns = []
     if args.drive > 0:
-        target = np.arctanh(np.clip(np.asarray(actions), -SQUASHED, SQUASHED))
-        weights = ridge(x, target)
-        outcomes, returns = collections.Counter(), []
+        outcomes = collections.Counter()
         for index in tqdm(range(args.drive), desc="the linear C nearest go-to-goal", unit="episode"):
             seed = episode_seed(args.seed, PROBE_EPISODES, args.episodes + index)
             _, end, total = probe.episode(
@@ -192,6 +211,18 @@ def main(args) -> dict:
             + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))
             + f"; return {np.mean(returns):.1f} +- {np.std(returns):.1f}"
         )
+    if args.save_c is not None:
+        save_controller(
+            args.save_c,
+            controller_vector(weights),
+            probe.agent.spec.controller,
+            score=float(np.mean(returns)) if returns else float("nan"),
+            returns=returns,
+            generation=0,
+            source="the ridge fit of go-to-goal's actions from [z, h] (scripts/probe_socnav.py)",
+            z_mode="mu",
+        )
+        print(f"the fitted linear C: {args.save_c}")
     if args.out is not None:
         text = json.dumps(result, indent=1).encode()
         atomic_write(args.out, lambda file: file.write(text))

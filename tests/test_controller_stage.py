@@ -19,11 +19,13 @@ from driving.agent import Agent, random_agent_spec
 from driving.episode import Episode, EpisodeSettings, WorkerError, drive_chunk
 from driving.pool import WorkerPool
 from envs import get_env_spec, make_env
-from models.controller import Controller
+from experiment.logdir import load_controller_file, save_controller
+from models.controller import Controller, ControllerConfig
 from models.mdrnn import MDRNNCell
 from models.vae import VAE, frames_to_tensor
 from tests.conftest import copy_logdir, pool_workers, run_script
 from utils.checkpoint import load_checkpoint
+from utils.cli import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 SHORT = EpisodeSettings(max_steps=30, renderer="fast")
@@ -260,6 +262,42 @@ def test_several_searches_keep_the_best_of_all(pipeline_logdir, tmp_path):
     assert state["winner"]["search"] == 0 and state["winner"]["generation"] == 2
     assert run_ctrl(split, "--generations", "2", "--searches", "2")["history"] == history  # one, then more
     assert (split / "ctrl" / "learning_curve.png").stat().st_size > 1000
+
+
+def test_a_search_starts_from_a_given_controller_evaluated_first(pipeline_logdir, tmp_path):
+    """--start-from: generation 0 evaluates the given controller on the evaluation tracks (the same tracks
+    its own run measured it on, so the same score), it is the best until beaten, and CMA-ES's mean starts
+    there; a rerun resumes without evaluating it again, and a mismatched or misshapen start is one line."""
+    source = copy_logdir(pipeline_logdir, tmp_path / "source")
+    found = run_ctrl(source, "--generations", "2")
+    start_file = source / "ctrl" / "best.tar"
+    start, _, checkpoint = load_controller_file(start_file)
+    logdir = copy_logdir(pipeline_logdir, tmp_path / "from")
+    flags = ["--start-from", str(start_file), "--sigma", "1e-6"]
+    summary = run_ctrl(logdir, "--generations", "1", *flags)
+    first, second = summary["history"]
+    assert (first["generation"], first["search"]) == (0, 0) and "best" not in first
+    assert first["eval_mean"] == pytest.approx(found["best_score"]) == pytest.approx(checkpoint["score"])
+    best = load_checkpoint(logdir / "ctrl" / "best.tar")
+    assert best["generation"] in (0, 1) and best["score"] >= first["eval_mean"]
+    if best["generation"] == 0:
+        assert best["source"] == "start_from"
+    # A step size of 1e-6 keeps every candidate, and the mean after one generation, on the start.
+    state = torch.load(logdir / "ctrl" / "checkpoint.tar", weights_only=True)
+    np.testing.assert_allclose(traincontroller.resume_search(state["cma"]).mean, start, atol=1e-4)
+    assert second["eval_mean"] == pytest.approx(first["eval_mean"])
+    resumed = run_ctrl(logdir, "--generations", "2", *flags)
+    assert [h["generation"] for h in resumed["history"]] == [0, 1, 2]
+    with pytest.raises(UserError, match="started with --start-from .*best.tar; rerun with --start-from"):
+        run_ctrl(logdir, "--generations", "3")
+    with pytest.raises(UserError, match="started with no --start-from; rerun with no --start-from"):
+        run_ctrl(source, "--generations", "3", *flags)
+    small = tmp_path / "small.tar"
+    save_controller(small, np.zeros(6), ControllerConfig(latent=1, hidden=1, action=3, bias=False))
+    with pytest.raises(UserError, match=r"small.tar: a controller of 6 parameters, this V and M need 867"):
+        run_ctrl(logdir, "--noreload", "--start-from", str(small))
+    with pytest.raises(UserError, match="nothing.tar: no such controller checkpoint"):
+        run_ctrl(logdir, "--noreload", "--start-from", str(tmp_path / "nothing.tar"))
 
 
 def test_test_controller_measures_and_records(pipeline_logdir, tmp_path):

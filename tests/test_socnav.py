@@ -15,6 +15,8 @@ import pytest
 import torch
 
 from envs import available_envs, get_env_spec, make_env, socnav
+from experiment.logdir import load_controller_file, save_controller
+from models.controller import Controller, ControllerConfig
 from scripts import demo, probe_socnav
 from tests.conftest import hold_until_end, run_demo
 from utils.cli import UserError
@@ -239,6 +241,8 @@ def test_socnav_recipe_runs_every_stage_at_its_smallest(tmp_path):
         10,
         "--out",
         tmp_path / "probe.json",
+        "--save-c",
+        tmp_path / "fit.tar",
     ]
     probe = probe_socnav.main(probe_socnav.build_parser().parse_args(list(map(str, argv))))
     assert probe == json.loads((tmp_path / "probe.json").read_text()) and probe["env"] == "socnav-ego"
@@ -246,11 +250,29 @@ def test_socnav_recipe_runs_every_stage_at_its_smallest(tmp_path):
     assert set(probe["r_squared"]) == set(probe_socnav.READS)
     assert all(set(scores) == set(probe_socnav.TARGETS) for scores in probe["r_squared"].values())
     assert sum(probe["drive"]["outcomes"].values()) == len(probe["drive"]["returns"]) == 2
+    # ... and is saved as a C of this run's shape, for a search to start from (traincontroller --start-from)
+    vector, config, fit = load_controller_file(tmp_path / "fit.tar")
+    assert vector.size == 867 and config.inputs == ("z", "h") and fit["returns"] == probe["drive"]["returns"]
 
 
 def test_the_probe_refuses_another_games_run_in_one_line(pipeline_logdir):
     with pytest.raises(UserError, match="is not SocNavGym's; the probe reads its state"):
         probe_socnav.Probe(pipeline_logdir, 10)
+
+
+def test_the_probes_fitted_c_is_saved_as_the_controller_that_computes_it(tmp_path):
+    """--save-c: the ridge's weights laid out as C's flat vector compute, through models/controller.py's
+    Controller, the ridge's own predictions; and the file loads as a controller checkpoint."""
+    rng = np.random.default_rng(0)
+    x, weights = rng.standard_normal((5, 32 + 256)), rng.standard_normal((32 + 256 + 1, 3))
+    config = ControllerConfig(latent=32, hidden=256, action=3)
+    save_controller(tmp_path / "c.tar", probe_socnav.controller_vector(weights), config, source="fit")
+    vector, loaded, _ = load_controller_file(tmp_path / "c.tar")
+    controller = Controller(loaded)
+    controller.load_vector(vector)
+    with torch.no_grad():
+        raw = controller(torch.as_tensor(x[:, :32]).float(), torch.as_tensor(x[:, 32:]).float())
+    np.testing.assert_allclose(raw.numpy(), probe_socnav.predict(weights, x), rtol=1e-4, atol=1e-4)
 
 
 def test_the_probes_regression_reads_a_linear_map_back_and_not_noise():
