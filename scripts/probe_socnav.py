@@ -3,7 +3,7 @@ gets: a diagnostic of what limits C, which is linear in [z, h].
 
 Usage:
     python scripts/probe_socnav.py --logdir runs/socnav --episodes 150 --drive 50 --out probe.json
-    python scripts/probe_socnav.py --logdir runs/socnav --save-c runs/socnav-fit.tar   # a start for C's search
+    python scripts/probe_socnav.py --logdir runs/socnav --save-c runs/socnav-fit.tar  # a start for C
 
 Plays --episodes episodes with the goal-mix policy (half of them heading for the goal, all with brownian
 noise: generation_script.py --policy goal-mix) through the run's V and M, as the agent would see them (z
