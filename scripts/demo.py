@@ -83,7 +83,8 @@ KNOBS = (
     "env", "rounds", "pipelines", "round_noise", "policy", "rollouts", "max_steps", "vae_epochs", "vae_batch",
     "vae_lr", "mdrnn_epochs", "mdrnn_batch", "seq_len", "generations", "pop_size", "n_samples",
     "train_max_steps", "negative_cutoff", "eval_every", "eval_episodes", "confirm_episodes", "searches",
-    "train_renderer", "dream", "temperature", "dream_steps", "weight_penalty", "z_mode", "episode_steps",
+    "train_renderer", "dream", "temperature", "dream_steps", "weight_penalty", "z_mode", "imitate", "dagger",
+    "episode_steps",
     "test_episodes", "test_renderer", "random_baseline", "pretrained_episodes", "doom_episodes",
 )  # fmt: skip
 RECIPES = ROOT / "recipes"
@@ -175,6 +176,16 @@ def build_parser():
     add("--dream-steps", type=positive_int, help="dream length cap")
     add("--weight-penalty", type=float, help="fitness penalty x mean(w^2)")
     add("--z-mode", choices=("mu", "sample"), help="C and M see the encoder mean or a sample of z")
+    add(
+        "--imitate",
+        type=nonnegative_int,
+        help="N > 0: C's search starts from the linear C fitted to the env's go-to-goal reference on N "
+        "episodes (SocNavGym: scripts/probe_socnav.py --save-c, which reads the simulator's state while it "
+        "fits; C acts from pixels), evaluated first; 0: from zeros",
+    )
+    add(
+        "--dagger", type=nonnegative_int, help="with --imitate: rounds of DAgger of that fit, N episodes each"
+    )
     add("--episode-steps", type=positive_int, help="length cap of evaluation and test episodes")
     add("--test-episodes", type=positive_int, help="tracks of the final test")
     add("--pretrained-episodes", type=nonnegative_int, help="tracks driven by the shipped agent (0: none)")
@@ -246,6 +257,16 @@ def round_stages(args, pipeline: Path, seed: int, r: int, suffix: str) -> list[S
         else {"policy": args.policy or None}
     )
     dream = {"dream": True, "temperature": args.temperature, "dream_steps": args.dream_steps}
+    start = experiment / "ctrl_start.tar" if args.imitate else None
+    imitation = [
+        (
+            f"fit C to go-to-goal{suffix}",
+            argv(
+                "scripts/probe_socnav.py", logdir=experiment, episodes=args.imitate, dagger=args.dagger,
+                max_steps=args.episode_steps, seed=seed, save_c=start, out=experiment / "imitation.json",
+            ),
+        )
+    ]  # fmt: skip
     return [
         (
             f"generate rollouts{suffix}",
@@ -269,10 +290,12 @@ def round_stages(args, pipeline: Path, seed: int, r: int, suffix: str) -> list[S
                 seq_len=args.seq_len, seed=seed,
             ),
         ),
+        *(imitation if args.imitate else []),
         (
             f"train C (CMA-ES){suffix}",
             argv(
-                "traincontroller.py", logdir=experiment, pop_size=args.pop_size, n_samples=args.n_samples,
+                "traincontroller.py", logdir=experiment, start_from=start, pop_size=args.pop_size,
+                n_samples=args.n_samples,
                 generations=args.generations, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
                 confirm_episodes=args.confirm_episodes, searches=args.searches,
                 train_max_steps=args.train_max_steps, negative_cutoff=args.negative_cutoff,
@@ -418,6 +441,10 @@ def main(args) -> list[tuple[str, float]]:
     resolve(args)
     args.logdir = args.logdir.resolve()  # the records name where the run is, wherever it was started
     check_pipelines(args)
+    if args.imitate and "go-to-goal" not in get_env_spec(args.env).references:
+        raise UserError(
+            f"--imitate {args.imitate}: {args.env} has no go-to-goal reference to fit C to (SocNavGym's have)"
+        )
     timings = []
     for name, cmd in stages(args):
         start = time.perf_counter()

@@ -14,7 +14,10 @@ robot's view). How much of each a linear map reads from z, from h and from both 
 regressions cross-fitted over three folds of episodes: each episode is predicted by the fit on the others.
 
 With --drive N, the ridge from [z, h] to go-to-goal's actions (through C's squash, as C acts) drives N
-more episodes, and their outcomes are counted: the linear C nearest to go-to-goal on this V and M. Its
+more episodes, and their outcomes are counted: the linear C nearest to go-to-goal on this V and M. With
+--dagger R, before that drive, R rounds of DAgger: the fitted C drives --episodes more episodes, every
+step is labelled with go-to-goal's action there, and C is fitted again on all the steps so far, so that
+it learns to recover from the states its own driving reaches, which goal-mix's rarely does. Its
 fit reads the state (go-to-goal's actions), so it is a diagnostic, not an agent; --save-c writes it as a
 controller checkpoint that a search of C can start from (traincontroller.py --start-from), C still acting
 from pixels alone. The episodes are from a namespace of their own (utils.seeding.PROBE_EPISODES): no
@@ -41,7 +44,7 @@ from envs import get_env_spec  # noqa: E402
 from experiment.logdir import load_agent_spec, save_controller  # noqa: E402
 from models.vae import frames_to_tensor  # noqa: E402
 from utils.checkpoint import atomic_write  # noqa: E402
-from utils.cli import UserError, make_parser, positive_int, run  # noqa: E402
+from utils.cli import UserError, make_parser, nonnegative_int, positive_int, run  # noqa: E402
 from utils.seeding import PROBE_EPISODES, episode_seed  # noqa: E402
 
 TARGETS = ("goal ahead / distance", "goal left / distance", "goal distance", "nearest person distance")
@@ -59,6 +62,13 @@ def build_parser():
     parser.add_argument("--episodes", type=at_least_3, default=150, help="goal-mix episodes to fit and score")
     parser.add_argument(
         "--drive", type=int, default=0, help="episodes driven by the fitted linear C (0: none)"
+    )
+    parser.add_argument(
+        "--dagger",
+        type=nonnegative_int,
+        default=0,
+        help="rounds of DAgger after the fit: the fitted C drives --episodes more episodes, every step is "
+        "labelled with go-to-goal's action, and C is fitted again on all steps so far (0: none)",
     )
     parser.add_argument("--max-steps", type=positive_int, default=200, help="steps an episode at most")
     parser.add_argument("--seed", type=int, default=0, help="seed of the episodes and the policy's noise")
@@ -189,16 +199,36 @@ def main(args) -> dict:
         print(
             f"  from {read:5s}  " + "  ".join(f"{t}: {v:.2f}" for t, v in result["r_squared"][read].items())
         )
-    target = np.arctanh(np.clip(np.asarray(actions), -SQUASHED, SQUASHED))
-    weights = ridge(x, target)
+    weights = ridge(x, np.arctanh(np.clip(np.asarray(actions), -SQUASHED, SQUASHED)))
+
+    def fitted(x, t):
+        return probe.env_spec.squash(torch.as_tensor(np.r_[x, 1.0] @ weights))
+
+    first = args.episodes + args.drive  # the probe namespace's episodes after the fit's and the drive's
+    result["dagger"] = []
+    for round_ in range(args.dagger):
+        outcomes = collections.Counter()
+        for index in tqdm(range(args.episodes), desc=f"DAgger round {round_ + 1}", unit="episode"):
+            seed = episode_seed(args.seed, PROBE_EPISODES, first + round_ * args.episodes + index)
+            steps, end, _ = probe.episode(seed, fitted)
+            inputs += [s[0] for s in steps]
+            actions += [s[2] for s in steps]
+            outcomes[end.split(" ")[0]] += 1
+        weights = ridge(np.asarray(inputs), np.arctanh(np.clip(np.asarray(actions), -SQUASHED, SQUASHED)))
+        result["dagger"].append(
+            {"episodes": args.episodes, "outcomes": dict(sorted(outcomes.items())), "frames": len(inputs)}
+        )
+        print(
+            f"DAgger round {round_ + 1}: the C it labelled "
+            + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))
+            + f"; refitted on {len(inputs)} frames"
+        )
     returns = []
     if args.drive > 0:
         outcomes = collections.Counter()
         for index in tqdm(range(args.drive), desc="the linear C nearest go-to-goal", unit="episode"):
             seed = episode_seed(args.seed, PROBE_EPISODES, args.episodes + index)
-            _, end, total = probe.episode(
-                seed, lambda x, t: probe.env_spec.squash(torch.as_tensor(np.r_[x, 1.0] @ weights))
-            )
+            _, end, total = probe.episode(seed, fitted)
             outcomes[end] += 1
             returns.append(total)
         result["drive"] = {

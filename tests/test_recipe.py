@@ -17,7 +17,7 @@ import trainvae
 from data import generation_script
 from data.rollouts import list_rollouts, load_rollout
 from experiment.logdir import load_controller, load_data_record, load_mdrnn, load_vae
-from scripts import demo, export_pretrained
+from scripts import demo, export_pretrained, probe_socnav
 from scripts import dream as dream_script
 from tests.conftest import copy_logdir, run_demo, write_synthetic_rollouts
 from utils.checkpoint import load_checkpoint, save_checkpoint
@@ -214,12 +214,22 @@ def test_a_flag_overrides_the_preset():
     assert "--logdir" in commands["drive the pretrained agent"]
 
 
+def test_imitation_is_refused_at_once_where_the_env_has_no_go_to_goal(tmp_path):
+    args = demo.build_parser().parse_args(
+        ["--preset", "budget", "--imitate", "150", "--logdir", str(tmp_path)]
+    )
+    with pytest.raises(UserError, match="--imitate 150: carracing-repeat2 has no go-to-goal reference"):
+        demo.main(args)
+    assert not any(tmp_path.iterdir())  # before any stage ran
+
+
 SCRIPTS = {
     "data/generation_script.py": generation_script,
     "trainvae.py": trainvae,
     "trainmdrnn.py": trainmdrnn,
     "traincontroller.py": traincontroller,
     "test_controller.py": test_controller,
+    "scripts/probe_socnav.py": probe_socnav,
 }
 
 
@@ -231,6 +241,7 @@ SCRIPTS = {
         ["--rounds", "2"],
         ["--pipelines", "2"],
         ["--dream", "1", "--random-baseline", "1", "--doom-episodes", "2"],
+        ["--imitate", "150", "--dagger", "2"],
     ],
 )
 def test_every_stage_is_an_argv_its_script_accepts(preset, shape):

@@ -229,7 +229,8 @@ def test_socnav_recipe_runs_every_stage_at_its_smallest(tmp_path):
         assert set(details) - {""} <= set(socnav.COLLIDED_WITH)
     assert "reference orca: success" in res and (logdir / "drive.gif").stat().st_size > 0
     # The probe of what [z, h] carries runs on the trained run: every step recorded, each episode
-    # predicted by the fit on the others, and the linear C it fits drives episodes to an end.
+    # predicted by the fit on the others, and the linear C it fits (after a round of DAgger) drives
+    # episodes to an end.
     argv = [
         "--logdir",
         logdir,
@@ -237,6 +238,8 @@ def test_socnav_recipe_runs_every_stage_at_its_smallest(tmp_path):
         3,
         "--drive",
         2,
+        "--dagger",
+        1,
         "--max-steps",
         10,
         "--out",
@@ -250,6 +253,12 @@ def test_socnav_recipe_runs_every_stage_at_its_smallest(tmp_path):
     assert set(probe["r_squared"]) == set(probe_socnav.READS)
     assert all(set(scores) == set(probe_socnav.TARGETS) for scores in probe["r_squared"].values())
     assert sum(probe["drive"]["outcomes"].values()) == len(probe["drive"]["returns"]) == 2
+    # A DAgger round drives the fitted C on 3 more episodes and fits again on their steps too.
+    (dagger,) = probe["dagger"]
+    assert (
+        sum(dagger["outcomes"].values()) == 3
+        and probe["frames"] + 3 <= dagger["frames"] <= probe["frames"] + 30
+    )
     # ... and is saved as a C of this run's shape, for a search to start from (traincontroller --start-from)
     vector, config, fit = load_controller_file(tmp_path / "fit.tar")
     assert vector.size == 867 and config.inputs == ("z", "h") and fit["returns"] == probe["drive"]["returns"]
