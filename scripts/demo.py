@@ -81,7 +81,7 @@ PRETRAINED_DOOM = ROOT / "pretrained" / "doom-takecover"
 # Every knob a recipe sets: each is a flag below (--rollouts, --vae-epochs, ...) that overrides it.
 KNOBS = (
     "env", "rounds", "pipelines", "round_noise", "policy", "rollouts", "max_steps", "vae_epochs", "vae_batch",
-    "vae_lr", "mdrnn_epochs", "mdrnn_batch", "seq_len", "generations", "pop_size", "n_samples",
+    "vae_lr", "mdrnn_epochs", "mdrnn_batch", "seq_len", "generations", "pop_size", "sigma", "n_samples",
     "train_max_steps", "negative_cutoff", "eval_every", "eval_episodes", "confirm_episodes", "searches",
     "train_renderer", "dream", "temperature", "dream_steps", "weight_penalty", "z_mode", "imitate", "dagger",
     "episode_steps",
@@ -157,6 +157,7 @@ def build_parser():
     add("--seq-len", type=positive_int, help="MDN-RNN training sequence length")
     add("--generations", type=positive_int, help="CMA-ES generations")
     add("--pop-size", type=positive_int, help="CMA-ES population")
+    add("--sigma", type=positive_float, help="CMA-ES initial step size")
     add("--n-samples", type=positive_int, help="training tracks per candidate")
     add("--train-max-steps", type=positive_int, help="length cap of controller training episodes")
     add("--negative-cutoff", type=nonnegative_int, help="training-episode cut-off after negative steps")
@@ -295,7 +296,7 @@ def round_stages(args, pipeline: Path, seed: int, r: int, suffix: str) -> list[S
             f"train C (CMA-ES){suffix}",
             argv(
                 "traincontroller.py", logdir=experiment, start_from=start, pop_size=args.pop_size,
-                n_samples=args.n_samples,
+                sigma=args.sigma, n_samples=args.n_samples,
                 generations=args.generations, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
                 confirm_episodes=args.confirm_episodes, searches=args.searches,
                 train_max_steps=args.train_max_steps, negative_cutoff=args.negative_cutoff,

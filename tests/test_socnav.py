@@ -209,6 +209,7 @@ def test_socnav_recipe_runs_every_stage_at_its_smallest(tmp_path):
         "--eval-episodes": 2,
         "--episode-steps": 30,
         "--test-episodes": 3,
+        "--imitate": 3,
     }
     res = run_demo(ENV, logdir, *[x for kv in sizes.items() for x in kv])
     summary = json.loads((logdir / "stages.json").read_text())
@@ -228,6 +229,13 @@ def test_socnav_recipe_runs_every_stage_at_its_smallest(tmp_path):
         assert [bool(d) for d in details] == [o == "collision" for o in result["outcomes"]]
         assert set(details) - {""} <= set(socnav.COLLIDED_WITH)
     assert "reference orca: success" in res and (logdir / "drive.gif").stat().st_size > 0
+    # C's search started from the linear C fitted to go-to-goal, evaluated first as generation 0.
+    assert json.loads((logdir / "imitation.json").read_text())["episodes"] == 3
+    assert summary["knobs"]["sigma"] == demo.PRESETS[ENV]["sigma"]
+    ctrl = torch.load(logdir / "ctrl" / "checkpoint.tar", weights_only=True)
+    assert (
+        ctrl["args"]["start_from"] == str(logdir / "ctrl_start.tar") and ctrl["history"][0]["generation"] == 0
+    )
     # The probe of what [z, h] carries runs on the trained run: every step recorded, each episode
     # predicted by the fit on the others, and the linear C it fits (after a round of DAgger) drives
     # episodes to an end.
