@@ -377,8 +377,9 @@ def check_from_best(state: dict | None, state_path: Path | None, logdir: Logdir,
 
 def start_mean(args, state: dict | None, state_path: Path | None, dim: int) -> np.ndarray | None:
     """--start-from's controller as a flat vector (None: zeros). The flag starts new searches only: a
-    rerun resumes the search it started (the checkpoint's flags say so), and an existing search of
-    another start is never silently resumed under it."""
+    rerun resumes the search it started (the checkpoint's flags say so, and it keeps the start itself,
+    whatever the file holds since), and an existing search of another start is never silently resumed
+    under it."""
     path = args.start_from
     if state is not None:
         held = state.get("args", {}).get("start_from")
@@ -388,6 +389,8 @@ def start_mean(args, state: dict | None, state_path: Path | None, dim: int) -> n
                 f"{state_path} is a search started with {flag}; rerun with {flag} to go on with it, or add "
                 "--noreload for a new search (the best controller is kept aside)"
             )
+        if "start" in state:
+            return state["start"].numpy()
     if path is None:
         return None
     mean, config, _ = load_controller_file(path)
@@ -445,6 +448,7 @@ class SearchState:
             "best_search": self.best_search,
             **({"winner": self.winner} if self.winner is not None else {}),
             **({"from_best": self.from_best} if self.from_best is not None else {}),
+            **({"start": torch.from_numpy(self.start)} if self.start is not None else {}),
         }
 
 

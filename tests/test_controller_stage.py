@@ -286,8 +286,13 @@ def test_a_search_starts_from_a_given_controller_evaluated_first(pipeline_logdir
     state = torch.load(logdir / "ctrl" / "checkpoint.tar", weights_only=True)
     np.testing.assert_allclose(traincontroller.resume_search(state["cma"]).mean, start, atol=1e-4)
     assert second["eval_mean"] == pytest.approx(first["eval_mean"])
+    shutil.copy(source / "ctrl" / "best.tar", tmp_path / "start.tar")
+    start_file.unlink()  # a resumed search keeps its start itself, whatever became of the file
     resumed = run_ctrl(logdir, "--generations", "2", *flags)
     assert [h["generation"] for h in resumed["history"]] == [0, 1, 2]
+    state = torch.load(logdir / "ctrl" / "checkpoint.tar", weights_only=True)
+    np.testing.assert_array_equal(state["start"].numpy(), start)
+    shutil.copy(tmp_path / "start.tar", start_file)
     with pytest.raises(UserError, match="started with --start-from .*best.tar; rerun with --start-from"):
         run_ctrl(logdir, "--generations", "3")
     with pytest.raises(UserError, match="started with no --start-from; rerun with no --start-from"):
