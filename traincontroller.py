@@ -375,12 +375,19 @@ def check_from_best(state: dict | None, state_path: Path | None, logdir: Logdir,
         raise UserError(f"--from-best: {logdir.best('ctrl')} not found")
 
 
-def start_mean(args, state: dict | None, state_path: Path | None, dim: int) -> np.ndarray | None:
+def start_mean(args, state: dict | None, state_path: Path | None, own: bool, dim: int) -> np.ndarray | None:
     """--start-from's controller as a flat vector (None: zeros). The flag starts new searches only: a
     rerun resumes the search it started (the checkpoint's flags say so, and it keeps the start itself,
-    whatever the file holds since), and an existing search of another start is never silently resumed
-    under it."""
+    whatever the file holds since), an existing search of another start is never silently resumed under
+    it, and an exported agent's search (``own`` False) is continued without the flag."""
     path = args.start_from
+    if state is not None and not own:
+        if path is not None:
+            raise UserError(
+                f"--start-from starts a new search, and {state_path} holds an exported one to continue: drop "
+                "the flag to continue it, or add --noreload for a new one (the best controller is kept aside)"
+            )
+        return None
     if state is not None:
         held = state.get("args", {}).get("start_from")
         if held != (None if path is None else str(path)):
@@ -456,7 +463,7 @@ def start_search(args, state: dict | None, state_path: Path | None, logdir: Logd
     """The search to run: the run's own resumed (its checkpoint), an exported agent's continued, a new one
     centred on an exported best (--from-best), or a new one (the best it replaces kept aside)."""
     checkpoint_path, best_path = logdir.checkpoint("ctrl"), logdir.best("ctrl")
-    start = start_mean(args, state, state_path, dim)
+    start = start_mean(args, state, state_path, state_path == checkpoint_path, dim)
     if state is None:
         if best_path.is_file():  # a new search starts with no best; the old one is kept, never deleted
             os.replace(best_path, logdir.previous_best)

@@ -23,6 +23,7 @@ from experiment.logdir import load_controller_file, save_controller
 from models.controller import Controller, ControllerConfig
 from models.mdrnn import MDRNNCell
 from models.vae import VAE, frames_to_tensor
+from scripts import export_pretrained
 from tests.conftest import copy_logdir, pool_workers, run_script
 from utils.checkpoint import load_checkpoint
 from utils.cli import UserError
@@ -293,6 +294,16 @@ def test_a_search_starts_from_a_given_controller_evaluated_first(pipeline_logdir
     state = torch.load(logdir / "ctrl" / "checkpoint.tar", weights_only=True)
     np.testing.assert_array_equal(state["start"].numpy(), start)
     shutil.copy(tmp_path / "start.tar", start_file)
+    # Its export continues without the flag; with it, one line (the flag starts new searches only).
+    export = tmp_path / "export"
+    export_pretrained.main(
+        export_pretrained.build_parser().parse_args(["--logdir", str(logdir), "--out", str(export)])
+    )
+    with pytest.raises(
+        UserError, match="--start-from starts a new search, and .*search.tar holds an exported one"
+    ):
+        run_ctrl(export, "--generations", "3", *flags)
+    assert run_ctrl(export, "--generations", "3")["generation"] == 3
     with pytest.raises(UserError, match="started with --start-from .*best.tar; rerun with --start-from"):
         run_ctrl(logdir, "--generations", "3")
     with pytest.raises(UserError, match="started with no --start-from; rerun with no --start-from"):
