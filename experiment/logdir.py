@@ -225,9 +225,7 @@ def load_agent_spec(logdir: str | os.PathLike, controller: ControllerConfig | No
 
 def load_controller(logdir: str | os.PathLike) -> tuple[np.ndarray, ControllerConfig, dict[str, Any]]:
     """The flat vector of ``<logdir>/ctrl/best.tar``, its shape and its checkpoint."""
-    checkpoint = _load_best(Logdir(logdir), "ctrl")
-    controller = _build(Controller, checkpoint, "cpu")
-    return controller.parameters_to_vector(), controller.layout, checkpoint
+    return _controller_parts(_load_best(Logdir(logdir), "ctrl"))
 
 
 def load_controller_file(path: str | os.PathLike) -> tuple[np.ndarray, ControllerConfig, dict[str, Any]]:
@@ -236,7 +234,11 @@ def load_controller_file(path: str | os.PathLike) -> tuple[np.ndarray, Controlle
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such controller checkpoint")
-    checkpoint = check_stage(load_checkpoint(path), "ctrl", path)
+    return _controller_parts(check_stage(load_checkpoint(path), "ctrl", path))
+
+
+def _controller_parts(checkpoint: dict[str, Any]) -> tuple[np.ndarray, ControllerConfig, dict[str, Any]]:
+    """C's flat vector, its shape and ``checkpoint`` itself, from a controller checkpoint."""
     controller = _build(Controller, checkpoint, "cpu")
     return controller.parameters_to_vector(), controller.layout, checkpoint
 

@@ -150,6 +150,12 @@ def predict(weights: np.ndarray, x: np.ndarray) -> np.ndarray:
     return np.c_[x, np.ones(len(x))] @ weights
 
 
+def fit_actions(inputs: list, actions: list) -> np.ndarray:
+    """The ridge from C's inputs to go-to-goal's ``actions`` through C's squash (tanh, whose +-1 lies at
+    infinity: targets clipped to +-SQUASHED first), as :func:`ridge`'s weights."""
+    return ridge(np.asarray(inputs), np.arctanh(np.clip(np.asarray(actions), -SQUASHED, SQUASHED)))
+
+
 def controller_vector(weights: np.ndarray) -> np.ndarray:
     """The ridge's (D + 1, K) weights and bias as C's flat vector (models/controller.py's order: W
     row-major, one row of D inputs per action, then the K biases, the ridge's last row)."""
@@ -199,7 +205,7 @@ def main(args) -> dict:
         print(
             f"  from {read:5s}  " + "  ".join(f"{t}: {v:.2f}" for t, v in result["r_squared"][read].items())
         )
-    weights = ridge(x, np.arctanh(np.clip(np.asarray(actions), -SQUASHED, SQUASHED)))
+    weights = fit_actions(inputs, actions)
 
     def fitted(x, t):
         return probe.env_spec.squash(torch.as_tensor(np.r_[x, 1.0] @ weights))
@@ -214,7 +220,7 @@ def main(args) -> dict:
             inputs += [s[0] for s in steps]
             actions += [s[2] for s in steps]
             outcomes[end.split(" ")[0]] += 1
-        weights = ridge(np.asarray(inputs), np.arctanh(np.clip(np.asarray(actions), -SQUASHED, SQUASHED)))
+        weights = fit_actions(inputs, actions)
         result["dagger"].append(
             {"episodes": args.episodes, "outcomes": dict(sorted(outcomes.items())), "frames": len(inputs)}
         )
