@@ -22,6 +22,12 @@ fit reads the state (go-to-goal's actions), so it is a diagnostic, not an agent;
 controller checkpoint that a search of C can start from (traincontroller.py --start-from), C still acting
 from pixels alone. The episodes are from a namespace of their own (utils.seeding.PROBE_EPISODES): no
 training, pick or test episode.
+
+--teacher orca fits ORCA's actions instead (SocNavGym's reference that avoids people and furniture).
+--units N asks whether a map beyond linear helps: a network of one tanh layer of N units, fitted by
+gradient descent, replaces the ridge in the fit of actions, DAgger and the drive, and the R^2 of what it
+reads is reported beside the ridge's (cross-fitted the same way). C itself is linear, so --save-c takes
+the ridge only.
 """
 
 from __future__ import annotations
@@ -54,6 +60,10 @@ FOLDS = 3  # episode k is predicted by the fit on the episodes of the other two 
 RIDGE = 1.0  # the ridge penalty, on inputs of order 1 (z the encoder mean, h in (-1, 1))
 # go-to-goal's actions are +-1 at full speed; C's squash (tanh) reaches them only at infinity
 SQUASHED = 0.95
+TEACHERS = ("go-to-goal", "orca")
+# the network of --units: Adam at this rate, batches and epochs over the steps (as many more as reach a
+# least number of batches, for small data), and its weight decay
+NETWORK_RATE, NETWORK_BATCH, NETWORK_EPOCHS, NETWORK_LEAST, NETWORK_DECAY = 1e-3, 256, 60, 900, 1e-3
 
 
 def build_parser():
@@ -69,6 +79,19 @@ def build_parser():
         default=0,
         help="rounds of DAgger after the fit: the fitted C drives --episodes more episodes, every step is "
         "labelled with go-to-goal's action, and C is fitted again on all steps so far (0: none)",
+    )
+    parser.add_argument(
+        "--teacher",
+        choices=TEACHERS,
+        default=TEACHERS[0],
+        help="the reference whose actions C is fitted to (orca: SocNavGym's, which avoids people)",
+    )
+    parser.add_argument(
+        "--units",
+        type=nonnegative_int,
+        default=0,
+        help="fit a network of one tanh layer of this many units instead of the ridge (0: the ridge, "
+        "a linear C); its R^2 is reported beside the ridge's",
     )
     parser.add_argument("--max-steps", type=positive_int, default=200, help="steps an episode at most")
     parser.add_argument("--seed", type=int, default=0, help="seed of the episodes and the policy's noise")
@@ -93,7 +116,7 @@ def at_least_3(text: str) -> int:
 class Probe:
     """The run's V and M on one env, stepping episodes and recording [z, h] and the state."""
 
-    def __init__(self, logdir: Path, max_steps: int) -> None:
+    def __init__(self, logdir: Path, max_steps: int, teacher: str = TEACHERS[0]) -> None:
         spec = load_agent_spec(logdir)
         self.env_spec = get_env_spec(spec.env)
         if "go-to-goal" not in self.env_spec.references:
@@ -107,6 +130,7 @@ class Probe:
         self.agent = Agent(spec)
         self.env = self.env_spec.make(self.env_spec.renderers[0], max_episode_steps=max_steps)
         self.max_steps = max_steps
+        self.teacher = self.env_spec.references[teacher]
 
     def state(self) -> list[float]:
         game = self.env.unwrapped
@@ -122,14 +146,14 @@ class Probe:
     @torch.no_grad()
     def episode(self, seed: int, act) -> tuple[list, str, float]:
         """One episode from ``seed``, ``act(inputs, t)`` choosing each action: its steps as (inputs,
-        state, go-to-goal's action), how it ended (a collision with what it hit) and its return."""
+        state, the teacher's action), how it ended (a collision with what it hit) and its return."""
         obs, _ = self.env.reset(seed=seed)
         h, c = self.agent.initial_state(1)
         steps, total = [], 0.0
         for t in range(self.max_steps):
             mu, _ = self.agent.vae.encode(frames_to_tensor(self.agent.preprocess(obs[None])))
             inputs = np.concatenate([mu[0].numpy(), h[0].numpy()])
-            steps.append((inputs, self.state(), self.env_spec.references["go-to-goal"](self.env)))
+            steps.append((inputs, self.state(), self.teacher(self.env)))
             action = np.asarray(act(inputs, t), np.float32)
             h, c = self.agent.mdrnn.recurrent_step(torch.as_tensor(action[None]), mu, (h, c))
             obs, reward, terminated, truncated, info = self.env.step(action)
@@ -167,17 +191,55 @@ def r_squared(predicted: np.ndarray, y: np.ndarray) -> np.ndarray:
     return 1 - ((y - predicted) ** 2).sum(0) / ((y - y.mean(0)) ** 2).sum(0)
 
 
-def cross_fitted(x: np.ndarray, y: np.ndarray, folds: np.ndarray) -> np.ndarray:
-    """y predicted for every row by the ridge fit on the rows of the other folds."""
+def fit_network(x: np.ndarray, y: np.ndarray, units: int, squash: bool = False):
+    """A network of one tanh layer of ``units`` from x (standardised) to y, fitted by Adam on the squared
+    error (NETWORK_EPOCHS epochs, more if they make fewer than NETWORK_LEAST batches), as a function of
+    (N, D) inputs to (N, K) predictions. ``squash``: its outputs go through C's tanh and y are actions (as
+    C acts); otherwise y are standardised and the output is linear. Seeded by the data's size, so that a
+    rerun fits the same network."""
+    x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
+    x_mean, x_scale = x.mean(0), x.std(0) + 1e-3
+    y_mean, y_scale = (torch.zeros(y.shape[1]), torch.ones(y.shape[1])) if squash else (y.mean(0), y.std(0))
+    with torch.random.fork_rng():
+        torch.manual_seed(len(x))
+        net = torch.nn.Sequential(
+            torch.nn.Linear(x.shape[1], units), torch.nn.Tanh(), torch.nn.Linear(units, y.shape[1])
+        )
+        optimiser = torch.optim.Adam(net.parameters(), NETWORK_RATE, weight_decay=NETWORK_DECAY)
+        inputs, targets = (x - x_mean) / x_scale, (y - y_mean) / y_scale
+        for _ in range(max(NETWORK_EPOCHS, -(-NETWORK_LEAST * NETWORK_BATCH // len(x)))):
+            for rows in torch.randperm(len(x)).split(NETWORK_BATCH):
+                out = net(inputs[rows])
+                loss = ((torch.tanh(out) if squash else out) - targets[rows]).pow(2).mean()
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+
+    @torch.no_grad()
+    def network(new: np.ndarray) -> np.ndarray:
+        out = net((torch.as_tensor(new, dtype=torch.float32) - x_mean) / x_scale)
+        return (torch.tanh(out) if squash else out * y_scale + y_mean).numpy()
+
+    return network
+
+
+def cross_fitted(x: np.ndarray, y: np.ndarray, folds: np.ndarray, units: int = 0) -> np.ndarray:
+    """y predicted for every row by the fit on the rows of the other folds: the ridge, or with ``units``
+    the network of :func:`fit_network`."""
     predicted = np.empty_like(y)
     for fold in np.unique(folds):
         rows = folds == fold
-        predicted[rows] = predict(ridge(x[~rows], y[~rows]), x[rows])
+        if units:
+            predicted[rows] = fit_network(x[~rows], y[~rows], units)(x[rows])
+        else:
+            predicted[rows] = predict(ridge(x[~rows], y[~rows]), x[rows])
     return predicted
 
 
 def main(args) -> dict:
-    probe = Probe(args.logdir, args.max_steps)
+    if args.save_c is not None and args.units:
+        raise UserError("--save-c writes a linear C (models/controller.py), not --units' network: drop one")
+    probe = Probe(args.logdir, args.max_steps, args.teacher)
     latent = probe.agent.latent
     rng = np.random.default_rng(episode_seed(args.seed, PROBE_EPISODES))
     goal_mix = probe.env_spec.state_policies["goal-mix"]
@@ -194,22 +256,30 @@ def main(args) -> dict:
     x, y, folds = np.asarray(inputs), np.asarray(states), np.asarray(folds)
     columns = {"z": slice(0, latent), "h": slice(latent, None), "z, h": slice(None)}
     result = {"logdir": str(args.logdir), "env": probe.agent.spec.env, "episodes": args.episodes}
-    result["frames"], result["r_squared"] = len(x), {}
-    for read, cols in columns.items():
-        scores = r_squared(cross_fitted(x[:, cols], y, folds), y)
-        result["r_squared"][read] = dict(zip(TARGETS, map(float, scores), strict=True))
-    print(
-        f"R^2 over {len(x)} frames of {args.episodes} episodes, each predicted by the fit on other episodes:"
-    )
-    for read in READS:
+    result.update(teacher=args.teacher, units=args.units, frames=len(x))
+    reads = {"r_squared": 0} | ({"r_squared_network": args.units} if args.units else {})
+    for key, units in reads.items():
+        result[key] = {}
+        for read, cols in columns.items():
+            scores = r_squared(cross_fitted(x[:, cols], y, folds, units), y)
+            result[key][read] = dict(zip(TARGETS, map(float, scores), strict=True))
         print(
-            f"  from {read:5s}  " + "  ".join(f"{t}: {v:.2f}" for t, v in result["r_squared"][read].items())
+            f"R^2 by the {f'network of {units} units' if units else 'ridge'} over {len(x)} frames of "
+            f"{args.episodes} episodes, each predicted by the fit on other episodes:"
         )
-    weights = fit_actions(inputs, actions)
+        for read in READS:
+            print(f"  from {read:5s}  " + "  ".join(f"{t}: {v:.2f}" for t, v in result[key][read].items()))
 
-    def fitted(x, t):
-        return probe.env_spec.squash(torch.as_tensor(np.r_[x, 1.0] @ weights))
+    def fit(inputs: list, actions: list):
+        """C fitted to the teacher's actions: the ridge (as C's weights and C's step), or the network."""
+        if args.units:
+            network = fit_network(np.asarray(inputs), np.asarray(actions), args.units, squash=True)
+            return None, lambda x, t: network(x[None])[0]
+        weights = fit_actions(inputs, actions)
+        return weights, lambda x, t: probe.env_spec.squash(torch.as_tensor(np.r_[x, 1.0] @ weights))
 
+    weights, fitted = fit(inputs, actions)
+    name = f"the network of {args.units} units" if args.units else "the linear C"
     first = args.episodes + args.drive  # the probe namespace's episodes after the fit's and the drive's
     result["dagger"] = []
     for round_ in range(args.dagger):
@@ -220,7 +290,7 @@ def main(args) -> dict:
             inputs += [s[0] for s in steps]
             actions += [s[2] for s in steps]
             outcomes[end.split(" ")[0]] += 1
-        weights = fit_actions(inputs, actions)
+        weights, fitted = fit(inputs, actions)
         result["dagger"].append(
             {"episodes": args.episodes, "outcomes": dict(sorted(outcomes.items())), "frames": len(inputs)}
         )
@@ -232,7 +302,7 @@ def main(args) -> dict:
     returns = []
     if args.drive > 0:
         outcomes = collections.Counter()
-        for index in tqdm(range(args.drive), desc="the linear C nearest go-to-goal", unit="episode"):
+        for index in tqdm(range(args.drive), desc=f"{name} nearest {args.teacher}", unit="episode"):
             seed = episode_seed(args.seed, PROBE_EPISODES, args.episodes + index)
             _, end, total = probe.episode(seed, fitted)
             outcomes[end] += 1
@@ -243,7 +313,7 @@ def main(args) -> dict:
             "returns": returns,
         }
         print(
-            f"the linear C nearest go-to-goal, {args.drive} episodes: "
+            f"{name} nearest {args.teacher}, {args.drive} episodes: "
             + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))
             + f"; return {np.mean(returns):.1f} +- {np.std(returns):.1f}"
         )
@@ -255,7 +325,7 @@ def main(args) -> dict:
             score=float(np.mean(returns)) if returns else float("nan"),
             returns=returns,
             generation=0,
-            source="the ridge fit of go-to-goal's actions from [z, h] (scripts/probe_socnav.py)",
+            source=f"the ridge fit of {args.teacher}'s actions from [z, h] (scripts/probe_socnav.py)",
             z_mode="mu",
         )
         print(f"the fitted linear C: {args.save_c}")

@@ -270,6 +270,25 @@ def test_socnav_recipe_runs_every_stage_at_its_smallest(tmp_path):
     # ... and is saved as a C of this run's shape, for a search to start from (traincontroller --start-from)
     vector, config, fit = load_controller_file(tmp_path / "fit.tar")
     assert vector.size == 867 and config.inputs == ("z", "h") and fit["returns"] == probe["drive"]["returns"]
+    assert "go-to-goal's actions" in fit["source"]
+    # The same with ORCA as the teacher and a network in place of the ridge: its reads beside the ridge's.
+    argv[argv.index("--out") + 1] = tmp_path / "network.json"
+    del argv[argv.index("--save-c") :]
+    network = probe_socnav.main(
+        probe_socnav.build_parser().parse_args(list(map(str, argv + ["--units", 4, "--teacher", "orca"])))
+    )
+    assert network["teacher"] == "orca" and network["units"] == 4 and network["frames"] == probe["frames"]
+    assert network["r_squared"] == probe["r_squared"]  # the same goal-mix episodes, the same ridge
+    assert set(network["r_squared_network"]) == set(probe_socnav.READS)
+    assert sum(network["drive"]["outcomes"].values()) == 2 and len(network["dagger"]) == 1
+
+
+def test_the_probe_saves_no_network_as_c_in_one_line(tmp_path):
+    """C is linear: --save-c with --units is refused before any episode, nothing written."""
+    argv = ["--logdir", str(tmp_path), "--units", "4", "--save-c", str(tmp_path / "c.tar")]
+    with pytest.raises(UserError, match="--save-c writes a linear C .*not --units' network: drop one"):
+        probe_socnav.main(probe_socnav.build_parser().parse_args(argv))
+    assert not (tmp_path / "c.tar").exists()
 
 
 def test_the_probe_refuses_another_games_run_in_one_line(pipeline_logdir):
@@ -314,6 +333,24 @@ def test_the_probes_regression_reads_a_linear_map_back_and_not_noise():
         ).max()
         < 0
     )
+
+
+def test_the_probes_network_reads_what_the_ridge_cannot():
+    """--units: a tanh layer reads a map no linear one can (the product of two inputs), the ridge reads
+    none of it; cross-fitted the same way. As C, its outputs are in tanh's range and near the
+    actions it was fitted to; a rerun fits the same network."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-2, 2, (1500, 2))
+    y = x[:, :1] * x[:, 1:]
+    folds = np.arange(1500) // 10 % 3
+    network = probe_socnav.r_squared(probe_socnav.cross_fitted(x, y, folds, units=16), y)
+    ridge = probe_socnav.r_squared(probe_socnav.cross_fitted(x, y, folds), y)
+    assert network[0] > 0.9 and ridge[0] < 0.05, (network, ridge)
+    actions = np.c_[np.tanh(y), np.tanh(x[:, :1])]
+    c = probe_socnav.fit_network(x, actions, 16, squash=True)
+    out = c(x)
+    assert np.abs(out).max() < 1 and np.mean(np.abs(out - actions)) < 0.15
+    np.testing.assert_array_equal(out, probe_socnav.fit_network(x, actions, 16, squash=True)(x))
 
 
 def red_centre(frame: np.ndarray) -> np.ndarray:
