@@ -401,6 +401,12 @@ def start_mean(args, state: dict | None, state_path: Path | None, own: bool, dim
     if path is None:
         return None
     mean, config, _ = load_controller_file(path)
+    if config.units:
+        raise UserError(
+            f"--start-from {path}: a C with a hidden layer of {config.units} units ({config.vector_size:,} "
+            "parameters, too many for CMA-ES's covariance) is fitted, not searched: drive it with "
+            "test_controller.py, or start from a linear C"
+        )
     if config.vector_size != dim:
         raise UserError(
             f"--start-from {path}: a controller of {config.vector_size} parameters, this V and M need {dim}"

@@ -4,10 +4,15 @@ the paper's Doom agent) to the env's actions. Its raw outputs become actions thr
 
 raw = W [inputs] (+ b), W (action, in_features): 3 x (32 + 256) + 3 = 867 parameters for CarRacing.
 
+With ``units`` > 0, C has a hidden layer first: raw = W tanh(V [inputs] + d) (+ b), V (units,
+in_features), W (action, units). Such a C is fitted (scripts/probe_socnav.py --units --save-c), not
+searched: its parameters (18,691 for 64 units on [z, h] of 32 + 256) are too many for CMA-ES's covariance.
+
 CMA-ES searches over flat vectors. The flat order, used by :class:`Controller` and
 :class:`ControllerBatch` alike, is W row-major (one row per action; within a row the inputs in their
 order, e.g. the L latent columns, then the H hidden columns), then b if there is one:
 ``vec = [W[0, :], W[1, :], ..., b]`` (the same as ``parameters_to_vector(controller.parameters())``).
+With a hidden layer, V row-major and d come first: ``vec = [V[0, :], ..., d, W[0, :], ..., b]``.
 """
 
 from __future__ import annotations
@@ -23,13 +28,15 @@ from torch import nn
 
 @dataclass(frozen=True)
 class ControllerConfig:
-    """C's shape: ``latent`` z, ``hidden`` h and c sizes, ``action`` outputs, what it reads, its bias."""
+    """C's shape: ``latent`` z, ``hidden`` h and c sizes, ``action`` outputs, what it reads, its bias, and
+    the ``units`` of its hidden tanh layer (0: none, the paper's linear C)."""
 
     latent: int = 32
     hidden: int = 256
     action: int = 3
     inputs: tuple[str, ...] = ("z", "h")
     bias: bool = True
+    units: int = 0
 
     @property
     def in_features(self) -> int:
@@ -38,22 +45,37 @@ class ControllerConfig:
     @property
     def vector_size(self) -> int:
         """Length of a flat controller vector (867 for CarRacing, 1,088 for the paper's Doom C)."""
-        return self.action * self.in_features + (self.action if self.bias else 0)
+        return (
+            self.layer_size
+            + self.action * (self.units or self.in_features)
+            + (self.action if self.bias else 0)
+        )
+
+    @property
+    def layer_size(self) -> int:
+        """Parameters of the hidden layer (V and d; 0 without one), first in the flat vector."""
+        return self.units * (self.in_features + 1)
 
     def to_dict(self) -> dict[str, Any]:
+        """As stored in checkpoints; ``units`` only where there is a hidden layer, so that a linear C's
+        checkpoint reads as it always did."""
         d = asdict(self)
         d["inputs"] = list(self.inputs)
+        if not self.units:
+            del d["units"]
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ControllerConfig:
-        """From :meth:`to_dict`; checkpoints written before inputs and bias were recorded read [z, h] + b."""
+        """From :meth:`to_dict`; checkpoints written before inputs and bias were recorded read [z, h] + b,
+        those before a hidden layer could be, none."""
         return cls(
             latent=int(d["latent"]),
             hidden=int(d["hidden"]),
             action=int(d["action"]),
             inputs=tuple(d.get("inputs", ("z", "h"))),
             bias=bool(d.get("bias", True)),
+            units=int(d.get("units", 0)),
         )
 
     def gather(self, z: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -65,7 +87,8 @@ class ControllerConfig:
 class ControllerBatch:
     """N controllers as batched tensors, one row per flat vector: what CMA-ES candidates become.
 
-    weights: (N, action, in_features); biases: (N, action) or None.
+    weights: (N, action, in_features, or units with a hidden layer); biases: (N, action) or None; the
+    hidden layer's layer_weights (N, units, in_features) and layer_biases (N, units), or None without one.
     """
 
     def __init__(
@@ -80,9 +103,14 @@ class ControllerBatch:
             raise ValueError(
                 f"expected controller vectors of shape (N, {config.vector_size}), got {tuple(vectors.shape)}"
             )
-        n_weights = config.action * config.in_features
-        self.config = config
-        self.weights = vectors[:, :n_weights].reshape(-1, config.action, config.in_features)
+        self.config, self.layer_weights, self.layer_biases = config, None, None
+        if config.units:
+            n_layer = config.units * config.in_features
+            self.layer_weights = vectors[:, :n_layer].reshape(-1, config.units, config.in_features)
+            self.layer_biases = vectors[:, n_layer : config.layer_size]
+        width = config.units or config.in_features
+        n_weights = config.layer_size + config.action * width
+        self.weights = vectors[:, config.layer_size : n_weights].reshape(-1, config.action, width)
         self.biases = vectors[:, n_weights:] if config.bias else None
 
     def __len__(self) -> int:
@@ -93,6 +121,8 @@ class ControllerBatch:
         out = object.__new__(ControllerBatch)
         out.config, out.weights = self.config, self.weights[index]
         out.biases = None if self.biases is None else self.biases[index]
+        out.layer_weights = None if self.layer_weights is None else self.layer_weights[index]
+        out.layer_biases = None if self.layer_biases is None else self.layer_biases[index]
         return out
 
     def raw(self, z: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -101,6 +131,10 @@ class ControllerBatch:
         z: (N, B, L); h, c: (N, B, H). Returns (N, B, action), before the env's squash.
         """
         inputs = self.config.gather(z, h, c)
+        if self.layer_weights is not None:
+            inputs = torch.tanh(
+                torch.baddbmm(self.layer_biases.unsqueeze(1), inputs, self.layer_weights.transpose(1, 2))
+            )
         if self.biases is None:
             return torch.bmm(inputs, self.weights.transpose(1, 2))
         return torch.baddbmm(self.biases.unsqueeze(1), inputs, self.weights.transpose(1, 2))
@@ -111,12 +145,14 @@ class ControllerBatch:
 
 
 class Controller(nn.Module):
-    """One controller as a module, for checkpoints: ``raw = fc([inputs])``."""
+    """One controller as a module, for checkpoints: ``raw = fc([inputs])``, or with a hidden layer
+    ``raw = fc(tanh(layer([inputs])))``."""
 
     def __init__(self, config: ControllerConfig) -> None:
         super().__init__()
         self.layout = config
-        self.fc = nn.Linear(config.in_features, config.action, bias=config.bias)
+        self.layer = nn.Linear(config.in_features, config.units) if config.units else None
+        self.fc = nn.Linear(config.units or config.in_features, config.action, bias=config.bias)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -133,13 +169,15 @@ class Controller(nn.Module):
 
     def forward(self, z: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         """z: (B, L); h, c: (B, H) -> raw outputs (B, action)."""
-        return self.fc(self.layout.gather(z, h, c if c is not None else torch.zeros_like(h)))
+        inputs = self.layout.gather(z, h, c if c is not None else torch.zeros_like(h))
+        return self.fc(inputs if self.layer is None else torch.tanh(self.layer(inputs)))
 
     def parameters_to_vector(self) -> np.ndarray:
         """Flat float64 copy of the parameters (length :attr:`vector_size`, the module docstring's order)."""
-        parts = [self.fc.weight.detach().reshape(-1)]
-        if self.fc.bias is not None:
-            parts.append(self.fc.bias.detach())
+        layers = [self.fc] if self.layer is None else [self.layer, self.fc]
+        parts = [
+            p.detach().reshape(-1) for layer in layers for p in (layer.weight, layer.bias) if p is not None
+        ]
         return torch.cat(parts).cpu().double().numpy()
 
     @torch.no_grad()
@@ -154,3 +192,6 @@ class Controller(nn.Module):
         self.fc.weight.copy_(batch.weights[0])
         if batch.biases is not None:
             self.fc.bias.copy_(batch.biases[0])
+        if self.layer is not None:
+            self.layer.weight.copy_(batch.layer_weights[0])
+            self.layer.bias.copy_(batch.layer_biases[0])

@@ -59,6 +59,7 @@ import test_controller  # noqa: E402
 from envs import get_env_spec  # noqa: E402
 from experiment.logdir import RANDOM_RESULTS, STAGES, TEST_RESULTS, Logdir  # noqa: E402
 from models.dream import add_temperature_flag  # noqa: E402
+from scripts.probe_socnav import TEACHERS  # noqa: E402
 from utils.checkpoint import atomic_write, load_json  # noqa: E402
 from utils.cli import (  # noqa: E402
     UserError,
@@ -84,7 +85,7 @@ KNOBS = (
     "vae_lr", "mdrnn_epochs", "mdrnn_batch", "seq_len", "generations", "pop_size", "sigma", "n_samples",
     "train_max_steps", "negative_cutoff", "eval_every", "eval_episodes", "confirm_episodes", "searches",
     "train_renderer", "dream", "temperature", "dream_steps", "weight_penalty", "z_mode", "imitate", "dagger",
-    "episode_steps",
+    "teacher", "units", "episode_steps",
     "test_episodes", "test_renderer", "random_baseline", "pretrained_episodes", "doom_episodes",
 )  # fmt: skip
 RECIPES = ROOT / "recipes"
@@ -180,12 +181,19 @@ def build_parser():
     add(
         "--imitate",
         type=nonnegative_int,
-        help="N > 0: C's search starts from the linear C fitted to the env's go-to-goal reference on N "
+        help="N > 0: C's search starts from the linear C fitted to the env's reference --teacher on N "
         "episodes (SocNavGym: scripts/probe_socnav.py --save-c, which reads the simulator's state while it "
         "fits; C acts from pixels), evaluated first; 0: from zeros",
     )
     add(
         "--dagger", type=nonnegative_int, help="with --imitate: rounds of DAgger of that fit, N episodes each"
+    )
+    add("--teacher", choices=TEACHERS, help="with --imitate: the reference C is fitted to")
+    add(
+        "--units",
+        type=nonnegative_int,
+        help="with --imitate: N > 0 fits a C with a hidden layer of N tanh units, which is the agent's C "
+        "(too many parameters for CMA-ES: no search follows); 0: a linear C, the search's start",
     )
     add("--episode-steps", type=positive_int, help="length cap of evaluation and test episodes")
     add("--test-episodes", type=positive_int, help="tracks of the final test")
@@ -258,16 +266,27 @@ def round_stages(args, pipeline: Path, seed: int, r: int, suffix: str) -> list[S
         else {"policy": args.policy or None}
     )
     dream = {"dream": True, "temperature": args.temperature, "dream_steps": args.dream_steps}
-    start = experiment / "ctrl_start.tar" if args.imitate else None
-    imitation = [
-        (
-            f"fit C to go-to-goal{suffix}",
-            argv(
-                "scripts/probe_socnav.py", logdir=experiment, episodes=args.imitate, dagger=args.dagger,
-                max_steps=args.episode_steps, seed=seed, save_c=start, out=experiment / "imitation.json",
-            ),
-        )
-    ]  # fmt: skip
+    start = experiment / "ctrl_start.tar" if args.imitate and not args.units else None
+    imitation = (
+        f"fit C to {args.teacher}{suffix}",
+        argv(
+            "scripts/probe_socnav.py", logdir=experiment, episodes=args.imitate, dagger=args.dagger,
+            teacher=args.teacher, units=args.units, max_steps=args.episode_steps, seed=seed,
+            save_c=start or experiment / "ctrl" / "best.tar", out=experiment / "imitation.json",
+        ),
+    )  # fmt: skip
+    search = (
+        f"train C (CMA-ES){suffix}",
+        argv(
+            "traincontroller.py", logdir=experiment, start_from=start, pop_size=args.pop_size,
+            sigma=args.sigma, n_samples=args.n_samples,
+            generations=args.generations, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
+            confirm_episodes=args.confirm_episodes, searches=args.searches,
+            train_max_steps=args.train_max_steps, negative_cutoff=args.negative_cutoff,
+            weight_penalty=args.weight_penalty, renderer=args.train_renderer, **driving(args, seed),
+            **(dream if args.dream else {}),
+        ),
+    )  # fmt: skip
     return [
         (
             f"generate rollouts{suffix}",
@@ -291,19 +310,8 @@ def round_stages(args, pipeline: Path, seed: int, r: int, suffix: str) -> list[S
                 seq_len=args.seq_len, seed=seed,
             ),
         ),
-        *(imitation if args.imitate else []),
-        (
-            f"train C (CMA-ES){suffix}",
-            argv(
-                "traincontroller.py", logdir=experiment, start_from=start, pop_size=args.pop_size,
-                sigma=args.sigma, n_samples=args.n_samples,
-                generations=args.generations, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
-                confirm_episodes=args.confirm_episodes, searches=args.searches,
-                train_max_steps=args.train_max_steps, negative_cutoff=args.negative_cutoff,
-                weight_penalty=args.weight_penalty, renderer=args.train_renderer, **driving(args, seed),
-                **(dream if args.dream else {}),
-            ),
-        ),
+        *([imitation] if args.imitate else []),
+        *([] if args.units else [search]),
     ]  # fmt: skip
 
 
@@ -442,9 +450,15 @@ def main(args) -> list[tuple[str, float]]:
     resolve(args)
     args.logdir = args.logdir.resolve()  # the records name where the run is, wherever it was started
     check_pipelines(args)
-    if args.imitate and "go-to-goal" not in get_env_spec(args.env).references:
+    if args.imitate and args.teacher not in get_env_spec(args.env).references:
         raise UserError(
-            f"--imitate {args.imitate}: {args.env} has no go-to-goal reference to fit C to (SocNavGym's have)"
+            f"--imitate {args.imitate}: {args.env} has no {args.teacher} reference to fit C to (SocNavGym's "
+            "have)"
+        )
+    if args.units and not args.imitate:
+        raise UserError(
+            f"--units {args.units}: a C with a hidden layer is fitted, not searched: add --imitate N "
+            "(episodes of the fit)"
         )
     timings = []
     for name, cmd in stages(args):

@@ -1,9 +1,11 @@
-"""What a linear map reads from a SocNavGym agent's z and h, and how far a linear C that copies go-to-goal
-gets: a diagnostic of what limits C, which is linear in [z, h].
+"""What a linear map (or a small network) reads from a SocNavGym agent's z and h, and how far a C that
+copies go-to-goal (or ORCA) gets: a diagnostic of what limits C, and a way to fit one.
 
 Usage:
     python scripts/probe_socnav.py --logdir runs/socnav --episodes 150 --drive 50 --out probe.json
     python scripts/probe_socnav.py --logdir runs/socnav --save-c runs/socnav-fit.tar  # a start for C
+    python scripts/probe_socnav.py --logdir runs/socnav --units 64 --teacher orca --dagger 3 \
+        --save-c runs/socnav/ctrl/best.tar  # a C with a hidden layer, fitted to ORCA: the agent's C
 
 Plays --episodes episodes with the goal-mix policy (half of them heading for the goal, all with brownian
 noise: generation_script.py --policy goal-mix) through the run's V and M, as the agent would see them (z
@@ -24,16 +26,18 @@ from pixels alone. The episodes are from a namespace of their own (utils.seeding
 training, pick or test episode.
 
 --teacher orca fits ORCA's actions instead (SocNavGym's reference that avoids people and furniture).
---units N asks whether a map beyond linear helps: a network of one tanh layer of N units, fitted by
-gradient descent, replaces the ridge in the fit of actions, DAgger and the drive, and the R^2 of what it
-reads is reported beside the ridge's (cross-fitted the same way). C itself is linear, so --save-c takes
-the ridge only.
+--units N fits a C with a hidden layer: a network of one tanh layer of N units, fitted by gradient
+descent, replaces the ridge in the fit of actions, DAgger and the drive, and the R^2 of what such a
+network reads is reported beside the ridge's (cross-fitted the same way). --save-c writes it as a
+controller with that hidden layer (models/controller.py), which test_controller.py drives as any C; it
+has too many parameters for CMA-ES, so no search starts from it.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -99,7 +103,8 @@ def build_parser():
     parser.add_argument(
         "--save-c",
         type=Path,
-        help="write the fitted linear C here as a controller checkpoint, for traincontroller.py --start-from",
+        help="write the fitted C here as a controller checkpoint (a linear one for traincontroller.py "
+        "--start-from; with --units, one with a hidden layer, for test_controller.py)",
     )
     return parser
 
@@ -191,12 +196,34 @@ def r_squared(predicted: np.ndarray, y: np.ndarray) -> np.ndarray:
     return 1 - ((y - predicted) ** 2).sum(0) / ((y - y.mean(0)) ** 2).sum(0)
 
 
-def fit_network(x: np.ndarray, y: np.ndarray, units: int, squash: bool = False):
+class Network:
+    """A network of one tanh layer fitted by :func:`fit_network`: called on (N, D) inputs, it gives (N, K)
+    predictions."""
+
+    def __init__(self, net: torch.nn.Sequential, x_mean, x_scale, y_mean, y_scale, squash: bool) -> None:
+        self.net, self.x_mean, self.x_scale, self.y_mean, self.y_scale = net, x_mean, x_scale, y_mean, y_scale
+        self.squash = squash
+
+    @torch.no_grad()
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        out = self.net((torch.as_tensor(x, dtype=torch.float32) - self.x_mean) / self.x_scale)
+        return (torch.tanh(out) if self.squash else out * self.y_scale + self.y_mean).numpy()
+
+    @torch.no_grad()
+    def controller_vector(self) -> np.ndarray:
+        """A network of actions as C's flat vector with a hidden layer (models/controller.py's order),
+        the standardisation of its inputs folded into that layer: C's squash of it is this network."""
+        layer, out = self.net[0], self.net[2]
+        weight = layer.weight / self.x_scale
+        bias = layer.bias - weight @ self.x_mean
+        return torch.cat([weight.reshape(-1), bias, out.weight.reshape(-1), out.bias]).double().numpy()
+
+
+def fit_network(x: np.ndarray, y: np.ndarray, units: int, squash: bool = False) -> Network:
     """A network of one tanh layer of ``units`` from x (standardised) to y, fitted by Adam on the squared
-    error (NETWORK_EPOCHS epochs, more if they make fewer than NETWORK_LEAST batches), as a function of
-    (N, D) inputs to (N, K) predictions. ``squash``: its outputs go through C's tanh and y are actions (as
-    C acts); otherwise y are standardised and the output is linear. Seeded by the data's size, so that a
-    rerun fits the same network."""
+    error (NETWORK_EPOCHS epochs, more if they make fewer than NETWORK_LEAST batches). ``squash``: its
+    outputs go through C's tanh and y are actions (as C acts); otherwise y are standardised and the
+    output is linear. Seeded by the data's size, so that a rerun fits the same network."""
     x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
     x_mean, x_scale = x.mean(0), x.std(0) + 1e-3
     y_mean, y_scale = (torch.zeros(y.shape[1]), torch.ones(y.shape[1])) if squash else (y.mean(0), y.std(0))
@@ -214,13 +241,7 @@ def fit_network(x: np.ndarray, y: np.ndarray, units: int, squash: bool = False):
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
-
-    @torch.no_grad()
-    def network(new: np.ndarray) -> np.ndarray:
-        out = net((torch.as_tensor(new, dtype=torch.float32) - x_mean) / x_scale)
-        return (torch.tanh(out) if squash else out * y_scale + y_mean).numpy()
-
-    return network
+    return Network(net.eval(), x_mean, x_scale, y_mean, y_scale, squash)
 
 
 def cross_fitted(x: np.ndarray, y: np.ndarray, folds: np.ndarray, units: int = 0) -> np.ndarray:
@@ -237,8 +258,6 @@ def cross_fitted(x: np.ndarray, y: np.ndarray, folds: np.ndarray, units: int = 0
 
 
 def main(args) -> dict:
-    if args.save_c is not None and args.units:
-        raise UserError("--save-c writes a linear C (models/controller.py), not --units' network: drop one")
     probe = Probe(args.logdir, args.max_steps, args.teacher)
     latent = probe.agent.latent
     rng = np.random.default_rng(episode_seed(args.seed, PROBE_EPISODES))
@@ -271,15 +290,17 @@ def main(args) -> dict:
             print(f"  from {read:5s}  " + "  ".join(f"{t}: {v:.2f}" for t, v in result[key][read].items()))
 
     def fit(inputs: list, actions: list):
-        """C fitted to the teacher's actions: the ridge (as C's weights and C's step), or the network."""
+        """C fitted to the teacher's actions, as C's flat vector and C's step: the ridge, or the network."""
         if args.units:
             network = fit_network(np.asarray(inputs), np.asarray(actions), args.units, squash=True)
-            return None, lambda x, t: network(x[None])[0]
+            return network.controller_vector(), lambda x, t: network(x[None])[0]
         weights = fit_actions(inputs, actions)
-        return weights, lambda x, t: probe.env_spec.squash(torch.as_tensor(np.r_[x, 1.0] @ weights))
+        step = lambda x, t: probe.env_spec.squash(torch.as_tensor(np.r_[x, 1.0] @ weights))  # noqa: E731
+        return controller_vector(weights), step
 
-    weights, fitted = fit(inputs, actions)
+    vector, fitted = fit(inputs, actions)
     name = f"the network of {args.units} units" if args.units else "the linear C"
+    fitted_by = f"network ({args.units} tanh units)" if args.units else "ridge"
     first = args.episodes + args.drive  # the probe namespace's episodes after the fit's and the drive's
     result["dagger"] = []
     for round_ in range(args.dagger):
@@ -290,7 +311,7 @@ def main(args) -> dict:
             inputs += [s[0] for s in steps]
             actions += [s[2] for s in steps]
             outcomes[end.split(" ")[0]] += 1
-        weights, fitted = fit(inputs, actions)
+        vector, fitted = fit(inputs, actions)
         result["dagger"].append(
             {"episodes": args.episodes, "outcomes": dict(sorted(outcomes.items())), "frames": len(inputs)}
         )
@@ -320,15 +341,15 @@ def main(args) -> dict:
     if args.save_c is not None:
         save_controller(
             args.save_c,
-            controller_vector(weights),
-            probe.agent.spec.controller,
+            vector,
+            dataclasses.replace(probe.agent.spec.controller, units=args.units),
             score=float(np.mean(returns)) if returns else float("nan"),
             returns=returns,
             generation=0,
-            source=f"the ridge fit of {args.teacher}'s actions from [z, h] (scripts/probe_socnav.py)",
+            source=f"the {fitted_by} fit of {args.teacher}'s actions from [z, h] (scripts/probe_socnav.py)",
             z_mode="mu",
         )
-        print(f"the fitted linear C: {args.save_c}")
+        print(f"the fitted C: {args.save_c}")
     if args.out is not None:
         text = json.dumps(result, indent=1).encode()
         atomic_write(args.out, lambda file: file.write(text))

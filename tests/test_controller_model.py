@@ -1,5 +1,5 @@
 """C: parameter counts (the paper's two controllers), flat-vector round trip and order, batches equal
-to a loop, configs of old checkpoints."""
+to a loop, configs of old checkpoints, a C with a hidden layer."""
 
 from __future__ import annotations
 
@@ -65,7 +65,36 @@ def test_config_round_trip_and_old_checkpoints() -> None:
     assert old.layout == ControllerConfig(4, 6, 3, ("z", "h"), True) and old.vector_size == 3 * 10 + 3
 
 
-@pytest.mark.parametrize("config", [CARRACING, ControllerConfig(L, H, 2, ("z", "c", "h"), bias=False)])
+def test_a_hidden_layer_computes_and_orders_as_documented() -> None:
+    """units > 0: raw = W tanh(V [z, h] + d) + b, the flat vector [V row-major, d, W row-major, b]; its
+    config says units, a linear C's does not (its checkpoints read as they always did)."""
+    config = ControllerConfig(L, H, 3, units=8)
+    assert config.vector_size == 8 * (L + H) + 8 + 3 * 8 + 3
+    c = Controller(config)
+    assert sum(p.numel() for p in c.parameters()) == c.vector_size
+    vec = np.random.default_rng(3).standard_normal(config.vector_size)
+    c.load_vector(vec)
+    np.testing.assert_array_equal(c.parameters_to_vector(), vec.astype(np.float32))
+    v = vec[: 8 * (L + H)].reshape(8, L + H)
+    d = vec[8 * (L + H) : config.layer_size]
+    w = vec[config.layer_size : config.layer_size + 24].reshape(3, 8)
+    b = vec[-3:]
+    z, h = (
+        np.random.default_rng(4).standard_normal((2, 5, L)),
+        np.random.default_rng(5).standard_normal((5, H)),
+    )
+    expected = np.tanh(np.c_[z[0], h] @ v.T + d) @ w.T + b
+    with torch.no_grad():
+        raw = c(torch.as_tensor(z[0]).float(), torch.as_tensor(h).float())
+    np.testing.assert_allclose(raw.numpy(), expected, rtol=1e-4, atol=1e-4)
+    assert Controller.from_config(c.config).layout == config and c.config["units"] == 8
+    assert "units" not in Controller(CARRACING).config
+
+
+@pytest.mark.parametrize(
+    "config",
+    [CARRACING, ControllerConfig(L, H, 2, ("z", "c", "h"), bias=False), ControllerConfig(L, H, 3, units=8)],
+)
 def test_batch_equals_looped_controllers(config: ControllerConfig) -> None:
     n, b = 6, 4
     vectors = np.random.default_rng(2).standard_normal((n, config.vector_size)) * 0.1
@@ -76,7 +105,7 @@ def test_batch_equals_looped_controllers(config: ControllerConfig) -> None:
         torch.randn(n, b, H, generator=g),
     )
     batch = ControllerBatch(config, vectors)
-    assert len(batch) == n and batch.weights.shape == (n, config.action, config.in_features)
+    assert len(batch) == n and batch.weights.shape == (n, config.action, config.units or config.in_features)
     raw = batch.raw(z, h, c)
     assert raw.shape == (n, b, config.action)
     single = Controller(config)

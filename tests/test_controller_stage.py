@@ -314,6 +314,13 @@ def test_a_search_starts_from_a_given_controller_evaluated_first(pipeline_logdir
         run_ctrl(logdir, "--noreload", "--start-from", str(small))
     with pytest.raises(UserError, match="nothing.tar: no such controller checkpoint"):
         run_ctrl(logdir, "--noreload", "--start-from", str(tmp_path / "nothing.tar"))
+    network = tmp_path / "network.tar"  # a C with a hidden layer is fitted, not searched
+    config = ControllerConfig(latent=32, hidden=256, action=3, units=4)
+    save_controller(network, np.zeros(config.vector_size), config)
+    with pytest.raises(
+        UserError, match=r"network.tar: a C with a hidden layer of 4 units \(1,171 parameters"
+    ):
+        run_ctrl(logdir, "--noreload", "--start-from", str(network))
 
 
 def test_test_controller_measures_and_records(pipeline_logdir, tmp_path):

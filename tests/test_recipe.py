@@ -220,7 +220,31 @@ def test_imitation_is_refused_at_once_where_the_env_has_no_go_to_goal(tmp_path):
     )
     with pytest.raises(UserError, match="--imitate 150: carracing-repeat2 has no go-to-goal reference"):
         demo.main(args)
+    args = demo.build_parser().parse_args(["--preset", "socnav", "--units", "64", "--logdir", str(tmp_path)])
+    args.imitate = 0
+    with pytest.raises(UserError, match="--units 64: a C with a hidden layer is fitted, not searched: add"):
+        demo.main(args)
     assert not any(tmp_path.iterdir())  # before any stage ran
+
+
+def test_a_fitted_network_is_the_agents_c_and_no_search_follows():
+    """--units N: the fit writes the agent's ctrl/best.tar itself (to the teacher asked for), and no
+    CMA-ES stage comes after it; a linear fit is the search's start, as before."""
+    logdir = Path("/tmp/runs/net")
+    base = ["--preset", "socnav", "--logdir", str(logdir), "--imitate", "150"]
+    net = dict(
+        demo.stages(
+            demo.resolve(demo.build_parser().parse_args([*base, "--units", "64", "--teacher", "orca"]))
+        )
+    )
+    fit = net["fit C to orca"]
+    assert (
+        fit[fit.index("--save-c") + 1] == str(logdir / "ctrl" / "best.tar") and "train C (CMA-ES)" not in net
+    )
+    assert fit[fit.index("--units") + 1] == "64" and fit[fit.index("--teacher") + 1] == "orca"
+    linear = dict(demo.stages(demo.resolve(demo.build_parser().parse_args([*base, "--units", "0"]))))
+    fit, search = linear["fit C to go-to-goal"], linear["train C (CMA-ES)"]
+    assert fit[fit.index("--save-c") + 1] == search[search.index("--start-from") + 1]
 
 
 SCRIPTS = {
@@ -242,6 +266,7 @@ SCRIPTS = {
         ["--pipelines", "2"],
         ["--dream", "1", "--random-baseline", "1", "--doom-episodes", "2"],
         ["--imitate", "150", "--dagger", "2"],
+        ["--imitate", "150", "--dagger", "2", "--units", "64", "--teacher", "orca"],
     ],
 )
 def test_every_stage_is_an_argv_its_script_accepts(preset, shape):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import sys
 import types
 
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+import test_controller
 from envs import available_envs, get_env_spec, make_env, socnav
 from experiment.logdir import load_controller_file, save_controller
 from models.controller import Controller, ControllerConfig
@@ -271,9 +273,11 @@ def test_socnav_recipe_runs_every_stage_at_its_smallest(tmp_path):
     vector, config, fit = load_controller_file(tmp_path / "fit.tar")
     assert vector.size == 867 and config.inputs == ("z", "h") and fit["returns"] == probe["drive"]["returns"]
     assert "go-to-goal's actions" in fit["source"]
-    # The same with ORCA as the teacher and a network in place of the ridge: its reads beside the ridge's.
+    # The same with ORCA as the teacher and a network in place of the ridge: its reads beside the ridge's,
+    # and the C it saves has that hidden layer and drives in test_controller.py as any C.
     argv[argv.index("--out") + 1] = tmp_path / "network.json"
-    del argv[argv.index("--save-c") :]
+    agent = tmp_path / "network"
+    argv[argv.index("--save-c") + 1] = agent / "ctrl" / "best.tar"
     network = probe_socnav.main(
         probe_socnav.build_parser().parse_args(list(map(str, argv + ["--units", 4, "--teacher", "orca"])))
     )
@@ -281,14 +285,13 @@ def test_socnav_recipe_runs_every_stage_at_its_smallest(tmp_path):
     assert network["r_squared"] == probe["r_squared"]  # the same goal-mix episodes, the same ridge
     assert set(network["r_squared_network"]) == set(probe_socnav.READS)
     assert sum(network["drive"]["outcomes"].values()) == 2 and len(network["dagger"]) == 1
-
-
-def test_the_probe_saves_no_network_as_c_in_one_line(tmp_path):
-    """C is linear: --save-c with --units is refused before any episode, nothing written."""
-    argv = ["--logdir", str(tmp_path), "--units", "4", "--save-c", str(tmp_path / "c.tar")]
-    with pytest.raises(UserError, match="--save-c writes a linear C .*not --units' network: drop one"):
-        probe_socnav.main(probe_socnav.build_parser().parse_args(argv))
-    assert not (tmp_path / "c.tar").exists()
+    vector, config, fit = load_controller_file(agent / "ctrl" / "best.tar")
+    assert config.units == 4 and vector.size == 4 * 289 + 3 * 5 and "orca's actions" in fit["source"]
+    for stage in ("vae", "mdrnn"):
+        shutil.copytree(logdir / stage, agent / stage)
+    flags = ["--logdir", agent, "--episodes", 2, "--max-steps", 10, "--out", agent]
+    stats = test_controller.main(test_controller.build_parser().parse_args(list(map(str, flags))))
+    assert len(stats["returns"]) == 2
 
 
 def test_the_probe_refuses_another_games_run_in_one_line(pipeline_logdir):
@@ -351,6 +354,12 @@ def test_the_probes_network_reads_what_the_ridge_cannot():
     out = c(x)
     assert np.abs(out).max() < 1 and np.mean(np.abs(out - actions)) < 0.15
     np.testing.assert_array_equal(out, probe_socnav.fit_network(x, actions, 16, squash=True)(x))
+    # As C's flat vector with a hidden layer, standardisation folded in, C's squash of it is the network.
+    controller = Controller(ControllerConfig(latent=1, hidden=1, action=2, units=16))
+    controller.load_vector(c.controller_vector())
+    with torch.no_grad():
+        raw = controller(torch.as_tensor(x[:, :1]).float(), torch.as_tensor(x[:, 1:]).float())
+    np.testing.assert_allclose(torch.tanh(raw).numpy(), out, atol=1e-5)
 
 
 def red_centre(frame: np.ndarray) -> np.ndarray:
