@@ -157,7 +157,7 @@ ROWS = (
     Ours(
         "SocNavGym",
         "**shipped** `pretrained/socnav` (the robot's view)",
-        "`--seed 3`, 100 episodes no pick used",
+        "`--seed 4`, 100 episodes no pick used",
         ("pretrained/socnav/run/test_returns.json",),
         machine=AVX512,
         rates=True,
@@ -166,7 +166,7 @@ ROWS = (
         "SocNavGym",
         "the `socnav` recipe, two runs (`--seed 0`, `--seed 1`), pooled",
         "the same 100 episodes",
-        ("docs/socnav/seed3/recipe-s0.json", "docs/socnav/seed3/recipe-s1.json"),
+        ("docs/socnav/seed4/recipe-s0.json", "docs/socnav/seed4/recipe-s1.json"),
         machine=AVX512,
         rates=True,
     ),
