@@ -43,7 +43,7 @@ from data.rollouts import Rollout, load_rollout, rollout_name, save_rollout
 from driving.agent import AgentSpec
 from driving.controller_policy import ControllerPolicy
 from envs import DEFAULT_ENV, EnvSpec, available_envs, get_env_spec
-from experiment.logdir import STAGES, Logdir, load_agent_parts
+from experiment.logdir import STAGES, Logdir, load_agent_parts, load_data_record
 from utils.checkpoint import atomic_write, file_digest, load_json, remove_stale_temporaries
 from utils.cli import (
     UserError,
@@ -80,7 +80,9 @@ class Job:
 def build_parser():
     parser = make_parser(__doc__)
     parser.add_argument(
-        "--env", default=DEFAULT_ENV, help="the game (a spec of envs/): " + ", ".join(available_envs())
+        "--env",
+        help=f"the game (a spec of envs/): {', '.join(available_envs())} (default: {DEFAULT_ENV}; with "
+        "--policy controller, the game of --logdir)",
     )
     parser.add_argument("--rollouts", type=positive_int, default=1000, help="number of rollouts in total")
     parser.add_argument(
@@ -320,11 +322,18 @@ def make_job(args, env: EnvSpec) -> Job:
     )
 
 
+def game(args) -> str:
+    """--env, else the game of --logdir's V for --policy controller, else the default game."""
+    if args.env is None and args.policy == "controller" and args.logdir is not None:
+        return load_data_record(args.logdir).env
+    return args.env or DEFAULT_ENV
+
+
 def main(args) -> list[int]:
     """Generate the missing rollouts of ``range(args.rollouts)``; returns the indices written."""
     if args.backend == "ray":
         import_ray()  # missing Ray is one line, before any work
-    job = make_job(args, get_env_spec(args.env))
+    job = make_job(args, get_env_spec(game(args)))
     check_rootdir(args.rootdir)
     with exclusive(args.rootdir, f"rollout directory {args.rootdir}"):  # one generation run per directory
         check_settings(args.rootdir, job_settings(job, args.logdir))

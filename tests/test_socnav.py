@@ -16,6 +16,8 @@ import pytest
 import torch
 
 import test_controller
+from data import generation_script
+from data.rollouts import list_rollouts, load_rollout
 from envs import available_envs, get_env_spec, make_env, socnav
 from experiment.logdir import load_controller_file, save_controller
 from models.controller import Controller, ControllerConfig
@@ -231,6 +233,12 @@ def test_socnav_recipe_runs_every_stage_at_its_smallest(tmp_path):
         assert [bool(d) for d in details] == [o == "collision" for o in result["outcomes"]]
         assert set(details) - {""} <= set(socnav.COLLIDED_WITH)
     assert "reference orca: success" in res and (logdir / "drive.gif").stat().st_size > 0
+    # The trained agent drives rollouts of its own game (iterative training) without --env: the logdir's.
+    flags = ["--policy", "controller", "--logdir", logdir, "--rollouts", 1, "--max-steps", 5]
+    flags += ["--rootdir", tmp_path / "round1", "--threads", 1]
+    generation_script.main(generation_script.build_parser().parse_args(list(map(str, flags))))
+    (rollout,) = list_rollouts(tmp_path / "round1")
+    assert load_rollout(rollout).env == "socnav-ego"
     # C's search started from the linear C fitted to go-to-goal, evaluated first as generation 0.
     assert json.loads((logdir / "imitation.json").read_text())["episodes"] == 3
     assert summary["knobs"]["sigma"] == demo.PRESETS[ENV]["sigma"]
