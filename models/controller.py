@@ -4,7 +4,7 @@ the paper's Doom agent) to the env's actions. Its raw outputs become actions thr
 
 raw = W [inputs] (+ b), W (action, in_features): 3 x (32 + 256) + 3 = 867 parameters for CarRacing.
 
-With ``units`` > 0, C has a hidden layer first: raw = W tanh(V [inputs] + d) (+ b), V (units,
+With ``units`` > 0, C has a hidden layer first: raw = W tanh(U [inputs] + u) (+ b), U (units,
 in_features), W (action, units). Such a C is fitted (scripts/probe_socnav.py --units --save-c), not
 searched: its parameters (18,691 for 64 units on [z, h] of 32 + 256) are too many for CMA-ES's covariance.
 
@@ -12,7 +12,7 @@ CMA-ES searches over flat vectors. The flat order, used by :class:`Controller` a
 :class:`ControllerBatch` alike, is W row-major (one row per action; within a row the inputs in their
 order, e.g. the L latent columns, then the H hidden columns), then b if there is one:
 ``vec = [W[0, :], W[1, :], ..., b]`` (the same as ``parameters_to_vector(controller.parameters())``).
-With a hidden layer, V row-major and d come first: ``vec = [V[0, :], ..., d, W[0, :], ..., b]``.
+With a hidden layer, U row-major and u come first: ``vec = [U[0, :], ..., u, W[0, :], ..., b]``.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class ControllerConfig:
 
     @property
     def layer_size(self) -> int:
-        """Parameters of the hidden layer (V and d; 0 without one), first in the flat vector."""
+        """Parameters of the hidden layer (U and u; 0 without one), first in the flat vector."""
         return self.units * (self.in_features + 1)
 
     def to_dict(self) -> dict[str, Any]:

@@ -66,7 +66,7 @@ def test_config_round_trip_and_old_checkpoints() -> None:
 
 
 def test_a_hidden_layer_computes_and_orders_as_documented() -> None:
-    """units > 0: raw = W tanh(V [z, h] + d) + b, the flat vector [V row-major, d, W row-major, b]; its
+    """units > 0: raw = W tanh(U [z, h] + u) + b, the flat vector [U row-major, u, W row-major, b]; its
     config says units, a linear C's does not (its checkpoints read as they always did)."""
     config = ControllerConfig(L, H, 3, units=8)
     assert config.vector_size == 8 * (L + H) + 8 + 3 * 8 + 3
@@ -75,17 +75,15 @@ def test_a_hidden_layer_computes_and_orders_as_documented() -> None:
     vec = np.random.default_rng(3).standard_normal(config.vector_size)
     c.load_vector(vec)
     np.testing.assert_array_equal(c.parameters_to_vector(), vec.astype(np.float32))
-    v = vec[: 8 * (L + H)].reshape(8, L + H)
-    d = vec[8 * (L + H) : config.layer_size]
+    u = vec[: 8 * (L + H)].reshape(8, L + H)
+    u_bias = vec[8 * (L + H) : config.layer_size]
     w = vec[config.layer_size : config.layer_size + 24].reshape(3, 8)
     b = vec[-3:]
-    z, h = (
-        np.random.default_rng(4).standard_normal((2, 5, L)),
-        np.random.default_rng(5).standard_normal((5, H)),
-    )
-    expected = np.tanh(np.c_[z[0], h] @ v.T + d) @ w.T + b
+    rng = np.random.default_rng(4)
+    z, h = rng.standard_normal((5, L)), rng.standard_normal((5, H))
+    expected = np.tanh(np.c_[z, h] @ u.T + u_bias) @ w.T + b
     with torch.no_grad():
-        raw = c(torch.as_tensor(z[0]).float(), torch.as_tensor(h).float())
+        raw = c(torch.as_tensor(z).float(), torch.as_tensor(h).float())
     np.testing.assert_allclose(raw.numpy(), expected, rtol=1e-4, atol=1e-4)
     assert Controller.from_config(c.config).layout == config and c.config["units"] == 8
     assert "units" not in Controller(CARRACING).config
