@@ -82,7 +82,7 @@ def build_parser():
         type=nonnegative_int,
         default=0,
         help="rounds of DAgger after the fit: the fitted C drives --episodes more episodes, every step is "
-        "labelled with go-to-goal's action, and C is fitted again on all steps so far (0: none)",
+        "labelled with the teacher's action, and C is fitted again on all steps so far (0: none)",
     )
     parser.add_argument(
         "--teacher",
@@ -180,7 +180,7 @@ def predict(weights: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 def fit_actions(inputs: list, actions: list) -> np.ndarray:
-    """The ridge from C's inputs to go-to-goal's ``actions`` through C's squash (tanh, whose +-1 lies at
+    """The ridge from C's inputs to the teacher's ``actions`` through C's squash (tanh, whose +-1 lies at
     infinity: targets clipped to +-SQUASHED first), as :func:`ridge`'s weights."""
     return ridge(np.asarray(inputs), np.arctanh(np.clip(np.asarray(actions), -SQUASHED, SQUASHED)))
 
