@@ -49,6 +49,7 @@ from utils.cli import (
     fraction,
     make_parser,
     nonnegative_float,
+    positive_float,
     positive_int,
     run,
 )
@@ -85,6 +86,13 @@ def build_parser():
         help="KL floor in nats per latent dimension (free bits); 0 gives the plain ELBO",
     )
     parser.add_argument(
+        "--salient-weight",
+        type=positive_float,
+        default=1.0,
+        help="what the squared error of the pixels the game marks salient counts in the loss (SocNavGym's "
+        "ego view: the goal and people); 1 gives the paper's loss",
+    )
+    parser.add_argument(
         "--precision",
         choices=PRECISIONS,
         default="auto",
@@ -109,9 +117,21 @@ def build_parser():
 
 
 def run_epoch(
-    vae, cache, indices, args, numerics, device, optimizer=None, rng=None, writer=None, step=0, desc=""
+    vae,
+    cache,
+    indices,
+    args,
+    numerics,
+    device,
+    optimizer=None,
+    rng=None,
+    writer=None,
+    step=0,
+    desc="",
+    salient=None,
 ):
-    """One pass over ``frames[indices]``; trains when ``optimizer`` is given; returns means and frames/s."""
+    """One pass over ``frames[indices]``; trains when ``optimizer`` is given; returns means and frames/s.
+    ``salient`` (the game's :attr:`EnvSpec.salient`) weights the pixels it marks by --salient-weight."""
     training = optimizer is not None
     vae.train(training)
     batches = cache.batches(indices, args.batch_size, rng=rng, max_batches=args.max_batches)
@@ -126,7 +146,8 @@ def run_epoch(
         with torch.set_grad_enabled(training):
             with numerics.autocast():
                 recon, mu, logsigma = vae(x)
-            loss, recon_loss, kl = vae_loss(recon, x, mu, logsigma, args.kl_tolerance)
+            weights = None if salient is None else 1 + (args.salient_weight - 1) * salient(x).to(x.dtype)
+            loss, recon_loss, kl = vae_loss(recon, x, mu, logsigma, args.kl_tolerance, weights)
         if training:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -204,8 +225,14 @@ def train(args) -> list[dict]:
         f"({data.env}, {data.preprocessing}); {device}, {numerics}"
     )
 
+    spec = get_env_spec(data.env)
+    salient = spec.salient if args.salient_weight != 1 else None
+    if args.salient_weight != 1 and spec.salient is None:
+        raise UserError(
+            f"--salient-weight {args.salient_weight}: {data.env} marks no pixels salient; leave it at 1"
+        )
     state = resume_checkpoint(out, args.noreload)
-    latent = args.latent or get_env_spec(data.env).model.latent
+    latent = args.latent or spec.model.latent
     if state is not None:
         trained_on = DataRecord.from_checkpoint(state, logdir.checkpoint("vae"))
         if (trained_on.env, trained_on.preprocessing) != (data.env, data.preprocessing):
@@ -242,10 +269,13 @@ def train(args) -> list[dict]:
             writer,
             step,
             f"epoch {epoch} train",
+            salient,
         )
         torch.manual_seed(derive_seed(args.seed, _TEST_NOISE))  # the same noise every epoch
         if len(test_idx):
-            test, _ = run_epoch(vae, cache, test_idx, args, numerics, device, desc=f"epoch {epoch} test")
+            test, _ = run_epoch(
+                vae, cache, test_idx, args, numerics, device, desc=f"epoch {epoch} test", salient=salient
+            )
         else:
             test = train
         test = {k: v for k, v in test.items() if k != "frames_per_s"}

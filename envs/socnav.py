@@ -413,6 +413,22 @@ def goal_mix(rng: np.random.Generator, n: int) -> Callable[[gym.Env, int], np.nd
     return lambda env, t: np.clip(go_to_goal(env) + GOAL_MIX_NOISE * noise[t], LOW, HIGH).astype(np.float32)
 
 
+# What ego_salient takes for the goal's red, a person's blue or the two blended where they meet: red or
+# blue above green by this much (frames in [0, 1]), which holds for their edges blended with the floor at
+# 64x64 and for nothing else drawn (furniture is brown, grey, green or black). Brown is held apart from the
+# goal's red by its green above its blue (more than EGO_GREY_SPREAD; the goal's edges are grey below red).
+EGO_SALIENT_MARGIN = 0.25
+EGO_GREY_SPREAD = 0.12
+
+
+def ego_salient(frames: torch.Tensor) -> torch.Tensor:
+    """The goal (GOAL_EGO) and people (PERSON_EGO) in ego frames: (B, 3, H, W) in [0, 1] -> (B, 1, H, W)
+    bool. About 2.5% of pixels each; V trained on the plain loss drew people faintly or not at all
+    (docs/socnav.md), so ``trainvae.py --salient-weight`` can count these pixels more."""
+    r, g, b = frames.float().unbind(1)
+    coloured = torch.maximum(r, b) - g > EGO_SALIENT_MARGIN
+    return (coloured & (b + EGO_GREY_SPREAD >= g)).unsqueeze(1)
+
 SPEC = EnvSpec(
     name="socnav",
     make=make,

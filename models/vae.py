@@ -80,6 +80,7 @@ def vae_loss(
     mu: torch.Tensor,
     logsigma: torch.Tensor,
     kl_tolerance: float = 0.5,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The paper's loss, averaged over the batch: summed squared error + max(KL, kl_tolerance * latent).
 
@@ -89,10 +90,15 @@ def vae_loss(
         kl_tolerance: free bits per latent dimension; the KL of each image is floored at
             ``kl_tolerance * latent`` nats (0.5 * 32 = 16 in the paper), so below the floor it gives no
             gradient.
+        weights: (B, 1, 64, 64), what each pixel's squared error counts (all three channels); None: 1.
     Returns:
-        (loss, recon_loss, kl), scalars; ``kl`` is the mean KL before the floor.
+        (loss, recon_loss, kl), scalars; ``recon_loss`` is weighted as the loss is; ``kl`` is the mean KL
+        before the floor.
     """
-    recon_loss = (recon.float() - x.float()).pow(2).flatten(1).sum(1)  # (B,)
+    error = (recon.float() - x.float()).pow(2)
+    if weights is not None:
+        error = error * weights
+    recon_loss = error.flatten(1).sum(1)  # (B,)
     mu, logsigma = mu.float(), logsigma.float()
     # KL(N(mu, sigma^2) || N(0, 1)) = 0.5 * sum(mu^2 + sigma^2 - 1 - 2 log sigma)
     kl = 0.5 * (mu.pow(2) + (2 * logsigma).exp() - 1 - 2 * logsigma).sum(1)  # (B,)

@@ -30,9 +30,16 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def write_synthetic_rollouts(
-    rootdir: Path, n: int = 4, steps: int = 15, preprocessing: str = "crop84", seed: int = 0, start: int = 0
+    rootdir: Path,
+    n: int = 4,
+    steps: int = 15,
+    preprocessing: str = "crop84",
+    seed: int = 0,
+    start: int = 0,
+    **record,
 ) -> list[Path]:
-    """``n`` rollouts of ``steps`` smooth random 64x64 frames (8x8 blocks), written with save_rollout."""
+    """``n`` rollouts of ``steps`` smooth random 64x64 frames (8x8 blocks), written with save_rollout;
+    ``record``: more fields of their :class:`Rollout` (``env``)."""
     rng = np.random.default_rng(seed)
     paths = []
     for i in range(start, start + n):
@@ -48,6 +55,7 @@ def write_synthetic_rollouts(
             preprocessing=preprocessing,
             seed=seed,
             index=i,
+            **record,
         )
         path = rootdir / rollout_name(i)
         save_rollout(path, rollout)

@@ -457,6 +457,36 @@ def test_the_ego_view_draws_people_as_disks_where_they_are_from_the_robot():
 
 
 @needs_socnavgym
+def test_ego_salience_marks_the_goal_and_people_and_nothing_else(monkeypatch):
+    """ego_salient, on V's 64x64 frames of several rooms: every pixel it marks is one the goal or a person
+    changed (drawing them in the floor's grey instead shows which), their solid parts are all marked, and
+    furniture (brown, green, grey, black) never is."""
+    spec = get_env_spec("socnav-ego")
+    env = make_env("socnav-ego").unwrapped
+
+    def frame() -> torch.Tensor:
+        view = spec.preprocess(env._draw(), spec.default_preprocessing)
+        return torch.from_numpy(view).permute(2, 0, 1)[None].float() / 255
+
+    furniture = 0
+    for seed in range(6):
+        env.reset(seed=seed)
+        shown = frame()
+        with monkeypatch.context() as patch:
+            patch.setattr(socnav, "GOAL_EGO", (socnav.FLOOR,) * 3)
+            patch.setattr(socnav, "PERSON_EGO", (socnav.FLOOR,) * 3)
+            hidden = frame()
+        changed = (shown - hidden).abs().amax(1, keepdim=True)
+        marked = spec.salient(shown)
+        assert marked.any() and not (marked & (changed == 0)).any(), seed
+        assert marked[changed > 0.5].all(), seed
+        assert marked.sum() >= 0.7 * (changed > 0).sum(), seed
+        r, g, b = hidden[0]
+        furniture += int(((r - b > 0.3) & (g - b > 0.15)).sum())  # brown, never marked (above)
+    assert furniture > 0  # the rooms held some
+
+
+@needs_socnavgym
 def test_goal_mix_rollouts_head_for_the_goal_in_their_share_of_episodes(tmp_path):
     """--policy goal-mix reads the state: an episode is the brownian policy's own actions, or heads for
     the goal with brownian noise added (turning too) and reaches it far more often; through

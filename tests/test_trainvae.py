@@ -16,7 +16,9 @@ import torch
 
 import trainvae
 from data.rollouts import Rollout, rollout_name, save_rollout
+from envs import socnav
 from experiment.logdir import load_data_record, load_vae
+from tests.conftest import write_synthetic_rollouts
 from utils.checkpoint import load_checkpoint
 from utils.cli import UserError
 
@@ -196,3 +198,31 @@ def test_sigkill_mid_epoch_leaves_loadable_checkpoints(vae_rollouts, tmp_path):
     )
     assert [h["epoch"] for h in history] == list(range(1, state["epoch"] + 2))
     assert not list((logdir / "vae").glob(".*.tmp"))
+
+
+def test_salient_weight_counts_the_pixels_the_game_marks(vae_rollouts, tmp_path, monkeypatch):
+    """--salient-weight W: each pixel the game marks salient (SocNavGym's ego view: the goal's red and
+    people's blue) weighs W in V's loss, every other 1, in training and on held-out frames; a game that
+    marks none refuses the flag in one line, and 1 is the paper's loss."""
+    rollouts = tmp_path / "socnav"
+    write_synthetic_rollouts(rollouts, n=4, steps=10, preprocessing="full", env="socnav-ego")
+    seen, loss = [], trainvae.vae_loss
+
+    def spy(recon, x, mu, logsigma, kl_tolerance, weights=None):
+        seen.append((x.detach().clone(), weights))
+        return loss(recon, x, mu, logsigma, kl_tolerance, weights)
+
+    monkeypatch.setattr(trainvae, "vae_loss", spy)
+    trainvae.main(flags(rollouts, tmp_path / "w", "--epochs", "1", "--nosamples", "--salient-weight", "10"))
+    assert len(seen) >= 2  # training batches and held-out ones
+    marked = 0
+    for x, weights in seen:
+        salient = socnav.ego_salient(x)
+        torch.testing.assert_close(weights, 1 + 9 * salient.float())
+        marked += int(salient.sum())
+    assert marked > 0  # the random blocks hold some red and blue
+    seen.clear()
+    trainvae.main(flags(rollouts, tmp_path / "plain", "--epochs", "1", "--nosamples"))
+    assert seen and all(weights is None for _, weights in seen)
+    with pytest.raises(UserError, match="--salient-weight 2.0: carracing marks no pixels salient"):
+        trainvae.main(flags(vae_rollouts, tmp_path / "car", "--epochs", "1", "--salient-weight", "2"))

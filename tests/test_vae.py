@@ -57,6 +57,22 @@ def test_loss_against_references():
     torch.testing.assert_close(loss, (ref_recon + ref_kl).mean())
 
 
+def test_loss_weights_each_pixels_squared_error():
+    """``weights`` scale each pixel's squared error (all three channels); weights of 1 are the plain loss."""
+    torch.manual_seed(1)
+    b, latent = 3, 32
+    x, recon = torch.rand(b, 3, 64, 64), torch.rand(b, 3, 64, 64)
+    mu, logsigma = torch.randn(b, latent), torch.randn(b, latent)
+    weights = 1 + 9 * (torch.rand(b, 1, 64, 64) < 0.05).float()
+    loss, recon_loss, kl = vae_loss(recon, x, mu, logsigma, 0.5, weights)
+    ref_recon = (weights.expand(b, 3, 64, 64) * (recon - x) ** 2).sum(dim=(1, 2, 3))
+    torch.testing.assert_close(recon_loss, ref_recon.mean())
+    plain = vae_loss(recon, x, mu, logsigma, 0.5)
+    torch.testing.assert_close(loss - recon_loss, plain[0] - plain[1])  # the KL term is untouched
+    ones = vae_loss(recon, x, mu, logsigma, 0.5, torch.ones(b, 1, 64, 64))
+    torch.testing.assert_close(ones, plain)
+
+
 def test_kl_floor_is_per_sample_and_stops_gradients():
     b, latent = 4, 32
     x = recon = torch.full((b, 3, 64, 64), 0.5)
