@@ -82,10 +82,10 @@ PRETRAINED_DOOM = ROOT / "pretrained" / "doom-takecover"
 # Every knob a recipe sets: each is a flag below (--rollouts, --vae-epochs, ...) that overrides it.
 KNOBS = (
     "env", "rounds", "pipelines", "round_noise", "policy", "rollouts", "max_steps", "vae_epochs", "vae_batch",
-    "vae_lr", "mdrnn_epochs", "mdrnn_batch", "seq_len", "generations", "pop_size", "sigma", "n_samples",
-    "train_max_steps", "negative_cutoff", "eval_every", "eval_episodes", "confirm_episodes", "searches",
-    "train_renderer", "dream", "temperature", "dream_steps", "weight_penalty", "z_mode", "imitate", "dagger",
-    "teacher", "units", "episode_steps",
+    "vae_lr", "vae_salient_weight", "mdrnn_epochs", "mdrnn_batch", "seq_len", "generations", "pop_size",
+    "sigma", "n_samples", "train_max_steps", "negative_cutoff", "eval_every", "eval_episodes",
+    "confirm_episodes", "searches", "train_renderer", "dream", "temperature", "dream_steps", "weight_penalty",
+    "z_mode", "imitate", "dagger", "teacher", "units", "episode_steps",
     "test_episodes", "test_renderer", "random_baseline", "pretrained_episodes", "doom_episodes",
 )  # fmt: skip
 RECIPES = ROOT / "recipes"
@@ -153,6 +153,11 @@ def build_parser():
     add("--vae-epochs", type=positive_int, help="VAE epochs")
     add("--vae-batch", type=positive_int, help="VAE batch size")
     add("--vae-lr", type=positive_float, help="VAE learning rate")
+    add(
+        "--vae-salient-weight",
+        type=positive_float,
+        help="what the pixels the game marks salient count in V's loss (trainvae.py --salient-weight)",
+    )
     add("--mdrnn-epochs", type=positive_int, help="MDN-RNN epochs")
     add("--mdrnn-batch", type=positive_int, help="MDN-RNN sequences per batch")
     add("--seq-len", type=positive_int, help="MDN-RNN training sequence length")
@@ -300,7 +305,7 @@ def round_stages(args, pipeline: Path, seed: int, r: int, suffix: str) -> list[S
             argv(
                 "trainvae.py", logdir=experiment, dataset=pipeline / "rollouts" if last else new_data,
                 epochs=args.vae_epochs, batch_size=args.vae_batch, lr=args.vae_lr, workers=args.threads,
-                seed=seed,
+                salient_weight=args.vae_salient_weight, seed=seed,
             ),
         ),
         (

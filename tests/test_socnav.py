@@ -239,13 +239,18 @@ def test_socnav_recipe_runs_every_stage_at_its_smallest(tmp_path):
     generation_script.main(generation_script.build_parser().parse_args(list(map(str, flags))))
     (rollout,) = list_rollouts(tmp_path / "round1")
     assert load_rollout(rollout).env == "socnav-ego"
-    # C's search started from the linear C fitted to go-to-goal, evaluated first as generation 0.
-    assert json.loads((logdir / "imitation.json").read_text())["episodes"] == 3
-    assert summary["knobs"]["sigma"] == demo.PRESETS[ENV]["sigma"]
-    ctrl = torch.load(logdir / "ctrl" / "checkpoint.tar", weights_only=True)
-    assert (
-        ctrl["args"]["start_from"] == str(logdir / "ctrl_start.tar") and ctrl["history"][0]["generation"] == 0
-    )
+    # V's loss weighted the goal's and people's pixels as the recipe says.
+    knobs = demo.PRESETS[ENV]
+    vae_args = json.loads((logdir / "vae" / "args.json").read_text())
+    assert vae_args["salient_weight"] == knobs["vae_salient_weight"] > 1
+    # C, with the recipe's hidden layer, fitted to its teacher with DAgger, is the agent's C: no search.
+    imitation = json.loads((logdir / "imitation.json").read_text())
+    assert imitation["episodes"] == 3 and imitation["units"] == knobs["units"] > 0
+    assert len(imitation["dagger"]) == knobs["dagger"] and imitation["teacher"] == knobs["teacher"]
+    _, config, fit = load_controller_file(logdir / "ctrl" / "best.tar")
+    assert config.units == knobs["units"] and f"{knobs['teacher']}'s actions" in fit["source"]
+    assert not (logdir / "ctrl" / "checkpoint.tar").exists()
+    assert "train C (CMA-ES)" not in [stage["stage"] for stage in summary["stages"]]
     # The probe of what [z, h] carries runs on the trained run: every step recorded, each episode
     # predicted by the fit on the others, and the linear C it fits (after a round of DAgger) drives
     # episodes to an end.
