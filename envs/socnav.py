@@ -429,6 +429,7 @@ def ego_salient(frames: torch.Tensor) -> torch.Tensor:
     coloured = torch.maximum(r, b) - g > EGO_SALIENT_MARGIN
     return (coloured & (b + EGO_GREY_SPREAD >= g)).unsqueeze(1)
 
+
 SPEC = EnvSpec(
     name="socnav",
     make=make,
