@@ -93,6 +93,12 @@ def build_parser():
         "ego view: the goal and people); 1 gives the paper's loss",
     )
     parser.add_argument(
+        "--salient",
+        default=None,
+        help="which of the game's masks --salient-weight weights (SocNavGym's ego view: goal-people, or "
+        "coloured, which adds furniture); default: the game's first",
+    )
+    parser.add_argument(
         "--precision",
         choices=PRECISIONS,
         default="auto",
@@ -131,7 +137,8 @@ def run_epoch(
     salient=None,
 ):
     """One pass over ``frames[indices]``; trains when ``optimizer`` is given; returns means and frames/s.
-    ``salient`` (the game's :attr:`EnvSpec.salient`) weights the pixels it marks by --salient-weight."""
+    ``salient`` (one of the game's :attr:`EnvSpec.salient` masks) weights the pixels it marks by
+    --salient-weight."""
     training = optimizer is not None
     vae.train(training)
     batches = cache.batches(indices, args.batch_size, rng=rng, max_batches=args.max_batches)
@@ -226,11 +233,15 @@ def train(args) -> list[dict]:
     )
 
     spec = get_env_spec(data.env)
-    salient = spec.salient if args.salient_weight != 1 else None
-    if args.salient_weight != 1 and spec.salient is None:
+    if args.salient_weight != 1 and not spec.salient:
         raise UserError(
             f"--salient-weight {args.salient_weight}: {data.env} marks no pixels salient; leave it at 1"
         )
+    if args.salient is not None and args.salient not in spec.salient:
+        raise UserError(f"--salient {args.salient}: {data.env} marks {' or '.join(spec.salient) or 'none'}")
+    salient = None
+    if args.salient_weight != 1:
+        salient = spec.salient[args.salient or next(iter(spec.salient))]
     state = resume_checkpoint(out, args.noreload)
     latent = args.latent or spec.model.latent
     if state is not None:

@@ -430,6 +430,18 @@ def ego_salient(frames: torch.Tensor) -> torch.Tensor:
     return (coloured & (b + EGO_GREY_SPREAD >= g)).unsqueeze(1)
 
 
+def ego_coloured(frames: torch.Tensor) -> torch.Tensor:
+    """Everything coloured in ego frames: the goal, people and furniture (brown tables, green plants),
+    what the floor, the walls and the outside (all grey) are not: the largest channel above the smallest
+    by EGO_SALIENT_MARGIN. (B, 3, H, W) in [0, 1] -> (B, 1, H, W) bool; about 6.5% of pixels."""
+    frames = frames.float()
+    return (frames.amax(1, keepdim=True) - frames.amin(1, keepdim=True)) > EGO_SALIENT_MARGIN
+
+
+# The masks ``trainvae.py --salient`` names, the first the default.
+EGO_SALIENCE = {"goal-people": ego_salient, "coloured": ego_coloured}
+
+
 SPEC = EnvSpec(
     name="socnav",
     make=make,

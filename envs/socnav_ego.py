@@ -26,4 +26,4 @@ def make(
     return socnav.SocNav(renderer, render_mode, max_episode_steps, view="ego")
 
 
-SPEC = dataclasses.replace(socnav.SPEC, name="socnav-ego", make=make, salient=socnav.ego_salient)
+SPEC = dataclasses.replace(socnav.SPEC, name="socnav-ego", make=make, salient=socnav.EGO_SALIENCE)

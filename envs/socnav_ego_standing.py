@@ -22,4 +22,4 @@ def make(
     return socnav.SocNav(renderer, render_mode, max_episode_steps, view="ego", scene="standing")
 
 
-SPEC = dataclasses.replace(socnav.SPEC, name="socnav-ego-standing", make=make, salient=socnav.ego_salient)
+SPEC = dataclasses.replace(socnav.SPEC, name="socnav-ego-standing", make=make, salient=socnav.EGO_SALIENCE)

@@ -101,9 +101,10 @@ class EnvSpec:
         keyboard: the agent action of the arrow keys held (a set of ``left``, ``right``, ``up``,
             ``down``) -> (action_size,) float32, for playing a dream by hand (``scripts/dream.py
             --keyboard``); None: the game has no such mapping.
-        salient: the pixels V should not lose, few as they are (SocNavGym's goal and people): (B, 3, H, W)
-            frames in [0, 1] -> (B, 1, H, W) bool, torch; their squared error counts ``trainvae.py
-            --salient-weight`` times in V's loss. None: the game marks none.
+        salient: the pixels V should not lose, few as they are (SocNavGym's goal and people), by name
+            (``trainvae.py --salient``; the first is the default): (B, 3, H, W) frames in [0, 1] ->
+            (B, 1, H, W) bool, torch; their squared error counts ``--salient-weight`` times in V's loss.
+            Empty: the game marks none.
     """
 
     name: str
@@ -130,7 +131,7 @@ class EnvSpec:
     keyboard: Callable[[frozenset[str]], np.ndarray] | None = None
     references: Mapping[str, Callable[[gym.Env], np.ndarray]] = field(default_factory=dict)
     state_policies: Mapping[str, StatePolicy] = field(default_factory=dict)
-    salient: Callable[[torch.Tensor], torch.Tensor] | None = None
+    salient: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] = field(default_factory=dict)
 
     @property
     def default_preprocessing(self) -> str:

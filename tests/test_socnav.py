@@ -463,9 +463,10 @@ def test_the_ego_view_draws_people_as_disks_where_they_are_from_the_robot():
 
 @needs_socnavgym
 def test_ego_salience_marks_the_goal_and_people_and_nothing_else(monkeypatch):
-    """ego_salient, on V's 64x64 frames of several rooms: every pixel it marks is one the goal or a person
-    changed (drawing them in the floor's grey instead shows which), their solid parts are all marked, and
-    furniture (brown, green, grey, black) never is."""
+    """The goal-people mask, on V's 64x64 frames of several rooms: every pixel it marks is one the goal or
+    a person changed (drawing them in the floor's grey instead shows which), their solid parts are all
+    marked, and furniture never is; the coloured mask marks all that and furniture, never the floor or
+    the outside."""
     spec = get_env_spec("socnav-ego")
     env = make_env("socnav-ego").unwrapped
 
@@ -482,12 +483,19 @@ def test_ego_salience_marks_the_goal_and_people_and_nothing_else(monkeypatch):
             patch.setattr(socnav, "PERSON_EGO", (socnav.FLOOR,) * 3)
             hidden = frame()
         changed = (shown - hidden).abs().amax(1, keepdim=True)
-        marked = spec.salient(shown)
+        marked = spec.salient["goal-people"](shown)
         assert marked.any() and not (marked & (changed == 0)).any(), seed
         assert marked[changed > 0.5].all(), seed
         assert marked.sum() >= 0.7 * (changed > 0).sum(), seed
         r, g, b = hidden[0]
-        furniture += int(((r - b > 0.3) & (g - b > 0.15)).sum())  # brown, never marked (above)
+        brown = (r - b > 0.3) & (g - b > 0.15)  # furniture, never marked (above)
+        furniture += int(brown.sum())
+        # "coloured" marks the same and furniture too, and never the greys of the floor and the outside.
+        coloured = spec.salient["coloured"](shown)
+        assert not (marked & ~coloured).any() and coloured[0, 0][brown].all(), seed
+        grey = (shown * 255).round().int()
+        for level in (socnav.FLOOR, socnav.OUTSIDE):
+            assert not coloured[(grey == level).all(1, keepdim=True)].any(), seed
     assert furniture > 0  # the rooms held some
 
 

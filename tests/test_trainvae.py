@@ -201,9 +201,10 @@ def test_sigkill_mid_epoch_leaves_loadable_checkpoints(vae_rollouts, tmp_path):
 
 
 def test_salient_weight_counts_the_pixels_the_game_marks(vae_rollouts, tmp_path, monkeypatch):
-    """--salient-weight W: each pixel the game marks salient (SocNavGym's ego view: the goal's red and
-    people's blue) weighs W in V's loss, every other 1, in training and on held-out frames; a game that
-    marks none refuses the flag in one line, and 1 is the paper's loss."""
+    """--salient-weight W: each pixel the game marks salient (SocNavGym's ego view: by default the goal's
+    red and people's blue; --salient coloured adds furniture) weighs W in V's loss, every other 1, in
+    training and on held-out frames; a game that marks none refuses the flag in one line, as does a mask
+    the game does not have, and 1 is the paper's loss."""
     rollouts = tmp_path / "socnav"
     write_synthetic_rollouts(rollouts, n=4, steps=10, preprocessing="full", env="socnav-ego")
     seen, loss = [], trainvae.vae_loss
@@ -222,7 +223,13 @@ def test_salient_weight_counts_the_pixels_the_game_marks(vae_rollouts, tmp_path,
         marked += int(salient.sum())
     assert marked > 0  # the random blocks hold some red and blue
     seen.clear()
+    trainvae.main(flags(rollouts, tmp_path / "c", "--epochs", "1", "--nosamples", "--salient-weight", "3",
+                        "--salient", "coloured"))  # fmt: skip
+    assert seen and all(torch.equal(w, 1 + 2 * socnav.ego_coloured(x).float()) for x, w in seen)
+    seen.clear()
     trainvae.main(flags(rollouts, tmp_path / "plain", "--epochs", "1", "--nosamples"))
     assert seen and all(weights is None for _, weights in seen)
+    with pytest.raises(UserError, match="--salient people: socnav-ego marks goal-people or coloured"):
+        trainvae.main(flags(rollouts, tmp_path / "p", "--salient-weight", "2", "--salient", "people"))
     with pytest.raises(UserError, match="--salient-weight 2.0: carracing marks no pixels salient"):
         trainvae.main(flags(vae_rollouts, tmp_path / "car", "--epochs", "1", "--salient-weight", "2"))
