@@ -213,6 +213,21 @@ def check_same_data(trained_on: DataRecord, data: DataRecord, logdir: Logdir) ->
         )
 
 
+def check_same_loss(trained_with: dict, args, logdir: Logdir) -> None:
+    """A resumed V goes on with the loss it was trained on: another --salient-weight or --salient would
+    rank best.tar on a test loss its earlier epochs were not scored on."""
+    for flag, default in (("salient_weight", 1.0), ("salient", None)):
+        held, asked = trained_with.get(flag, default), getattr(args, flag)
+        if held != asked:
+            name = "--" + flag.replace("_", "-")
+            given = f"{name} {held}" if held is not None else f"no {name}"
+            fix = f"pass {name} {held}" if held is not None else f"drop {name}"
+            raise UserError(
+                f"{logdir.checkpoint('vae')} was trained with {given}, not {name} {asked}: {fix} to resume, "
+                f"or use another --logdir or --noreload"
+            )
+
+
 def train(args) -> list[dict]:
     device = resolve_device(args.device)
     numerics = resolve_numerics(args.precision, args.memory_format, device, auto_bf16_on_cuda=False)
@@ -255,6 +270,7 @@ def train(args) -> list[dict]:
             )
         check_resumed_model(state, {"latent": args.latent}, logdir.checkpoint("vae"))
         check_same_data(trained_on, data, logdir)
+        check_same_loss(state["args"], args, logdir)
 
     seed_everything(args.seed)
     vae = VAE.from_config(state["model_config"]) if state else VAE(latent)

@@ -231,5 +231,13 @@ def test_salient_weight_counts_the_pixels_the_game_marks(vae_rollouts, tmp_path,
     assert seen and all(weights is None for _, weights in seen)
     with pytest.raises(UserError, match="--salient people: socnav-ego marks goal-people or coloured"):
         trainvae.main(flags(rollouts, tmp_path / "p", "--salient-weight", "2", "--salient", "people"))
+    # A resumed V keeps the loss it was trained on.
+    for other, asked in ((("--salient-weight", "3"), "3.0"), ((), "1.0")):
+        held = f"--salient-weight 10.0, not --salient-weight {asked}"
+        with pytest.raises(UserError, match=f"trained with {held}: pass --salient-weight 10.0 to resume"):
+            trainvae.main(flags(rollouts, tmp_path / "w", "--epochs", "2", *other))
+    with pytest.raises(UserError, match="trained with no --salient, not --salient coloured: drop --salient"):
+        trainvae.main(flags(rollouts, tmp_path / "w", "--epochs", "2", "--salient-weight", "10",
+                            "--salient", "coloured"))  # fmt: skip
     with pytest.raises(UserError, match="--salient-weight 2.0: carracing marks no pixels salient"):
         trainvae.main(flags(vae_rollouts, tmp_path / "car", "--epochs", "1", "--salient-weight", "2"))
