@@ -242,7 +242,8 @@ def test_a_fitted_network_is_the_agents_c_and_no_search_follows():
         fit[fit.index("--save-c") + 1] == str(logdir / "ctrl" / "best.tar") and "train C (CMA-ES)" not in net
     )
     assert fit[fit.index("--units") + 1] == "64" and fit[fit.index("--teacher") + 1] == "orca"
-    linear = dict(demo.stages(demo.resolve(demo.build_parser().parse_args([*base, "--units", "0"]))))
+    linear = ["--units", "0", "--teacher", "go-to-goal"]
+    linear = dict(demo.stages(demo.resolve(demo.build_parser().parse_args([*base, *linear]))))
     fit, search = linear["fit C to go-to-goal"], linear["train C (CMA-ES)"]
     assert fit[fit.index("--save-c") + 1] == search[search.index("--start-from") + 1]
 
