@@ -392,10 +392,123 @@ def orca(env: gym.Env) -> np.ndarray:
     sim = game.sim
     with game._own_generators():
         vx, vy = sim.compute_orca_velocity_robot(sim.robot)
+    return _towards(sim, np.array([vx, vy]))
+
+
+# lookahead: how far ahead it looks (steps), the velocities it tries (directions x fractions of full
+# speed, and standing still), and the clearance (m) it keeps from people and from furniture and walls
+LOOKAHEAD_STEPS = 10
+LOOKAHEAD_DIRECTIONS = 32
+LOOKAHEAD_SPEEDS = (1.0, 0.5)
+LOOKAHEAD_CLEARANCE = {"people": 0.15, "furniture": 0.05}
+
+
+def _velocities() -> np.ndarray:
+    """(V, 2) the velocities lookahead tries, as fractions of full speed: standing still first."""
+    angles = np.linspace(0, 2 * np.pi, LOOKAHEAD_DIRECTIONS, endpoint=False)
+    unit = np.stack([np.cos(angles), np.sin(angles)], 1)
+    return np.concatenate([np.zeros((1, 2)), *(speed * unit for speed in LOOKAHEAD_SPEEDS)])
+
+
+def _rectangle(x: float, y: float, theta: float, length: float, width: float):
+    import shapely  # installed with SocNavGym (its collision test)
+
+    cos, sin = np.cos(theta), np.sin(theta)
+    corners = ((1, 1), (1, -1), (-1, -1), (-1, 1))
+    half = [(a * length / 2, b * width / 2) for a, b in corners]
+    return shapely.Polygon([(x + a * cos - b * sin, y + a * sin + b * cos) for a, b in half])
+
+
+def _still_things(sim) -> list:
+    """Shapely shapes of the furniture (plants, tables, laptops) and walls."""
+    import shapely  # installed with SocNavGym (its collision test)
+
+    still = [shapely.Point(o.x, o.y).buffer(o.radius) for o in sim.plants]
+    still += [_rectangle(o.x, o.y, o.orientation, o.length, o.width) for o in sim.tables + sim.laptops]
+    return still + [_rectangle(o.x, o.y, o.orientation, o.length, o.thickness) for o in sim.walls]
+
+
+def _towards(sim, velocity: np.ndarray) -> np.ndarray:
+    """A world velocity (m/s) as the holonomic robot's action, in its own frame, without turning."""
     cos, sin = np.cos(sim.robot.orientation), np.sin(sim.robot.orientation)
-    forward, sideways = vx * cos + vy * sin, -vx * sin + vy * cos
-    action = np.array([forward, sideways, 0.0]) / sim.MAX_ADVANCE_ROBOT
+    vx, vy = velocity
+    action = np.array([vx * cos + vy * sin, -vx * sin + vy * cos, 0.0]) / sim.MAX_ADVANCE_ROBOT
     return np.clip(action, LOW, HIGH).astype(np.float32)
+
+
+def lookahead(env: gym.Env) -> np.ndarray:
+    """A reference, not an agent: a planner that takes all of the avoiding on itself. People here step
+    aside for the robot in one case in ten (the scene's ``prob_to_avoid_robot``) and walk faster than it,
+    so ORCA, which leaves half of each avoidance to the other party, is walked into. It tries
+    :func:`_velocities` held for LOOKAHEAD_STEPS steps against people going on at their present
+    velocities, furniture and walls (read from the simulator), and takes the one that comes closest to
+    the goal without coming within LOOKAHEAD_CLEARANCE of anything; when every one does, the one whose
+    first collision is latest. Holonomic: it slides, never turns."""
+    import shapely
+
+    sim = env.unwrapped.sim
+    robot, step = sim.robot, sim.TIMESTEP
+    velocities = _velocities() * sim.MAX_ADVANCE_ROBOT  # (V, 2) metres per second
+    times = np.arange(1, LOOKAHEAD_STEPS + 1) * step  # (K,)
+    path = np.array([robot.x, robot.y]) + velocities[:, None] * times[None, :, None]  # (V, K, 2)
+    first_hit = np.full(len(velocities), LOOKAHEAD_STEPS)  # the step of each velocity's first collision
+
+    def note(clearance: np.ndarray, keep: float) -> None:  # (V, K) metres between the robot and obstacles
+        hit = clearance < keep
+        first_hit[:] = np.minimum(first_hit, np.where(hit.any(1), hit.argmax(1), LOOKAHEAD_STEPS))
+
+    people = sim.static_humans + sim.dynamic_humans
+    if people:
+        where = np.array([[p.x, p.y] for p in people])  # (P, 2)
+        velocity = np.array([[np.cos(p.orientation), np.sin(p.orientation)] for p in people])
+        velocity *= np.array([p.speed for p in people])[:, None]
+        ahead = where + velocity * times[:, None, None]  # (K, P, 2)
+        gap = np.linalg.norm(path[:, :, None] - ahead[None], axis=-1)  # (V, K, P)
+        gap -= np.array([p.width / 2 for p in people]) + robot.radius
+        note(gap.min(-1), LOOKAHEAD_CLEARANCE["people"])
+    still = _still_things(sim)
+    if still:
+        gap = shapely.distance(shapely.union_all(still), shapely.points(path.reshape(-1, 2)))
+        note(gap.reshape(first_hit.size, -1) - robot.radius, LOOKAHEAD_CLEARANCE["furniture"])
+    nearest = np.linalg.norm(path - [robot.goal_x, robot.goal_y], axis=-1).min(1)  # (V,) to the goal
+    best = np.lexsort((nearest, -first_hit))[0]  # the latest first collision (none), then the goal
+    return _towards(sim, velocities[best])
+
+
+# potential-field: how hard people and the nearest furniture or wall push the robot away when it touches
+# them (against the goal's pull of 1), and the gap (m) over which the push falls by e
+FIELD_PUSH = {"people": 2.0, "furniture": 2.0}
+FIELD_RANGE = {"people": 0.5, "furniture": 0.3}
+
+
+def potential_field(env: gym.Env) -> np.ndarray:
+    """A reference, not an agent: the goal pulls the robot (at full speed, less on the last step), and
+    every person and the nearest furniture or wall push it straight away, FIELD_PUSH at contact, falling
+    by e every FIELD_RANGE metres of gap; it moves along the sum, at full speed at most. Unlike
+    :func:`lookahead`, a smooth function of where things are, which a network fits closely."""
+    import shapely.ops
+
+    sim = env.unwrapped.sim
+    robot = sim.robot
+    here = np.array([robot.x, robot.y])
+    goal = np.array([robot.goal_x, robot.goal_y]) - here
+    distance = np.linalg.norm(goal)
+    force = goal / max(distance, 1e-9) * min(1.0, distance / sim.MAX_ADVANCE_ROBOT)
+
+    def push(away: np.ndarray, gap: float, kind: str) -> np.ndarray:
+        norm = np.linalg.norm(away)
+        return FIELD_PUSH[kind] * np.exp(-gap / FIELD_RANGE[kind]) * away / max(norm, 1e-9)
+
+    for person in sim.static_humans + sim.dynamic_humans:
+        away = here - [person.x, person.y]
+        force += push(away, np.linalg.norm(away) - person.width / 2 - robot.radius, "people")
+    still = _still_things(sim)
+    if still:
+        nearest = shapely.ops.nearest_points(shapely.union_all(still), shapely.Point(*here))[0]
+        away = here - [nearest.x, nearest.y]
+        force += push(away, np.linalg.norm(away) - robot.radius, "furniture")
+    force /= max(1.0, np.linalg.norm(force))  # full speed at most
+    return _towards(sim, force * sim.MAX_ADVANCE_ROBOT)
 
 
 # goal-mix: the share of its episodes that head for the goal, and the scale of the brownian noise added
@@ -459,6 +572,12 @@ SPEC = EnvSpec(
     done_weight=10.0,
     outcomes=OUTCOMES,
     keyboard=keyboard,
-    references={"go-to-goal": go_to_goal, "orca": orca, "stand-still": stand_still},
+    references={
+        "go-to-goal": go_to_goal,
+        "orca": orca,
+        "lookahead": lookahead,
+        "potential-field": potential_field,
+        "stand-still": stand_still,
+    },
     state_policies={"goal-mix": goal_mix},
 )
