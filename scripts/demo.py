@@ -485,10 +485,11 @@ def main(args) -> list[tuple[str, float]]:
     text = json.dumps(summary, indent=2).encode()
     atomic_write(args.logdir / "stages.json", lambda f: f.write(text))
     print(f"\n=== {args.preset} finished")
-    print(f"{'stage':<32}{'minutes':>10}")
+    width = max([32] + [len(name) + 2 for name, _ in timings])
+    print(f"{'stage':<{width}}{'minutes':>10}")
     for name, seconds in timings:
-        print(f"{name:<32}{seconds / 60:>10.1f}")
-    print(f"{'total':<32}{sum(t for _, t in timings) / 60:>10.1f}")
+        print(f"{name:<{width}}{seconds / 60:>10.1f}")
+    print(f"{'total':<{width}}{sum(t for _, t in timings) / 60:>10.1f}")
     print(
         f"\nscore: {stats['mean']:.1f} +- {stats['std']:.1f} over {stats['episodes']} episodes of at most "
         f"{stats['max_steps']} steps (min {stats['min']:.1f}, max {stats['max']:.1f})"

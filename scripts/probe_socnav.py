@@ -64,10 +64,13 @@ FOLDS = 3  # episode k is predicted by the fit on the episodes of the other two 
 RIDGE = 1.0  # the ridge penalty, on inputs of order 1 (z the encoder mean, h in (-1, 1))
 # go-to-goal's actions are +-1 at full speed; C's squash (tanh) reaches them only at infinity
 SQUASHED = 0.95
-TEACHERS = ("go-to-goal", "orca")
+TEACHERS = ("go-to-goal", "orca", "lookahead", "potential-field")
 # the network of --units: Adam at this rate, batches and epochs over the steps (as many more as reach a
 # least number of batches, for small data), and its weight decay
 NETWORK_RATE, NETWORK_BATCH, NETWORK_EPOCHS, NETWORK_LEAST, NETWORK_DECAY = 1e-3, 256, 60, 900, 1e-3
+# the fit of C to the teacher's actions: longer and without decay (the probe's 60 epochs and decay 1e-3
+# smooth away the sharp turn from a person a step away; docs/socnav.md)
+FIT_EPOCHS, FIT_DECAY = 400, 0.0
 
 
 def build_parser():
@@ -96,6 +99,20 @@ def build_parser():
         default=0,
         help="fit a network of one tanh layer of this many units instead of the ridge (0: the ridge, "
         "a linear C); its R^2 is reported beside the ridge's",
+    )
+    parser.add_argument(
+        "--fit-epochs",
+        type=positive_int,
+        default=FIT_EPOCHS,
+        help="with --units: epochs of the network's fit of the teacher's actions (the R^2 probes keep "
+        f"{NETWORK_EPOCHS})",
+    )
+    parser.add_argument(
+        "--fit-decay",
+        type=float,
+        default=FIT_DECAY,
+        help="with --units: Adam's weight decay in the network's fit of the teacher's actions (the R^2 "
+        f"probes keep {NETWORK_DECAY:g})",
     )
     parser.add_argument("--max-steps", type=positive_int, default=200, help="steps an episode at most")
     parser.add_argument("--seed", type=int, default=0, help="seed of the episodes and the policy's noise")
@@ -219,9 +236,17 @@ class Network:
         return torch.cat([weight.reshape(-1), bias, out.weight.reshape(-1), out.bias]).double().numpy()
 
 
-def fit_network(x: np.ndarray, y: np.ndarray, units: int, squash: bool = False) -> Network:
-    """A network of one tanh layer of ``units`` from x (standardised) to y, fitted by Adam on the squared
-    error (NETWORK_EPOCHS epochs, more if they make fewer than NETWORK_LEAST batches). ``squash``: its
+def fit_network(
+    x: np.ndarray,
+    y: np.ndarray,
+    units: int,
+    squash: bool = False,
+    epochs: int = NETWORK_EPOCHS,
+    decay: float = NETWORK_DECAY,
+) -> Network:
+    """A network of one tanh layer of ``units`` from x (standardised) to y, fitted by Adam with weight
+    decay ``decay`` on the squared error (``epochs`` epochs, more if they make fewer than NETWORK_LEAST
+    batches). ``squash``: its
     outputs go through C's tanh and y are actions (as C acts); otherwise y are standardised and the
     output is linear. Seeded by the data's size, so that a rerun fits the same network."""
     x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
@@ -232,9 +257,9 @@ def fit_network(x: np.ndarray, y: np.ndarray, units: int, squash: bool = False) 
         net = torch.nn.Sequential(
             torch.nn.Linear(x.shape[1], units), torch.nn.Tanh(), torch.nn.Linear(units, y.shape[1])
         )
-        optimiser = torch.optim.Adam(net.parameters(), NETWORK_RATE, weight_decay=NETWORK_DECAY)
+        optimiser = torch.optim.Adam(net.parameters(), NETWORK_RATE, weight_decay=decay)
         inputs, targets = (x - x_mean) / x_scale, (y - y_mean) / y_scale
-        for _ in range(max(NETWORK_EPOCHS, -(-NETWORK_LEAST * NETWORK_BATCH // len(x)))):
+        for _ in range(max(epochs, -(-NETWORK_LEAST * NETWORK_BATCH // len(x)))):
             for rows in torch.randperm(len(x)).split(NETWORK_BATCH):
                 out = net(inputs[rows])
                 loss = ((torch.tanh(out) if squash else out) - targets[rows]).pow(2).mean()
@@ -276,6 +301,8 @@ def main(args) -> dict:
     columns = {"z": slice(0, latent), "h": slice(latent, None), "z, h": slice(None)}
     result = {"logdir": str(args.logdir), "env": probe.agent.spec.env, "episodes": args.episodes}
     result.update(teacher=args.teacher, units=args.units, frames=len(x))
+    if args.units:
+        result.update(fit_epochs=args.fit_epochs, fit_decay=args.fit_decay)
     reads = {"r_squared": 0} | ({"r_squared_network": args.units} if args.units else {})
     for key, units in reads.items():
         result[key] = {}
@@ -292,7 +319,9 @@ def main(args) -> dict:
     def fit(inputs: list, actions: list):
         """C fitted to the teacher's actions, as C's flat vector and C's step: the ridge, or the network."""
         if args.units:
-            network = fit_network(np.asarray(inputs), np.asarray(actions), args.units, squash=True)
+            network = fit_network(
+                np.asarray(inputs), np.asarray(actions), args.units, True, args.fit_epochs, args.fit_decay
+            )
             return network.controller_vector(), lambda x, t: network(x[None])[0]
         weights = fit_actions(inputs, actions)
         step = lambda x, t: probe.env_spec.squash(torch.as_tensor(np.r_[x, 1.0] @ weights))  # noqa: E731

@@ -221,7 +221,7 @@ def test_socnav_recipe_runs_every_stage_at_its_smallest(tmp_path):
     for key in ("env", "dream", "train_renderer", "test_renderer", "random_baseline"):
         assert summary["knobs"][key] == demo.PRESETS[ENV][key]
     test = summary["test"]
-    baselines = ["random_returns.json", "reference_go-to-goal_returns.json", "reference_orca_returns.json"]
+    baselines = ["random_returns.json"] + [f"reference_{name}_returns.json" for name in SPEC.references]
     baselines = [json.loads((logdir / "ctrl" / name).read_text()) for name in baselines]
     for result in (test, *baselines):
         assert result["env"] == "socnav-ego" and result["episodes"] == 3 and len(result["outcomes"]) == 3
@@ -296,6 +296,7 @@ def test_socnav_recipe_runs_every_stage_at_its_smallest(tmp_path):
         probe_socnav.build_parser().parse_args(list(map(str, argv + ["--units", 4, "--teacher", "orca"])))
     )
     assert network["teacher"] == "orca" and network["units"] == 4 and network["frames"] == probe["frames"]
+    assert (network["fit_epochs"], network["fit_decay"]) == (probe_socnav.FIT_EPOCHS, probe_socnav.FIT_DECAY)
     assert network["r_squared"] == probe["r_squared"]  # the same goal-mix episodes, the same ridge
     assert set(network["r_squared_network"]) == set(probe_socnav.READS)
     assert sum(network["drive"]["outcomes"].values()) == 2 and len(network["dagger"]) == 1
@@ -374,6 +375,28 @@ def test_the_probes_network_reads_what_the_ridge_cannot():
     with torch.no_grad():
         raw = controller(torch.as_tensor(x[:, :1]).float(), torch.as_tensor(x[:, 1:]).float())
     np.testing.assert_allclose(torch.tanh(raw).numpy(), out, atol=1e-5)
+
+
+def test_cs_fit_is_long_and_undecayed_enough_for_a_sharp_push():
+    """The fit of C to a teacher's actions (FIT_EPOCHS, FIT_DECAY, the defaults of --fit-epochs and
+    --fit-decay) copies an action that turns sharply near one place (as a push off a person does) with
+    under 0.8 of the held-out error of the probe's shorter, decayed fit (NETWORK_EPOCHS, NETWORK_DECAY)."""
+    rng = np.random.default_rng(0)
+
+    def push(x: np.ndarray) -> np.ndarray:  # a bump 0.08 wide in the first input, its sign the second's
+        return 0.9 * np.exp(-(((x[:, :1] - 0.3) / 0.08) ** 2)) * np.sign(x[:, 1:])
+
+    x, held_out = rng.uniform(-1, 1, (2000, 2)), rng.uniform(-1, 1, (2000, 2))
+    errors = []
+    for epochs, decay in (
+        (probe_socnav.NETWORK_EPOCHS, probe_socnav.NETWORK_DECAY),
+        (probe_socnav.FIT_EPOCHS, probe_socnav.FIT_DECAY),
+    ):
+        network = probe_socnav.fit_network(x, push(x), 64, True, epochs, decay)
+        errors.append(np.mean((network(held_out) - push(held_out)) ** 2))
+    assert errors[1] < 0.8 * errors[0], errors
+    args = probe_socnav.build_parser().parse_args(["--logdir", "x"])
+    assert (args.fit_epochs, args.fit_decay) == (probe_socnav.FIT_EPOCHS, probe_socnav.FIT_DECAY)
 
 
 def red_centre(frame: np.ndarray) -> np.ndarray:
@@ -536,6 +559,78 @@ def test_goal_mix_rollouts_head_for_the_goal_in_their_share_of_episodes(tmp_path
         generation_script.main(parser.parse_args([*flags, "--rootdir", str(tmp_path), "--policy", "no"]))
 
 
+def empty_room(env, people: list[tuple[float, float, float, float]]):
+    """The robot at the origin facing +x with its goal 3 m ahead, no furniture or walls, and one person
+    per (x, y, heading, speed) of ``people``; the simulator's people beyond those are dropped."""
+    sim = env.unwrapped.sim
+    robot = sim.robot
+    robot.x, robot.y, robot.orientation, robot.goal_x, robot.goal_y = 0.0, 0.0, 0.0, 3.0, 0.0
+    sim.plants, sim.tables, sim.laptops, sim.walls = [], [], [], []
+    crowd = sim.static_humans + sim.dynamic_humans
+    assert len(crowd) >= len(people)
+    for person, (x, y, heading, speed) in zip(crowd[: len(people)], people, strict=True):
+        person.x, person.y, person.orientation, person.speed = x, y, heading, speed
+    sim.static_humans, sim.dynamic_humans = [], crowd[: len(people)]
+    return sim
+
+
+def clearance(action: np.ndarray, person: tuple[float, float, float, float], steps: int) -> float:
+    """The least gap (m) between the robot holding ``action`` from the origin (facing +x) and the person
+    (x, y, heading, speed) going straight on, over ``steps`` one-second steps."""
+    x, y, heading, speed = person
+    k = np.arange(1, steps + 1)[:, None]
+    robot = k * action[:2] * 0.1  # max_advance_robot: 0.1 m a step at 1
+    them = np.array([x, y]) + k * speed * np.array([np.cos(heading), np.sin(heading)])
+    return float(np.linalg.norm(robot - them, axis=1).min() - 0.3 - 0.36)  # robot radius, half a person
+
+
+@needs_socnavgym
+def test_lookahead_steps_out_of_the_way_of_a_person_walking_at_it_and_else_heads_for_the_goal():
+    """A person 1.5 m ahead walks straight at the robot, faster than it can go: go-to-goal walks into them
+    within 4 steps; lookahead slides aside at full speed, a velocity that keeps its clearance for all of its
+    steps ahead. With nobody there, it is go-to-goal's full-speed move; a plant on the way is avoided."""
+    env = make_env("socnav-ego")
+    env.reset(seed=3)
+    walker = (1.5, 0.0, np.pi, 0.14)
+    empty_room(env, [walker])
+    straight = socnav.go_to_goal(env)
+    assert clearance(straight, walker, 4) < 0
+    action = socnav.lookahead(env)
+    assert clearance(action, walker, socnav.LOOKAHEAD_STEPS) >= socnav.LOOKAHEAD_CLEARANCE["people"]
+    assert abs(action[1]) > 0.9 and action[0] > -0.1 and action[2] == 0, action
+    sim = empty_room(env, [(-3.0, 3.0, 0.0, 0.0)])  # someone far off, standing
+    np.testing.assert_allclose(socnav.lookahead(env), straight, atol=1e-6)
+    sim.plants = [types.SimpleNamespace(x=1.0, y=0.0, radius=0.4)]
+    around = socnav.lookahead(env)
+    assert abs(around[1]) > 0.3, around  # it slides sideways to pass the plant
+    path = np.arange(1, socnav.LOOKAHEAD_STEPS + 1)[:, None] * around[:2] * 0.1
+    gap = np.linalg.norm(path - [1.0, 0.0], axis=1).min() - 0.4 - 0.3  # less the plant's and robot's radii
+    assert gap >= socnav.LOOKAHEAD_CLEARANCE["furniture"]
+
+
+@needs_socnavgym
+def test_potential_field_is_pushed_off_people_and_furniture_and_changes_smoothly():
+    """Alone, the field is go-to-goal (the far person's push is e^-7 of its full strength); a person ahead
+    and to the left pushes it back and to the right; a plant ahead slows it; and as the person moves off a
+    centimetre at a time, the action changes by a hair each time, where lookahead's choice among its
+    velocities can jump."""
+    env = make_env("socnav-ego")
+    env.reset(seed=3)
+    empty_room(env, [(-3.0, 3.0, 0.0, 0.0)])
+    np.testing.assert_allclose(socnav.potential_field(env), socnav.go_to_goal(env), atol=0.01)
+    sim = empty_room(env, [(0.9, 0.3, 0.0, 0.0)])
+    pushed = socnav.potential_field(env)
+    assert pushed[0] < 0 and pushed[1] < -0.2 and pushed[2] == 0, pushed
+    person, actions = sim.dynamic_humans[0], []
+    for x in np.arange(0.6, 3.0, 0.01):  # the person from close by to far off, a centimetre at a time
+        person.x = x
+        actions.append(socnav.potential_field(env))
+    assert np.abs(np.diff(actions, axis=0)).max() < 0.05
+    sim = empty_room(env, [(-3.0, 3.0, 0.0, 0.0)])
+    sim.plants = [types.SimpleNamespace(x=0.9, y=0.0, radius=0.4)]
+    assert socnav.potential_field(env)[0] < 0.5 * socnav.go_to_goal(env)[0]
+
+
 @needs_socnavgym
 def test_references_reach_the_goal_and_an_unknown_one_is_one_line(tmp_path, monkeypatch):
     """The references read the simulator's state: go-to-goal and ORCA each reach the goal in half of 6
@@ -545,7 +640,7 @@ def test_references_reach_the_goal_and_an_unknown_one_is_one_line(tmp_path, monk
     import test_controller
 
     env = make_env(ENV)
-    assert set(SPEC.references) == {"go-to-goal", "orca", "stand-still"}
+    assert set(SPEC.references) == {"go-to-goal", "orca", "lookahead", "potential-field", "stand-still"}
     for name, reference in SPEC.references.items():
         outcomes = []
         for seed in range(6):
