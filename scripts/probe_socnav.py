@@ -25,7 +25,9 @@ controller checkpoint that a search of C can start from (traincontroller.py --st
 from pixels alone. The episodes are from a namespace of their own (utils.seeding.PROBE_EPISODES): no
 training, pick or test episode.
 
---teacher orca fits ORCA's actions instead (SocNavGym's reference that avoids people and furniture).
+--teacher NAME fits another reference's actions instead: orca (SocNavGym's, which avoids people and
+furniture), or our planners that take all of the avoiding on themselves, lookahead and potential-field
+(envs/socnav.py); --fit-epochs and --fit-decay set the network's fit of them.
 --units N fits a C with a hidden layer: a network of one tanh layer of N units, fitted by gradient
 descent, replaces the ridge in the fit of actions, DAgger and the drive, and the R^2 of what such a
 network reads is reported beside the ridge's (cross-fitted the same way). --save-c writes it as a
@@ -54,7 +56,7 @@ from envs import get_env_spec  # noqa: E402
 from experiment.logdir import load_agent_spec, save_controller  # noqa: E402
 from models.vae import frames_to_tensor  # noqa: E402
 from utils.checkpoint import atomic_write  # noqa: E402
-from utils.cli import UserError, make_parser, nonnegative_int, positive_int, run  # noqa: E402
+from utils.cli import UserError, make_parser, nonnegative_float, nonnegative_int, positive_int, run  # noqa: E402
 from utils.seeding import PROBE_EPISODES, episode_seed  # noqa: E402
 
 TARGETS = ("goal ahead / distance", "goal left / distance", "goal distance", "nearest person distance")
@@ -91,7 +93,8 @@ def build_parser():
         "--teacher",
         choices=TEACHERS,
         default=TEACHERS[0],
-        help="the reference whose actions C is fitted to (orca: SocNavGym's, which avoids people)",
+        help="the reference whose actions C is fitted to (orca: SocNavGym's, which avoids people; "
+        "lookahead and potential-field: planners that take all of the avoiding on themselves)",
     )
     parser.add_argument(
         "--units",
@@ -109,7 +112,7 @@ def build_parser():
     )
     parser.add_argument(
         "--fit-decay",
-        type=float,
+        type=nonnegative_float,
         default=FIT_DECAY,
         help="with --units: Adam's weight decay in the network's fit of the teacher's actions (the R^2 "
         f"probes keep {NETWORK_DECAY:g})",
@@ -246,9 +249,9 @@ def fit_network(
 ) -> Network:
     """A network of one tanh layer of ``units`` from x (standardised) to y, fitted by Adam with weight
     decay ``decay`` on the squared error (``epochs`` epochs, more if they make fewer than NETWORK_LEAST
-    batches). ``squash``: its
-    outputs go through C's tanh and y are actions (as C acts); otherwise y are standardised and the
-    output is linear. Seeded by the data's size, so that a rerun fits the same network."""
+    batches). ``squash``: its outputs go through C's tanh and y are actions (as C acts); otherwise y are
+    standardised and the output is linear. Seeded by the data's size, so that a rerun fits the same
+    network."""
     x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
     x_mean, x_scale = x.mean(0), x.std(0) + 1e-3
     y_mean, y_scale = (torch.zeros(y.shape[1]), torch.ones(y.shape[1])) if squash else (y.mean(0), y.std(0))
