@@ -1,5 +1,5 @@
 """What a linear map (or a small network) reads from a SocNavGym agent's z and h, and how far a C that
-copies go-to-goal (or ORCA) gets: a diagnostic of what limits C, and a way to fit one.
+copies go-to-goal (or another reference, --teacher) gets: a diagnostic of what limits C, and a way to fit one.
 
 Usage:
     python scripts/probe_socnav.py --logdir runs/socnav --episodes 150 --drive 50 --out probe.json

@@ -634,9 +634,9 @@ def test_potential_field_is_pushed_off_people_and_furniture_and_changes_smoothly
 @needs_socnavgym
 def test_references_reach_the_goal_and_an_unknown_one_is_one_line(tmp_path, monkeypatch):
     """The references read the simulator's state: go-to-goal, ORCA, lookahead and potential-field each
-    reach the goal in half of 6 episodes, where the random policy does in 5%; standing still never moves the robot, so its episodes
-    end only in the timeout or a person walking into it (the recipe's test runs them beside the agent,
-    through test_controller.py --reference); an unknown name is one line."""
+    reach the goal in half of 6 episodes, where the random policy does in 5%; standing still never moves
+    the robot, so its episodes end only in the timeout or a person walking into it (the recipe's test runs
+    them beside the agent, through test_controller.py --reference); an unknown name is one line."""
     import test_controller
 
     env = make_env(ENV)
