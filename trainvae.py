@@ -95,8 +95,8 @@ def build_parser():
     parser.add_argument(
         "--salient",
         default=None,
-        help="which of the game's masks --salient-weight weights (SocNavGym's ego view: goal-people, or "
-        "coloured, which adds furniture); default: the game's first",
+        help="which of the game's masks --salient-weight weights (SocNavGym's ego view: goal-people; "
+        "coloured, which adds furniture; graded, furniture at 0.3 of the weight); default: the game's first",
     )
     parser.add_argument(
         "--precision",

@@ -551,8 +551,22 @@ def ego_coloured(frames: torch.Tensor) -> torch.Tensor:
     return (frames.amax(1, keepdim=True) - frames.amin(1, keepdim=True)) > EGO_SALIENT_MARGIN
 
 
+# What furniture counts in ``graded``: a share of what the goal and people count. The coloured mask, which
+# counts furniture as much as them, kept furniture and lost people (docs/socnav.md).
+EGO_FURNITURE_SHARE = 0.3
+
+
+def ego_graded(frames: torch.Tensor) -> torch.Tensor:
+    """The goal and people (:func:`ego_salient`) at 1 and the rest of what is coloured (furniture,
+    :func:`ego_coloured`) at EGO_FURNITURE_SHARE, everything else 0: (B, 3, H, W) in [0, 1] -> (B, 1, H, W)
+    float. With ``--salient-weight W`` a person's pixel weighs W in V's loss, a table's
+    1 + (W - 1) x EGO_FURNITURE_SHARE."""
+    goal_people = ego_salient(frames)
+    return torch.where(goal_people, 1.0, EGO_FURNITURE_SHARE * ego_coloured(frames).float())
+
+
 # The masks ``trainvae.py --salient`` names, the first the default.
-EGO_SALIENCE = {"goal-people": ego_salient, "coloured": ego_coloured}
+EGO_SALIENCE = {"goal-people": ego_salient, "coloured": ego_coloured, "graded": ego_graded}
 
 
 SPEC = EnvSpec(

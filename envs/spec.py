@@ -103,7 +103,8 @@ class EnvSpec:
             --keyboard``); None: the game has no such mapping.
         salient: the pixels V should not lose, few as they are (SocNavGym's goal and people), by name
             (``trainvae.py --salient``; the first is the default): (B, 3, H, W) frames in [0, 1] ->
-            (B, 1, H, W) bool, torch; their squared error counts ``--salient-weight`` times in V's loss.
+            (B, 1, H, W) bool, or float weights in [0, 1], torch; a pixel's squared error counts
+            1 + (``--salient-weight`` - 1) x its mark in V's loss.
             Empty: the game marks none.
     """
 

@@ -490,7 +490,7 @@ def test_ego_salience_marks_the_goal_and_people_and_nothing_else(monkeypatch):
     """The goal-people mask, on V's 64x64 frames of several rooms: every pixel it marks is one the goal or
     a person changed (drawing them in the floor's grey instead shows which), their solid parts are all
     marked, and furniture never is; the coloured mask marks all that and furniture, never the floor or
-    the outside."""
+    the outside; the graded mask is 1 where the first marks, a share where only the second does, else 0."""
     spec = get_env_spec("socnav-ego")
     env = make_env("socnav-ego").unwrapped
 
@@ -517,6 +517,11 @@ def test_ego_salience_marks_the_goal_and_people_and_nothing_else(monkeypatch):
         # "coloured" marks the same and furniture too, and never the greys of the floor and the outside.
         coloured = spec.salient["coloured"](shown)
         assert not (marked & ~coloured).any() and coloured[0, 0][brown].all(), seed
+        # "graded" counts the goal and people fully, furniture at a share, nothing else.
+        graded = spec.salient["graded"](shown)
+        assert (graded[marked] == 1).all() and (graded[~coloured] == 0).all(), seed
+        share = socnav.EGO_FURNITURE_SHARE
+        assert (graded[coloured & ~marked] == share).all() and graded[0, 0][brown].all(), seed
         grey = (shown * 255).round().int()
         for level in (socnav.FLOOR, socnav.OUTSIDE):
             assert not coloured[(grey == level).all(1, keepdim=True)].any(), seed

@@ -203,8 +203,8 @@ def test_sigkill_mid_epoch_leaves_loadable_checkpoints(vae_rollouts, tmp_path):
 def test_salient_weight_counts_the_pixels_the_game_marks(vae_rollouts, tmp_path, monkeypatch):
     """--salient-weight W: each pixel the game marks salient (SocNavGym's ego view: by default the goal's
     red and people's blue; --salient coloured adds furniture) weighs W in V's loss, every other 1, in
-    training and on held-out frames; a game that marks none refuses the flag in one line, as does a mask
-    the game does not have, and 1 is the paper's loss."""
+    training and on held-out frames (--salient graded: furniture 1 + 0.3 (W - 1)); a game that marks none
+    refuses the flag in one line, as does a mask the game does not have, and 1 is the paper's loss."""
     rollouts = tmp_path / "socnav"
     write_synthetic_rollouts(rollouts, n=4, steps=10, preprocessing="full", env="socnav-ego")
     seen, loss = [], trainvae.vae_loss
@@ -227,9 +227,19 @@ def test_salient_weight_counts_the_pixels_the_game_marks(vae_rollouts, tmp_path,
                         "--salient", "coloured"))  # fmt: skip
     assert seen and all(torch.equal(w, 1 + 2 * socnav.ego_coloured(x).float()) for x, w in seen)
     seen.clear()
+    trainvae.main(flags(rollouts, tmp_path / "g", "--epochs", "1", "--nosamples", "--salient-weight", "11",
+                        "--salient", "graded"))  # fmt: skip
+    levels = set()
+    for x, weights in seen:  # goal and people 11, furniture 1 + 10 x 0.3, the rest 1
+        want = torch.ones_like(weights).masked_fill(socnav.ego_coloured(x), 4)
+        want = want.masked_fill(socnav.ego_salient(x), 11)
+        torch.testing.assert_close(weights, want)
+        levels |= set(weights.unique().tolist())
+    assert levels == {1, 4, 11}
+    seen.clear()
     trainvae.main(flags(rollouts, tmp_path / "plain", "--epochs", "1", "--nosamples"))
     assert seen and all(weights is None for _, weights in seen)
-    with pytest.raises(UserError, match="--salient people: socnav-ego marks goal-people or coloured"):
+    with pytest.raises(UserError, match="--salient people: socnav-ego marks goal-people or coloured or gra"):
         trainvae.main(flags(rollouts, tmp_path / "p", "--salient-weight", "2", "--salient", "people"))
     # A resumed V keeps the loss it was trained on.
     for other, asked in ((("--salient-weight", "3"), "3.0"), ((), "1.0")):
