@@ -96,7 +96,7 @@ def build_parser():
         "--salient",
         default=None,
         help="which of the game's masks --salient-weight weights (SocNavGym's ego view: goal-people; "
-        "coloured, which adds furniture; graded, furniture at 0.3 of the weight); default: the game's first",
+        "coloured, which adds furniture; graded, furniture at a share of it); default: the game's first",
     )
     parser.add_argument(
         "--precision",
