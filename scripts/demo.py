@@ -82,8 +82,8 @@ PRETRAINED_DOOM = ROOT / "pretrained" / "doom-takecover"
 # Every knob a recipe sets: each is a flag below (--rollouts, --vae-epochs, ...) that overrides it.
 KNOBS = (
     "env", "rounds", "pipelines", "round_noise", "policy", "rollouts", "max_steps", "vae_epochs", "vae_batch",
-    "vae_lr", "vae_salient_weight", "mdrnn_epochs", "mdrnn_batch", "seq_len", "generations", "pop_size",
-    "sigma", "n_samples", "train_max_steps", "negative_cutoff", "eval_every", "eval_episodes",
+    "vae_lr", "vae_salient_weight", "vae_salient", "mdrnn_epochs", "mdrnn_batch", "seq_len", "generations",
+    "pop_size", "sigma", "n_samples", "train_max_steps", "negative_cutoff", "eval_every", "eval_episodes",
     "confirm_episodes", "searches", "train_renderer", "dream", "temperature", "dream_steps", "weight_penalty",
     "z_mode", "imitate", "dagger", "teacher", "units", "episode_steps",
     "test_episodes", "test_renderer", "random_baseline", "pretrained_episodes", "doom_episodes",
@@ -157,6 +157,10 @@ def build_parser():
         "--vae-salient-weight",
         type=positive_float,
         help="what the pixels the game marks salient count in V's loss (trainvae.py --salient-weight)",
+    )
+    add(
+        "--vae-salient",
+        help="the game's mask --vae-salient-weight weights (trainvae.py --salient); empty: the game's first",
     )
     add("--mdrnn-epochs", type=positive_int, help="MDN-RNN epochs")
     add("--mdrnn-batch", type=positive_int, help="MDN-RNN sequences per batch")
@@ -305,7 +309,8 @@ def round_stages(args, pipeline: Path, seed: int, r: int, suffix: str) -> list[S
             argv(
                 "trainvae.py", logdir=experiment, dataset=pipeline / "rollouts" if last else new_data,
                 epochs=args.vae_epochs, batch_size=args.vae_batch, lr=args.vae_lr, workers=args.threads,
-                salient_weight=args.vae_salient_weight, seed=seed,
+                salient_weight=args.vae_salient_weight, salient=args.vae_salient or None,
+                seed=seed,
             ),
         ),
         (

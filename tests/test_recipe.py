@@ -212,6 +212,11 @@ def test_a_flag_overrides_the_preset():
     assert demo_args.preset == "demo" and demo_args.pretrained_episodes > 0
     commands = dict(demo.stages(demo_args))
     assert "--logdir" in commands["drive the pretrained agent"]
+    # V's mask: the recipe's empty knob leaves trainvae.py its game's first; a name reaches it.
+    for extra, salient in (([], None), (["--vae-salient", "graded"], "graded")):
+        args = demo.resolve(demo.build_parser().parse_args(["--preset", "socnav", *extra]))
+        vae = trainvae.build_parser().parse_args(dict(demo.stages(args))["train V (VAE)"][1:])
+        assert vae.salient == salient and vae.salient_weight == demo.PRESETS["socnav"]["vae_salient_weight"]
 
 
 def test_imitation_is_refused_at_once_where_the_env_has_no_go_to_goal(tmp_path):
