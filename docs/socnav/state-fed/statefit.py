@@ -4,7 +4,7 @@ episodes, 3 rounds of DAgger of 150, then 100 episodes driven; scripts/probe_soc
 the three nearest people and the nearest furniture or wall (where each is from the robot, 4 m at most).
 What the fit copies when perception is perfect (docs/socnav.md).
 
-    python docs/socnav/state-fed/statefit.py TEACHER [PEOPLE [EPOCHS [DECAY]]]
+    python docs/socnav/state-fed/statefit.py TEACHER [PEOPLE [EPOCHS [DECAY [UNITS [ROUNDS]]]]]
 """
 
 import collections
@@ -26,6 +26,8 @@ teacher_name = sys.argv[1] if len(sys.argv) > 1 else "lookahead"
 npeople = int(sys.argv[2]) if len(sys.argv) > 2 else 3
 epochs = int(sys.argv[3]) if len(sys.argv) > 3 else NETWORK_EPOCHS  # the fit's epochs and weight decay
 decay = float(sys.argv[4]) if len(sys.argv) > 4 else NETWORK_DECAY
+units = int(sys.argv[5]) if len(sys.argv) > 5 else 64  # the network's tanh units and the rounds of DAgger
+rounds = int(sys.argv[6]) if len(sys.argv) > 6 else 3
 print("epochs", epochs, "decay", decay, flush=True)
 spec = get_env_spec("socnav-ego")
 env = spec.make(spec.renderers[0], max_episode_steps=200)
@@ -79,9 +81,9 @@ for i in range(n):
     steps, _ = episode(episode_seed(0, PROBE_EPISODES, i), lambda f, t, pol=pol: pol(env, t))
     X += [s[0] for s in steps]
     Y += [s[1] for s in steps]
-net = fit_network(np.asarray(X), np.asarray(Y), 64, True, epochs, decay)
+net = fit_network(np.asarray(X), np.asarray(Y), units, True, epochs, decay)
 first = n + 100
-for r in range(3):
+for r in range(rounds):
     out = collections.Counter()
     for i in range(n):
         steps, end = episode(
@@ -90,10 +92,11 @@ for r in range(3):
         X += [s[0] for s in steps]
         Y += [s[1] for s in steps]
         out[end] += 1
-    net = fit_network(np.asarray(X), np.asarray(Y), 64, True, epochs, decay)
+    net = fit_network(np.asarray(X), np.asarray(Y), units, True, epochs, decay)
     print(f"DAgger {r + 1}: {dict(out)}; {len(X)} frames", flush=True)
 out = collections.Counter()
 for i in range(100):
     _, end = episode(episode_seed(0, PROBE_EPISODES, n + i), lambda f, t, net=net: net(f[None])[0])
     out[end] += 1
-print(f"state-fed network copying {teacher_name}, {npeople} people: {dict(sorted(out.items()))}", flush=True)
+what = f"{teacher_name}, {npeople} people, {units} units, {rounds} rounds"
+print(f"state-fed network copying {what}: {dict(sorted(out.items()))}", flush=True)
