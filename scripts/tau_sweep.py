@@ -12,6 +12,15 @@ traincontroller.py --dream --temperature tau (the knobs below), then test_contro
 pick episodes: the table chooses a temperature, so its real column is not a test number; test the
 chosen controller with test_controller.py on the test episodes. <out>/sweep.json holds every score; a
 table is printed. Rerunning resumes an interrupted search and skips finished taus.
+
+The table over seeds (the paper's, with the spread a single search hides): one --out per --seed, the
+search's seed, and --test-seed N to drive every tau's C on test_controller.py --seed N's test episodes
+too, the same episodes for every tau and search, so that the real column is a test where nothing is
+chosen from the table:
+
+    for s in 0 1 2; do
+        python scripts/tau_sweep.py --logdir runs/doom --out runs/doom_sweep/seed$s --seed $s --test-seed 7
+    done
 """
 
 from __future__ import annotations
@@ -45,6 +54,15 @@ def build_parser():
     parser.add_argument(
         "--episodes", type=positive_int, default=100, help="pick episodes of each tau (game and dream)"
     )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of every tau's search (CMA-ES and its dreams)"
+    )
+    parser.add_argument(
+        "--test-seed",
+        type=int,
+        default=None,
+        help="also drive every tau's C on this seed's test episodes (test_controller.py --seed)",
+    )
     add_workers_flag(parser, "--threads", "episode worker processes")
     parser.add_argument(
         "--preset",
@@ -63,6 +81,7 @@ def stage(*argv: str | Path) -> None:
 
 def main(args) -> dict:
     knobs = demo.recipe(args.preset)
+    real_game = ("--z-mode", knobs["z_mode"], "--max-workers", args.threads)
     source = Logdir(args.logdir)
     results = {}
     for tau in args.taus:
@@ -79,24 +98,40 @@ def main(args) -> dict:
                 "--generations", args.generations, "--pop-size", args.pop_size, "--n-samples", args.n_samples,
                 "--dream-steps", knobs["dream_steps"], "--weight-penalty", knobs["weight_penalty"],
                 "--z-mode", knobs["z_mode"], "--eval-every", args.eval_every,
-                "--eval-episodes", knobs["eval_episodes"], "--max-workers", args.threads,
+                "--eval-episodes", knobs["eval_episodes"], "--max-workers", args.threads, "--seed", args.seed,
             )  # fmt: skip
             pick = ("--pick", "--episodes", args.episodes)
             stage("test_controller.py", "--logdir", logdir.root, "--in-dream", "--temperature", tau, *pick)
-            real = ("--z-mode", knobs["z_mode"], "--max-workers", args.threads, *pick)
-            stage("test_controller.py", "--logdir", logdir.root, *real)
+            stage("test_controller.py", "--logdir", logdir.root, *real_game, *pick)
             dream = json.loads((logdir.stage("ctrl") / pick_results(DREAM_RESULTS)).read_text())
             real = json.loads((logdir.stage("ctrl") / pick_results(TEST_RESULTS)).read_text())
-            scores = {k: {"mean": d["mean"], "std": d["std"]} for k, d in (("dream", dream), ("real", real))}
+            scores = {"dream": summary(dream), "real": summary(real)}
             atomic_write(done, lambda f, s=scores: f.write(json.dumps(s).encode()))
-        results[tau] = json.loads(done.read_text())
+        scores = json.loads(done.read_text())
+        if args.test_seed is not None and scores.get("test", {}).get("seed") != args.test_seed:
+            test = ("--seed", args.test_seed, "--episodes", args.episodes)
+            stage("test_controller.py", "--logdir", logdir.root, *real_game, *test)
+            scores["test"] = summary(json.loads((logdir.stage("ctrl") / TEST_RESULTS).read_text()))
+            atomic_write(done, lambda f, s=scores: f.write(json.dumps(s).encode()))
+        results[tau] = scores
     text = json.dumps({str(k): v for k, v in results.items()}, indent=1)
     atomic_write(args.out / "sweep.json", lambda f: f.write(text.encode()))
-    print(f"{'tau':>6}{'dream score':>20}{'real, pick episodes':>22}")
+    tested = any("test" in s for s in results.values())
+    print(
+        f"{'tau':>6}{'dream score':>20}{'real, pick episodes':>22}"
+        + (f"{'real, test episodes':>22}" * tested)
+    )
     for tau, s in results.items():
-        d, r = s["dream"], s["real"]
-        print(f"{tau:>6g}{d['mean']:>12.0f} +- {d['std']:<5.0f}{r['mean']:>12.0f} +- {r['std']:<5.0f}")
+        line = f"{tau:>6g}" + "".join(
+            f"{s[k]['mean']:>12.0f} +- {s[k]['std']:<5.0f}" for k in ("dream", "real", "test") if k in s
+        )
+        print(line)
     return results
+
+
+def summary(scores: dict) -> dict:
+    """What the table keeps of a test_controller.py result: the mean, the spread and the episodes' seed."""
+    return {"mean": scores["mean"], "std": scores["std"], "seed": scores["seed"]}
 
 
 if __name__ == "__main__":

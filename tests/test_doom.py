@@ -240,7 +240,8 @@ def test_four_stages_on_tiny_doom_data_with_c_trained_in_the_dream(doom_logdir, 
 
 def test_tau_sweep_scores_on_pick_episodes_and_resumes_an_interrupted_search(doom_logdir, tmp_path, capsys):
     """The sweep chooses a temperature, so it scores on the pick episodes (the test's stay unused), and a
-    rerun after an interruption resumes the search it cut short instead of starting it again."""
+    rerun after an interruption resumes the search it cut short (of its --seed) instead of starting it
+    again; --test-seed then adds the test episodes of that seed to the finished table without searching."""
     out = tmp_path / "sweep dir"  # a space in the path: the stages' command lines are argv lists
     # The doom recipe's dream settings with shorter dreams and 2 evaluation episodes (the last generation's).
     recipe = tmp_path / "short dreams.toml"
@@ -259,17 +260,16 @@ def test_tau_sweep_scores_on_pick_episodes_and_resumes_an_interrupted_search(doo
         parse(
             traincontroller, "--logdir", tau_dir, "--dream", "--temperature", 1.15, "--generations", 1,
             "--pop-size", 4, "--n-samples", 2, "--dream-steps", 60, "--weight-penalty", 0.01,
-            "--z-mode", "sample", "--eval-every", 3, "--eval-episodes", 2, "--max-workers", 2,
+            "--z-mode", "sample", "--eval-every", 3, "--eval-episodes", 2, "--max-workers", 2, "--seed", 1,
         )
     )  # fmt: skip
     first = load_checkpoint(tau_dir / "ctrl" / "checkpoint.tar")["history"]
     capsys.readouterr()
-    tau_sweep.main(
-        parse(tau_sweep, "--logdir", doom_logdir, "--out", out, "--taus", 1.15, *knobs, "--preset", recipe)
-    )
+    sweep = ["--logdir", doom_logdir, "--out", out, "--taus", 1.15, *knobs, "--preset", recipe, "--seed", 1]
+    tau_sweep.main(parse(tau_sweep, *sweep))
     assert "resuming the search after generation 1" in capsys.readouterr().out
-    history = load_checkpoint(tau_dir / "ctrl" / "checkpoint.tar")["history"]
-    assert len(history) == 2 and history[0] == first[0]
+    state = load_checkpoint(tau_dir / "ctrl" / "checkpoint.tar")
+    assert len(state["history"]) == 2 and state["history"][0] == first[0] and state["args"]["seed"] == 1
     pick = json.loads((tau_dir / "ctrl" / "pick_returns.json").read_text())
     assert pick["episode_set"] == "pick" and pick["episodes"] == 2
     assert not (tau_dir / "ctrl" / "test_returns.json").exists()
@@ -277,6 +277,17 @@ def test_tau_sweep_scores_on_pick_episodes_and_resumes_an_interrupted_search(doo
     assert scores["real"]["mean"] == pick["mean"]
     dream = json.loads((tau_dir / "ctrl" / "pick_dream_returns.json").read_text())
     assert scores["dream"]["mean"] == dream["mean"] and dream["episode_set"] == "pick"
+    # The finished table, again with --test-seed: the test episodes of seed 3 are added, nothing searched.
+    tau_sweep.main(parse(tau_sweep, *sweep, "--test-seed", 3))
+    assert "traincontroller.py" not in capsys.readouterr().out
+    test = json.loads((tau_dir / "ctrl" / "test_returns.json").read_text())
+    assert test["episode_set"] == "test" and test["seed"] == 3 and test["episodes"] == 2
+    scores = json.loads((out / "sweep.json").read_text())["1.15"]
+    assert scores["test"] == {"mean": test["mean"], "std": test["std"], "seed": 3}
+    assert (
+        scores["real"]["mean"] == pick["mean"]
+        and len(load_checkpoint(tau_dir / "ctrl" / "checkpoint.tar")["history"]) == 2
+    )
 
 
 def test_doom_recipe_runs_every_stage_at_its_smallest(tmp_path):
