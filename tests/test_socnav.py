@@ -214,7 +214,7 @@ def test_socnav_recipe_runs_every_stage_at_its_smallest(tmp_path):
         "--episode-steps": 30,
         "--test-episodes": 3,
         "--imitate": 3,
-        "--dagger": 1,  # the recipe's 3 rounds cost a network's fit each
+        "--dagger": 1,  # the recipe's 6 rounds cost a network's fit each
     }
     res = run_demo(ENV, logdir, *[x for kv in sizes.items() for x in kv])
     summary = json.loads((logdir / "stages.json").read_text())
