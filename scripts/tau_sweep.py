@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from experiment.logdir import DREAM_RESULTS, TEST_RESULTS, Logdir, pick_results  # noqa: E402
 from scripts import demo  # noqa: E402
-from utils.checkpoint import atomic_write  # noqa: E402
+from utils.checkpoint import atomic_write, load_json  # noqa: E402
 from utils.cli import add_workers_flag, make_parser, positive_int, run, run_stage  # noqa: E402
 
 
@@ -107,7 +107,7 @@ def main(args) -> dict:
             real = json.loads((logdir.stage("ctrl") / pick_results(TEST_RESULTS)).read_text())
             scores = {"dream": summary(dream), "real": summary(real)}
             atomic_write(done, lambda f, s=scores: f.write(json.dumps(s).encode()))
-        scores = json.loads(done.read_text())
+        scores = load_json(done, "delete it and rerun the sweep to score this tau again")
         if args.test_seed is not None and scores.get("test", {}).get("seed") != args.test_seed:
             test = ("--seed", args.test_seed, "--episodes", args.episodes)
             stage("test_controller.py", "--logdir", logdir.root, *real_game, *test)
