@@ -20,7 +20,6 @@ scene, but only into an OpenCV window), area-averaged to 64x64.
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import random
 import sys
@@ -480,16 +479,13 @@ def lookahead(env: gym.Env) -> np.ndarray:
 # them (against the goal's pull of 1), and the gap (m) over which the push falls by e
 FIELD_PUSH = {"people": 2.0, "furniture": 2.0}
 FIELD_RANGE = {"people": 0.5, "furniture": 0.3}
-# potential-field-wide: the same field with furniture and walls pushing from further off, so that it passes
-# them with more room (its push outweighs the goal's pull up to 0.35 m of gap, not 0.21)
-WIDE_FIELD_RANGE = {"people": 0.5, "furniture": 0.5}
 
 
-def potential_field(env: gym.Env, reach: dict[str, float] = FIELD_RANGE) -> np.ndarray:
+def potential_field(env: gym.Env) -> np.ndarray:
     """A reference, not an agent: the goal pulls the robot (at full speed, less on the last step), and
     every person and the nearest furniture or wall push it straight away, FIELD_PUSH at contact, falling
-    by e every ``reach`` metres of gap (FIELD_RANGE); it moves along the sum, at full speed at most.
-    Unlike :func:`lookahead`, a smooth function of where things are, which a network fits closely."""
+    by e every FIELD_RANGE metres of gap; it moves along the sum, at full speed at most. Unlike
+    :func:`lookahead`, a smooth function of where things are, which a network fits closely."""
     import shapely.ops
 
     sim = env.unwrapped.sim
@@ -501,7 +497,7 @@ def potential_field(env: gym.Env, reach: dict[str, float] = FIELD_RANGE) -> np.n
 
     def push(away: np.ndarray, gap: float, kind: str) -> np.ndarray:
         norm = np.linalg.norm(away)
-        return FIELD_PUSH[kind] * np.exp(-gap / reach[kind]) * away / max(norm, 1e-9)
+        return FIELD_PUSH[kind] * np.exp(-gap / FIELD_RANGE[kind]) * away / max(norm, 1e-9)
 
     for person in sim.static_humans + sim.dynamic_humans:
         away = here - [person.x, person.y]
@@ -595,7 +591,6 @@ SPEC = EnvSpec(
         "orca": orca,
         "lookahead": lookahead,
         "potential-field": potential_field,
-        "potential-field-wide": functools.partial(potential_field, reach=WIDE_FIELD_RANGE),
         "stand-still": stand_still,
     },
     state_policies={"goal-mix": goal_mix},

@@ -27,8 +27,7 @@ training, pick or test episode.
 
 --teacher NAME fits another reference's actions instead: orca (SocNavGym's, which avoids people and
 furniture), or our planners that take all of the avoiding on themselves, lookahead and potential-field
-(and potential-field-wide, which keeps more room from furniture: envs/socnav.py); --fit-epochs and
---fit-decay set the network's fit of them.
+(envs/socnav.py); --fit-epochs and --fit-decay set the network's fit of them.
 --units N fits a C with a hidden layer: a network of one tanh layer of N units, fitted by gradient
 descent, replaces the ridge in the fit of actions, DAgger and the drive, and the R^2 of what such a
 network reads is reported beside the ridge's (cross-fitted the same way). --save-c writes it as a
@@ -67,7 +66,7 @@ FOLDS = 3  # episode k is predicted by the fit on the episodes of the other two 
 RIDGE = 1.0  # the ridge penalty, on inputs of order 1 (z the encoder mean, h in (-1, 1))
 # go-to-goal's actions are +-1 at full speed; C's squash (tanh) reaches them only at infinity
 SQUASHED = 0.95
-TEACHERS = ("go-to-goal", "orca", "lookahead", "potential-field", "potential-field-wide")
+TEACHERS = ("go-to-goal", "orca", "lookahead", "potential-field")
 # the network of --units: Adam at this rate, batches and epochs over the steps (as many more as reach a
 # least number of batches, for small data), and its weight decay
 NETWORK_RATE, NETWORK_BATCH, NETWORK_EPOCHS, NETWORK_LEAST, NETWORK_DECAY = 1e-3, 256, 60, 900, 1e-3
@@ -95,7 +94,7 @@ def build_parser():
         choices=TEACHERS,
         default=TEACHERS[0],
         help="the reference whose actions C is fitted to (orca: SocNavGym's, which avoids people; "
-        "lookahead and potential-field(-wide): planners that take all of the avoiding on themselves)",
+        "lookahead and potential-field: planners that take all of the avoiding on themselves)",
     )
     parser.add_argument(
         "--units",
