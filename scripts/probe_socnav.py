@@ -33,8 +33,6 @@ descent, replaces the ridge in the fit of actions, DAgger and the drive, and the
 network reads is reported beside the ridge's (cross-fitted the same way). --save-c writes it as a
 controller with that hidden layer (models/controller.py), which test_controller.py drives as any C; it
 has too many parameters for CMA-ES, so no search starts from it.
---collision-weight W weights the last --collision-steps steps of every episode that ends in a collision
-(goal-mix's and DAgger's) W times in the fit of actions: the teacher's actions where C's went wrong.
 """
 
 from __future__ import annotations
@@ -58,15 +56,7 @@ from envs import get_env_spec  # noqa: E402
 from experiment.logdir import load_agent_spec, save_controller  # noqa: E402
 from models.vae import frames_to_tensor  # noqa: E402
 from utils.checkpoint import atomic_write  # noqa: E402
-from utils.cli import (  # noqa: E402
-    UserError,
-    make_parser,
-    nonnegative_float,
-    nonnegative_int,
-    positive_float,
-    positive_int,
-    run,
-)
+from utils.cli import UserError, make_parser, nonnegative_float, nonnegative_int, positive_int, run  # noqa: E402
 from utils.seeding import PROBE_EPISODES, episode_seed  # noqa: E402
 
 TARGETS = ("goal ahead / distance", "goal left / distance", "goal distance", "nearest person distance")
@@ -126,19 +116,6 @@ def build_parser():
         default=FIT_DECAY,
         help="with --units: Adam's weight decay in the network's fit of the teacher's actions (the R^2 "
         f"probes keep {NETWORK_DECAY:g})",
-    )
-    parser.add_argument(
-        "--collision-weight",
-        type=positive_float,
-        default=1.0,
-        help="in the fit of actions, the weight of the last --collision-steps steps of every episode that "
-        "ends in a collision (1: every step alike)",
-    )
-    parser.add_argument(
-        "--collision-steps",
-        type=positive_int,
-        default=10,
-        help="with --collision-weight: how many steps before a collision it weights",
     )
     parser.add_argument("--max-steps", type=positive_int, default=200, help="steps an episode at most")
     parser.add_argument("--seed", type=int, default=0, help="seed of the episodes and the policy's noise")
@@ -212,12 +189,9 @@ class Probe:
         return steps, f"{end} ({info['outcome_detail']})" if info.get("outcome_detail") else end, total
 
 
-def ridge(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """(D + 1, K) weights and bias of the ridge regression of y on x, each row's squared error weighted
-    by ``weights`` (None: all alike)."""
+def ridge(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(D + 1, K) weights and bias of the ridge regression of y on x."""
     x = np.c_[x, np.ones(len(x))]
-    root = np.ones((len(x), 1)) if weights is None else np.sqrt(np.asarray(weights, float))[:, None]
-    x, y = x * root, y * root
     return np.linalg.solve(x.T @ x + RIDGE * np.eye(x.shape[1]), x.T @ y)
 
 
@@ -225,21 +199,10 @@ def predict(weights: np.ndarray, x: np.ndarray) -> np.ndarray:
     return np.c_[x, np.ones(len(x))] @ weights
 
 
-def fit_actions(inputs: list, actions: list, weights: np.ndarray | None = None) -> np.ndarray:
+def fit_actions(inputs: list, actions: list) -> np.ndarray:
     """The ridge from C's inputs to the teacher's ``actions`` through C's squash (tanh, whose +-1 lies at
-    infinity: targets clipped to +-SQUASHED first), as :func:`ridge`'s weights (``weights``: each step's
-    weight in the fit)."""
-    targets = np.arctanh(np.clip(np.asarray(actions), -SQUASHED, SQUASHED))
-    return ridge(np.asarray(inputs), targets, weights)
-
-
-def step_weights(length: int, end: str, weight: float, steps: int) -> list[float]:
-    """The fit's weight of each of an episode's ``length`` steps: ``weight`` for the last ``steps`` of an
-    episode that ends in a collision (``end`` as :meth:`Probe.episode` gives it), 1 elsewhere."""
-    weights = [1.0] * length
-    if end.startswith("collision"):
-        weights[max(length - steps, 0) :] = [weight] * min(steps, length)
-    return weights
+    infinity: targets clipped to +-SQUASHED first), as :func:`ridge`'s weights."""
+    return ridge(np.asarray(inputs), np.arctanh(np.clip(np.asarray(actions), -SQUASHED, SQUASHED)))
 
 
 def controller_vector(weights: np.ndarray) -> np.ndarray:
@@ -283,15 +246,13 @@ def fit_network(
     squash: bool = False,
     epochs: int = NETWORK_EPOCHS,
     decay: float = NETWORK_DECAY,
-    weights: np.ndarray | None = None,
 ) -> Network:
     """A network of one tanh layer of ``units`` from x (standardised) to y, fitted by Adam with weight
     decay ``decay`` on the squared error (``epochs`` epochs, more if they make fewer than NETWORK_LEAST
     batches). ``squash``: its outputs go through C's tanh and y are actions (as C acts); otherwise y are
-    standardised and the output is linear. ``weights``: each row's weight in a batch's mean squared error
-    (None: all alike). Seeded by the data's size, so that a rerun fits the same network."""
+    standardised and the output is linear. Seeded by the data's size, so that a rerun fits the same
+    network."""
     x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
-    weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float32)
     x_mean, x_scale = x.mean(0), x.std(0) + 1e-3
     y_mean, y_scale = (torch.zeros(y.shape[1]), torch.ones(y.shape[1])) if squash else (y.mean(0), y.std(0))
     with torch.random.fork_rng():
@@ -304,11 +265,7 @@ def fit_network(
         for _ in range(max(epochs, -(-NETWORK_LEAST * NETWORK_BATCH // len(x)))):
             for rows in torch.randperm(len(x)).split(NETWORK_BATCH):
                 out = net(inputs[rows])
-                error = ((torch.tanh(out) if squash else out) - targets[rows]).pow(2)
-                if weights is None:
-                    loss = error.mean()
-                else:
-                    loss = (error.mean(1) * weights[rows]).sum() / weights[rows].sum()
+                loss = ((torch.tanh(out) if squash else out) - targets[rows]).pow(2).mean()
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
@@ -333,14 +290,12 @@ def main(args) -> dict:
     latent = probe.agent.latent
     rng = np.random.default_rng(episode_seed(args.seed, PROBE_EPISODES))
     goal_mix = probe.env_spec.state_policies["goal-mix"]
-    inputs, states, actions, folds, weights = [], [], [], [], []
-    weigh = lambda steps, end: step_weights(len(steps), end, args.collision_weight, args.collision_steps)  # noqa: E731
+    inputs, states, actions, folds = [], [], [], []
     for index in tqdm(range(args.episodes), desc="probe episodes", unit="episode"):
         policy = goal_mix(rng, args.max_steps)
-        steps, end, _ = probe.episode(
+        steps, _, _ = probe.episode(
             episode_seed(args.seed, PROBE_EPISODES, index), lambda x, t, policy=policy: policy(probe.env, t)
         )
-        weights += weigh(steps, end)
         inputs += [s[0] for s in steps]
         states += [s[1] for s in steps]
         actions += [s[2] for s in steps]
@@ -351,8 +306,6 @@ def main(args) -> dict:
     result.update(teacher=args.teacher, units=args.units, frames=len(x))
     if args.units:
         result.update(fit_epochs=args.fit_epochs, fit_decay=args.fit_decay)
-    if args.collision_weight != 1:
-        result.update(collision_weight=args.collision_weight, collision_steps=args.collision_steps)
     reads = {"r_squared": 0} | ({"r_squared_network": args.units} if args.units else {})
     for key, units in reads.items():
         result[key] = {}
@@ -366,19 +319,18 @@ def main(args) -> dict:
         for read in READS:
             print(f"  from {read:5s}  " + "  ".join(f"{t}: {v:.2f}" for t, v in result[key][read].items()))
 
-    def fit(inputs: list, actions: list, weights: list):
-        """C fitted to the teacher's actions (each step's squared error times its weight), as C's flat
-        vector and C's step: the ridge, or the network."""
-        weights = None if args.collision_weight == 1 else np.asarray(weights)
+    def fit(inputs: list, actions: list):
+        """C fitted to the teacher's actions, as C's flat vector and C's step: the ridge, or the network."""
         if args.units:
-            x, y = np.asarray(inputs), np.asarray(actions)
-            network = fit_network(x, y, args.units, True, args.fit_epochs, args.fit_decay, weights)
+            network = fit_network(
+                np.asarray(inputs), np.asarray(actions), args.units, True, args.fit_epochs, args.fit_decay
+            )
             return network.controller_vector(), lambda x, t: network(x[None])[0]
-        linear = fit_actions(inputs, actions, weights)
-        step = lambda x, t: probe.env_spec.squash(torch.as_tensor(np.r_[x, 1.0] @ linear))  # noqa: E731
-        return controller_vector(linear), step
+        weights = fit_actions(inputs, actions)
+        step = lambda x, t: probe.env_spec.squash(torch.as_tensor(np.r_[x, 1.0] @ weights))  # noqa: E731
+        return controller_vector(weights), step
 
-    vector, fitted = fit(inputs, actions, weights)
+    vector, fitted = fit(inputs, actions)
     name = f"the network of {args.units} units" if args.units else "the linear C"
     fitted_by = f"network ({args.units} tanh units)" if args.units else "ridge"
     first = args.episodes + args.drive  # the probe namespace's episodes after the fit's and the drive's
@@ -390,9 +342,8 @@ def main(args) -> dict:
             steps, end, _ = probe.episode(seed, fitted)
             inputs += [s[0] for s in steps]
             actions += [s[2] for s in steps]
-            weights += weigh(steps, end)
             outcomes[end.split(" ")[0]] += 1
-        vector, fitted = fit(inputs, actions, weights)
+        vector, fitted = fit(inputs, actions)
         result["dagger"].append(
             {"episodes": args.episodes, "outcomes": dict(sorted(outcomes.items())), "frames": len(inputs)}
         )

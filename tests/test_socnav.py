@@ -287,17 +287,15 @@ def test_socnav_recipe_runs_every_stage_at_its_smallest(tmp_path):
     vector, config, fit = load_controller_file(tmp_path / "fit.tar")
     assert vector.size == 867 and config.inputs == ("z", "h") and fit["returns"] == probe["drive"]["returns"]
     assert "go-to-goal's actions" in fit["source"]
-    # The same with ORCA as the teacher and a network in place of the ridge, the steps before a collision
-    # weighted: its reads beside the ridge's, and the C it saves has that hidden layer and drives in
-    # test_controller.py as any C.
+    # The same with ORCA as the teacher and a network in place of the ridge: its reads beside the ridge's,
+    # and the C it saves has that hidden layer and drives in test_controller.py as any C.
     argv[argv.index("--out") + 1] = tmp_path / "network.json"
     agent = tmp_path / "network"
     argv[argv.index("--save-c") + 1] = agent / "ctrl" / "best.tar"
-    flags = ["--units", 4, "--teacher", "orca", "--collision-weight", 3]
-    network = probe_socnav.main(probe_socnav.build_parser().parse_args(list(map(str, argv + flags))))
+    network = probe_socnav.main(
+        probe_socnav.build_parser().parse_args(list(map(str, argv + ["--units", 4, "--teacher", "orca"])))
+    )
     assert network["teacher"] == "orca" and network["units"] == 4 and network["frames"] == probe["frames"]
-    assert (network["collision_weight"], network["collision_steps"]) == (3, 10)
-    assert "collision_weight" not in probe
     assert (network["fit_epochs"], network["fit_decay"]) == (probe_socnav.FIT_EPOCHS, probe_socnav.FIT_DECAY)
     assert network["r_squared"] == probe["r_squared"]  # the same goal-mix episodes, the same ridge
     assert set(network["r_squared_network"]) == set(probe_socnav.READS)
@@ -399,28 +397,6 @@ def test_cs_fit_is_long_and_undecayed_enough_for_a_sharp_push():
     assert errors[1] < 0.8 * errors[0], errors
     args = probe_socnav.build_parser().parse_args(["--logdir", "x"])
     assert (args.fit_epochs, args.fit_decay) == (probe_socnav.FIT_EPOCHS, probe_socnav.FIT_DECAY)
-
-
-def test_the_fit_weights_the_steps_before_a_collision():
-    """--collision-weight W: the last --collision-steps steps of an episode that ends in a collision count
-    W times in the fit, in the ridge and in the network alike: where the same inputs were labelled with
-    two actions, the fit lands at their weighted mean; the default leaves every step alike."""
-    assert probe_socnav.step_weights(5, "collision (person)", 4.0, 2) == [1, 1, 1, 4, 4]
-    assert probe_socnav.step_weights(2, "collision (wall)", 4.0, 3) == [4, 4]
-    assert probe_socnav.step_weights(3, "success", 4.0, 2) == [1, 1, 1]
-    rng = np.random.default_rng(0)
-    x = np.repeat(rng.uniform(-1, 1, (200, 2)), 2, axis=0)  # every input twice, labelled +0.5 and -0.5
-    actions = np.tile([[0.5], [-0.5]], (200, 1))
-    weights = np.tile([9.0, 1.0], 200)  # (9 * 0.5 - 0.5) / 10 = 0.4
-    network = probe_socnav.fit_network(x, actions, 8, True, weights=weights)
-    np.testing.assert_allclose(network(x).mean(), 0.4, atol=0.03)
-    assert abs(probe_socnav.fit_network(x, actions, 8, True)(x).mean()) < 0.03
-    linear = probe_socnav.fit_actions(x, actions, weights)
-    squashed = np.arctanh(0.5)
-    np.testing.assert_allclose(linear[-1], 0.8 * squashed, atol=0.01)  # the bias, at the weighted target
-    np.testing.assert_allclose(probe_socnav.fit_actions(x, actions)[-1], 0, atol=0.01)
-    args = probe_socnav.build_parser().parse_args(["--logdir", "x"])
-    assert (args.collision_weight, args.collision_steps) == (1.0, 10)
 
 
 def red_centre(frame: np.ndarray) -> np.ndarray:
