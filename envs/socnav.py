@@ -428,6 +428,19 @@ def _still_things(sim) -> list:
     return still + [_rectangle(o.x, o.y, o.orientation, o.length, o.thickness) for o in sim.walls]
 
 
+def nearest_still(sim) -> np.ndarray | None:
+    """The world vector (m) from the robot's centre to the nearest point of furniture or a wall (None
+    where the room has neither)."""
+    import shapely.ops
+
+    still = _still_things(sim)
+    if not still:
+        return None
+    robot = sim.robot
+    nearest = shapely.ops.nearest_points(shapely.union_all(still), shapely.Point(robot.x, robot.y))[0]
+    return np.array([nearest.x - robot.x, nearest.y - robot.y])
+
+
 def _towards(sim, velocity: np.ndarray) -> np.ndarray:
     """A world velocity (m/s) as the holonomic robot's action, in its own frame, without turning."""
     cos, sin = np.cos(sim.robot.orientation), np.sin(sim.robot.orientation)
@@ -486,8 +499,6 @@ def potential_field(env: gym.Env) -> np.ndarray:
     every person and the nearest furniture or wall push it straight away, FIELD_PUSH at contact, falling
     by e every FIELD_RANGE metres of gap; it moves along the sum, at full speed at most. Unlike
     :func:`lookahead`, a smooth function of where things are, which a network fits closely."""
-    import shapely.ops
-
     sim = env.unwrapped.sim
     robot = sim.robot
     here = np.array([robot.x, robot.y])
@@ -502,10 +513,9 @@ def potential_field(env: gym.Env) -> np.ndarray:
     for person in sim.static_humans + sim.dynamic_humans:
         away = here - [person.x, person.y]
         force += push(away, np.linalg.norm(away) - person.width / 2 - robot.radius, "people")
-    still = _still_things(sim)
-    if still:
-        nearest = shapely.ops.nearest_points(shapely.union_all(still), shapely.Point(*here))[0]
-        away = here - [nearest.x, nearest.y]
+    towards = nearest_still(sim)
+    if towards is not None:
+        away = -towards
         force += push(away, np.linalg.norm(away) - robot.radius, "furniture")
     force /= max(1.0, np.linalg.norm(force))  # full speed at most
     return _towards(sim, force * sim.MAX_ADVANCE_ROBOT)

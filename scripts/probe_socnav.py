@@ -11,7 +11,8 @@ Plays --episodes episodes with the goal-mix policy (half of them heading for the
 noise: generation_script.py --policy goal-mix) through the run's V and M, as the agent would see them (z
 the encoder mean, h M's state fed the actions played), and records at every step what C reads (z, h) and
 what it would need from the simulator's state: the goal's direction from the robot (ahead and to its
-left, over the distance), its distance, and the nearest person's distance (both capped at 4 m, half the
+left, over the distance), its distance, the nearest person's distance, and the nearest furniture or
+wall: its direction from the robot (as the goal's) and the gap to it (distances capped at 4 m, half the
 robot's view). How much of each a linear map reads from z, from h and from both is the R^2 of ridge
 regressions cross-fitted over three folds of episodes: each episode is predicted by the fit on the others.
 
@@ -53,13 +54,22 @@ from tqdm import tqdm  # noqa: E402
 
 from driving.agent import Agent  # noqa: E402
 from envs import get_env_spec  # noqa: E402
+from envs.socnav import nearest_still  # noqa: E402
 from experiment.logdir import load_agent_spec, save_controller  # noqa: E402
 from models.vae import frames_to_tensor  # noqa: E402
 from utils.checkpoint import atomic_write  # noqa: E402
 from utils.cli import UserError, make_parser, nonnegative_float, nonnegative_int, positive_int, run  # noqa: E402
 from utils.seeding import PROBE_EPISODES, episode_seed  # noqa: E402
 
-TARGETS = ("goal ahead / distance", "goal left / distance", "goal distance", "nearest person distance")
+TARGETS = (
+    "goal ahead / distance",
+    "goal left / distance",
+    "goal distance",
+    "nearest person distance",
+    "furniture ahead / distance",
+    "furniture left / distance",
+    "furniture gap",
+)
 READS = ("z", "h", "z, h")
 CAP = 4.0  # metres: distances beyond half the robot's 8 m view count as 4
 FOLDS = 3  # episode k is predicted by the fit on the episodes of the other two folds (k mod 3)
@@ -166,7 +176,7 @@ class Probe:
             (np.hypot(p.x - robot.x, p.y - robot.y) for p in sim.static_humans + sim.dynamic_humans),
             default=CAP,
         )
-        return [ahead / distance, left / distance, min(distance, CAP), min(float(near), CAP)]
+        return [ahead / distance, left / distance, min(distance, CAP), min(float(near), CAP), *furniture(sim)]
 
     @torch.no_grad()
     def episode(self, seed: int, act) -> tuple[list, str, float]:
@@ -187,6 +197,19 @@ class Probe:
                 break
         end = info["outcome"] or "timeout"
         return steps, f"{end} ({info['outcome_detail']})" if info.get("outcome_detail") else end, total
+
+
+def furniture(sim) -> list[float]:
+    """The nearest furniture or wall from the robot: its direction (ahead and to the left, over the
+    distance to its nearest point) and the gap between it and the robot's edge (capped at CAP)."""
+    towards = nearest_still(sim)  # in the world's frame
+    if towards is None:
+        return [0.0, 0.0, CAP]
+    robot = sim.robot
+    cos, sin = np.cos(robot.orientation), np.sin(robot.orientation)
+    distance = max(float(np.hypot(*towards)), 1e-6)
+    ahead, left = cos * towards[0] + sin * towards[1], -sin * towards[0] + cos * towards[1]
+    return [ahead / distance, left / distance, min(distance - robot.radius, CAP)]
 
 
 def ridge(x: np.ndarray, y: np.ndarray) -> np.ndarray:

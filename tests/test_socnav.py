@@ -399,6 +399,22 @@ def test_cs_fit_is_long_and_undecayed_enough_for_a_sharp_push():
     assert (args.fit_epochs, args.fit_decay) == (probe_socnav.FIT_EPOCHS, probe_socnav.FIT_DECAY)
 
 
+def test_the_probe_reads_the_nearest_furniture_from_the_robot():
+    """The probe's furniture targets: the nearest point of furniture or a wall, in the robot's frame
+    (ahead, left) over its distance, and the gap from the robot's edge; nothing there reads as far."""
+    pytest.importorskip("shapely")
+    plant = types.SimpleNamespace(x=2.0, y=0.0, radius=0.5)
+    robot = types.SimpleNamespace(x=0.0, y=0.0, orientation=np.pi / 2, radius=0.25)  # heading +y
+    sim = types.SimpleNamespace(robot=robot, plants=[plant], tables=[], laptops=[], walls=[])
+    np.testing.assert_allclose(socnav.nearest_still(sim), [1.5, 0.0], atol=1e-3)
+    # the plant is 1.5 m along +x, the robot's right: (ahead, left) = (0, -1), 1.25 m from its edge
+    np.testing.assert_allclose(probe_socnav.furniture(sim), [0.0, -1.0, 1.25], atol=1e-3)
+    plant.x = 9.0
+    assert probe_socnav.furniture(sim)[2] == probe_socnav.CAP
+    sim.plants = []
+    assert socnav.nearest_still(sim) is None and probe_socnav.furniture(sim) == [0.0, 0.0, probe_socnav.CAP]
+
+
 def red_centre(frame: np.ndarray) -> np.ndarray:
     """(x, y) pixel centre of the goal in an ego frame (the only red there is)."""
     ys, xs = np.nonzero((frame[..., 0] > 200) & (frame[..., 1] < 50) & (frame[..., 2] < 50))
