@@ -254,9 +254,8 @@ class SocNav(gym.Env):
     def goal_from_robot(self) -> tuple[float, float]:
         """Where the goal is from the robot, in metres: (ahead, to its left)."""
         robot = self.sim.robot
-        dx, dy = robot.goal_x - robot.x, robot.goal_y - robot.y
-        cos, sin = np.cos(robot.orientation), np.sin(robot.orientation)
-        return float(cos * dx + sin * dy), float(-sin * dx + cos * dy)
+        ahead, left = from_robot(robot, robot.goal_x - robot.x, robot.goal_y - robot.y)
+        return float(ahead), float(left)
 
     def _draw_goal(self, image: np.ndarray, scale: tuple[float, float]) -> None:
         import cv2  # both installed with the extra
@@ -318,6 +317,12 @@ class SocNav(gym.Env):
 
             pygame.display.quit()
             self._window = None
+
+
+def from_robot(robot, dx: float, dy: float) -> tuple[float, float]:
+    """A world vector (dx, dy) in the robot's own frame: (ahead, to its left)."""
+    cos, sin = np.cos(robot.orientation), np.sin(robot.orientation)
+    return cos * dx + sin * dy, -sin * dx + cos * dy
 
 
 def outcome(info: dict) -> str | None:
@@ -443,9 +448,7 @@ def nearest_still(sim) -> np.ndarray | None:
 
 def _towards(sim, velocity: np.ndarray) -> np.ndarray:
     """A world velocity (m/s) as the holonomic robot's action, in its own frame, without turning."""
-    cos, sin = np.cos(sim.robot.orientation), np.sin(sim.robot.orientation)
-    vx, vy = velocity
-    action = np.array([vx * cos + vy * sin, -vx * sin + vy * cos, 0.0]) / sim.MAX_ADVANCE_ROBOT
+    action = np.array([*from_robot(sim.robot, *velocity), 0.0]) / sim.MAX_ADVANCE_ROBOT
     return np.clip(action, LOW, HIGH).astype(np.float32)
 
 

@@ -54,7 +54,7 @@ from tqdm import tqdm  # noqa: E402
 
 from driving.agent import Agent  # noqa: E402
 from envs import get_env_spec  # noqa: E402
-from envs.socnav import nearest_still  # noqa: E402
+from envs.socnav import from_robot, nearest_still  # noqa: E402
 from experiment.logdir import load_agent_spec, save_controller  # noqa: E402
 from models.vae import frames_to_tensor  # noqa: E402
 from utils.checkpoint import atomic_write  # noqa: E402
@@ -205,11 +205,9 @@ def furniture(sim) -> list[float]:
     towards = nearest_still(sim)  # in the world's frame
     if towards is None:
         return [0.0, 0.0, CAP]
-    robot = sim.robot
-    cos, sin = np.cos(robot.orientation), np.sin(robot.orientation)
     distance = max(float(np.hypot(*towards)), 1e-6)
-    ahead, left = cos * towards[0] + sin * towards[1], -sin * towards[0] + cos * towards[1]
-    return [ahead / distance, left / distance, min(distance - robot.radius, CAP)]
+    ahead, left = from_robot(sim.robot, *towards)
+    return [ahead / distance, left / distance, min(distance - sim.robot.radius, CAP)]
 
 
 def ridge(x: np.ndarray, y: np.ndarray) -> np.ndarray:
