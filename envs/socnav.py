@@ -40,9 +40,7 @@ from utils.cli import UserError
 
 CONFIG = Path(__file__).with_suffix(".yaml")
 RESOLUTIONS = ("256x256", "1024x1024")
-# The room from above (--env socnav), the robot's own view (--env socnav-ego), or that view with furniture
-# and walls painted solid where the robot would touch them (--env socnav-ego-solid).
-VIEWS = ("room", "ego", "ego-solid")
+VIEWS = ("room", "ego")  # the room from above (--env socnav), or the robot's own view (--env socnav-ego)
 # Scenes: what each changes in CONFIG's "env" keys. "standing" (--env socnav-ego-standing) has one to three
 # people, all standing, and nobody walking: every collision there is one the robot drives into itself,
 # the simpler scene that shows whether the four stages learn to reach a goal (docs/socnav.md).
@@ -65,11 +63,6 @@ GOAL_EGO_RADIUS = 0.7
 # (docs/socnav.md). Collisions count from their 0.36 m (human_diameter / 2).
 PERSON_EGO = (0, 40, 230)
 PERSON_EGO_RADIUS = 0.45
-# Furniture and walls in "ego-solid" frames: yellow (the goal's red and people's blue stay the only colours
-# ego_salient takes), filled over everywhere the robot's centre would put its 0.3 m body into them, the
-# shapes grown by the robot's radius. SocNavGym draws plants and laptops a few pixels wide at 64x64 and
-# tables as a faint brown, which V left out of its reconstructions (docs/socnav.md).
-FURNITURE_EGO = (230, 190, 0)
 OUTSIDE = 60  # beyond the room's walls, in ego frames: dark, so the walls are an edge V cannot miss
 MAX_STEPS = 200
 LOW, HIGH = -np.ones(3, np.float32), np.ones(3, np.float32)
@@ -162,8 +155,7 @@ class SocNav(gym.Env):
             raise ValueError(f"unknown view {view!r}; expected one of {VIEWS}")
         if scene not in SCENES:
             raise ValueError(f"unknown scene {scene!r}; expected one of {tuple(SCENES)}")
-        self.ego = view.startswith("ego")
-        self.solid = view == "ego-solid"
+        self.ego = view == "ego"
         self.size = int(resolution.split("x")[0])
         self.render_mode = render_mode
         self.max_steps = max_steps  # the episode cap, a timeout (below SocNavGym's own 200 steps too)
@@ -240,14 +232,6 @@ class SocNav(gym.Env):
         def in_canvas(entity) -> tuple[float, float]:
             """An entity's place in the canvas, in pixels (x right, y down), as the painters place it."""
             return ppm * (entity.x + span_x / 2), ppm * (span_y / 2 - entity.y)
-
-        if self.solid:
-            sub = 16  # cv2.fillPoly's fixed-point places: the shapes' edges to 1/16 of a pixel
-            for shape in _still_things(sim):
-                corners = np.asarray(shape.buffer(sim.ROBOT_RADIUS).exterior.coords)
-                pixels = ppm * np.stack([corners[:, 0] + span_x / 2, span_y / 2 - corners[:, 1]], 1)
-                points = np.round(pixels * sub).astype(np.int32)
-                cv2.fillPoly(canvas, [points], FURNITURE_EGO[::-1], cv2.LINE_AA, shift=4)
 
         for person in sim.static_humans + sim.dynamic_humans:
             at = tuple(round(c) for c in in_canvas(person))
