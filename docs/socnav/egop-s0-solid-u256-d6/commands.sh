@@ -1,6 +1,7 @@
 #!/bin/bash
 # SocNav lever: the solid view (docs/socnav.md; its rule was fixed before any result): the recipe on --env socnav-ego-solid, seeds 0 and 1 side
 # by side, one core each; test --seed 0.
+# --env socnav-ego-solid is in commit 455fda4 only (envs/socnav_ego_solid.py and envs/socnav.py); check them out first.
 cd "$(dirname "$0")/../../.."  # the repository root
 one() {
   s=$1; L=runs/socnav-solid-s$s
