@@ -149,14 +149,25 @@ def load_rollout(path: str | os.PathLike, frame_shape: tuple[int, int, int] = (6
 
 
 def list_rollouts(rootdir: str | os.PathLike) -> list[Path]:
-    """Every ``*.npz`` under ``rootdir`` (recursively), in sorted path order."""
+    """Every ``*.npz`` under ``rootdir`` (recursively, through linked directories), in sorted path order."""
     rootdir = Path(rootdir)
     if not rootdir.is_dir():
         raise UserError(
             f"dataset directory {rootdir} does not exist; generate rollouts with "
             f"data/generation_script.py --rootdir {rootdir}"
         )
-    files = sorted(p for p in rootdir.rglob("*.npz") if not p.name.startswith("."))
+    files, seen = [], set()
+    # os.walk, not Path.rglob: before Python 3.13 rglob does not enter a linked directory, which would
+    # silently drop a rollout set linked into a dataset; a directory reached twice (a loop) is read once.
+    for folder, subdirs, names in os.walk(rootdir, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subdirs.clear()
+            continue
+        seen.add(real)
+        subdirs.sort()
+        files += [Path(folder) / n for n in names if n.endswith(".npz") and not n.startswith(".")]
+    files.sort()
     if not files:
         raise UserError(
             f"no rollout files (*.npz) under {rootdir}; generate them with "

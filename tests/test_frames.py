@@ -137,6 +137,18 @@ def test_split_matches_split_names(rollouts):
     np.testing.assert_array_equal(train, cache.frame_indices(train_files))
 
 
+def test_a_linked_rollout_set_is_read_through_its_link(rollouts, tmp_path):
+    """A rollout set linked into a dataset counts as a copy would; a link back up (a loop) ends."""
+    dataset = tmp_path / "dataset"
+    shutil.copytree(rollouts, dataset / "round1", ignore=shutil.ignore_patterns(".cache"))
+    (dataset / "round0").symlink_to(rollouts, target_is_directory=True)
+    (dataset / "round1" / "loop").symlink_to(dataset, target_is_directory=True)
+    names = [str(p.relative_to(dataset)) for p in list_rollouts(dataset)]
+    assert names == [f"round{k}/{p.name}" for k in (0, 1) for p in list_rollouts(rollouts)]
+    cache = FrameCache.open(dataset, verbose=False)
+    np.testing.assert_array_equal(np.asarray(cache.frames), np.concatenate([source_frames(rollouts)] * 2))
+
+
 def test_empty_directory(tmp_path):
     with pytest.raises(UserError, match="no rollout files"):
         FrameCache.open(tmp_path, verbose=False)
