@@ -283,7 +283,8 @@ def fit_network(
         )
         optimiser = torch.optim.Adam(net.parameters(), NETWORK_RATE, weight_decay=decay)
         inputs, targets = (x - x_mean) / x_scale, (y - y_mean) / y_scale
-        for _ in range(max(epochs, -(-NETWORK_LEAST * NETWORK_BATCH // len(x)))):
+        batches = -(-len(x) // NETWORK_BATCH)  # an epoch's
+        for _ in range(max(epochs, -(-NETWORK_LEAST // batches))):
             for rows in torch.randperm(len(x)).split(NETWORK_BATCH):
                 out = net(inputs[rows])
                 loss = ((torch.tanh(out) if squash else out) - targets[rows]).pow(2).mean()

@@ -377,6 +377,20 @@ def test_the_probes_network_reads_what_the_ridge_cannot():
     np.testing.assert_allclose(torch.tanh(raw).numpy(), out, atol=1e-5)
 
 
+@pytest.mark.parametrize("rows, steps", [(10, 900), (600, 900), (4000, 60 * 16)])
+def test_a_network_fit_makes_its_epochs_or_at_least_network_least_batches(monkeypatch, rows, steps):
+    """NETWORK_EPOCHS epochs, or more where they make fewer than NETWORK_LEAST batches (of NETWORK_BATCH
+    rows, the last one short): a fit of 10 rows makes 900 steps, not one per 256 rows it has not got."""
+    made = []
+    step = torch.optim.Adam.step
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *a, **k: made.append(1) or step(self, *a, **k))
+    rng = np.random.default_rng(0)
+    probe_socnav.fit_network(rng.standard_normal((rows, 2)), rng.standard_normal((rows, 1)), 4)
+    sizes = probe_socnav.NETWORK_EPOCHS, probe_socnav.NETWORK_LEAST, probe_socnav.NETWORK_BATCH
+    assert sizes == (60, 900, 256)  # what the steps above are counted for
+    assert len(made) == steps
+
+
 def test_cs_fit_is_long_and_undecayed_enough_for_a_sharp_push():
     """The fit of C to a teacher's actions (FIT_EPOCHS, FIT_DECAY, the defaults of --fit-epochs and
     --fit-decay) copies an action that turns sharply near one place (as a push off a person does) with
