@@ -14,6 +14,13 @@ the stages after V.
 
 Defaults are the paper's: Adam at lr 1e-4, batch 100, KL floor 0.5 nats per latent dimension; the
 latent size is the env's (32 for CarRacing).
+
+--label-weight W (games whose rollouts record state labels: SocNavGym) adds V's state head, a linear map
+from mu to the labels of each frame (standardised on the training frames), and W times its squared
+error (summed over the labels) to the loss, so that z holds what the simulator's state says there
+(the nearest furniture, which the paper's loss leaves faint). The labels are used in training only: the
+agent acts from pixels. ``label`` in the logs is the head's mean squared error per label, standardised:
+about 1 - R^2 on held-out frames.
 """
 
 from __future__ import annotations
@@ -99,6 +106,13 @@ def build_parser():
         "coloured, which adds furniture; graded, furniture at a share of it); default: the game's first",
     )
     parser.add_argument(
+        "--label-weight",
+        type=nonnegative_float,
+        default=0.0,
+        help="what the state head's squared error on the rollouts' state labels (SocNavGym's) counts in "
+        "the loss; 0: no head, the paper's loss",
+    )
+    parser.add_argument(
         "--precision",
         choices=PRECISIONS,
         default="auto",
@@ -141,20 +155,27 @@ def run_epoch(
     --salient-weight."""
     training = optimizer is not None
     vae.train(training)
-    batches = cache.batches(indices, args.batch_size, rng=rng, max_batches=args.max_batches)
+    with_labels = args.label_weight > 0
+    batches = cache.batches(indices, args.batch_size, rng, args.max_batches, with_labels=with_labels)
     n_batches = -(-len(indices) // args.batch_size)
     if args.max_batches is not None:
         n_batches = min(n_batches, args.max_batches)
-    totals, n_frames, start = np.zeros(3), 0, time.perf_counter()
+    totals, n_frames, start = np.zeros(4), 0, time.perf_counter()
     bar = tqdm(batches, total=n_batches, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
-    for frames in bar:
+    for batch in bar:
         check_stop()
+        frames, labels = batch if with_labels else (batch, None)
         x = frames_to_tensor(frames, device).contiguous(memory_format=numerics.memory_format)
         with torch.set_grad_enabled(training):
             with numerics.autocast():
                 recon, mu, logsigma = vae(x)
             weights = None if salient is None else 1 + (args.salient_weight - 1) * salient(x).to(x.dtype)
             loss, recon_loss, kl = vae_loss(recon, x, mu, logsigma, args.kl_tolerance, weights)
+            label = torch.zeros(())
+            if with_labels:
+                error = vae.label_error(mu, labels.to(device))
+                loss = loss + args.label_weight * error.mean()
+                label = error.mean() / vae.labels  # per label: about 1 - R^2
         if training:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -163,13 +184,14 @@ def run_epoch(
             if writer is not None and step % 50 == 0:
                 writer.add_scalar("train/batch_loss", loss.item(), step)
         b = x.shape[0]
-        totals += b * torch.stack([loss, recon_loss, kl]).detach().double().cpu().numpy()
+        totals += b * torch.stack([loss, recon_loss, kl, label.to(loss)]).detach().double().cpu().numpy()
         n_frames += b
         fps = n_frames / (time.perf_counter() - start)
         bar.set_postfix(loss=f"{totals[0] / n_frames:.1f}", frames_per_s=f"{fps:.0f}", refresh=False)
     bar.close()
-    loss, recon_loss, kl = (totals / max(n_frames, 1)).tolist()
-    return {"loss": loss, "recon": recon_loss, "kl": kl, "frames_per_s": fps if n_frames else 0.0}, step
+    loss, recon_loss, kl, label = (totals / max(n_frames, 1)).tolist()
+    means = {"loss": loss, "recon": recon_loss, "kl": kl, **({"label": label} if with_labels else {})}
+    return {**means, "frames_per_s": fps if n_frames else 0.0}, step
 
 
 @torch.no_grad()
@@ -214,9 +236,9 @@ def check_same_data(trained_on: DataRecord, data: DataRecord, logdir: Logdir) ->
 
 
 def check_same_loss(trained_with: dict, args, logdir: Logdir) -> None:
-    """A resumed V goes on with the loss it was trained on: another --salient-weight or --salient would
-    rank best.tar on a test loss its earlier epochs were not scored on."""
-    for flag, default in (("salient_weight", 1.0), ("salient", None)):
+    """A resumed V goes on with the loss it was trained on: another --salient-weight, --salient or
+    --label-weight would rank best.tar on a test loss its earlier epochs were not scored on."""
+    for flag, default in (("salient_weight", 1.0), ("salient", None), ("label_weight", 0.0)):
         held, asked = trained_with.get(flag, default), getattr(args, flag)
         if held != asked:
             name = "--" + flag.replace("_", "-")
@@ -257,6 +279,16 @@ def train(args) -> list[dict]:
     salient = None
     if args.salient_weight != 1:
         salient = spec.salient[args.salient or next(iter(spec.salient))]
+    if args.label_weight and cache.labels is None:
+        why = (
+            f"{cache.unlabelled} of its rollouts carry none (written before labels were recorded): "
+            f"regenerate them with data/generation_script.py"
+            if spec.labels
+            else f"{data.env} records none: leave it at 0"
+        )
+        raise UserError(
+            f"--label-weight {args.label_weight}: the state head needs the rollouts' labels; {why}"
+        )
     state = resume_checkpoint(out, args.noreload)
     latent = args.latent or spec.model.latent
     if state is not None:
@@ -273,7 +305,13 @@ def train(args) -> list[dict]:
         check_same_loss(state["args"], args, logdir)
 
     seed_everything(args.seed)
-    vae = VAE.from_config(state["model_config"]) if state else VAE(latent)
+    labels = cache.labels.shape[1] if args.label_weight else 0
+    vae = VAE.from_config(state["model_config"]) if state else VAE(latent, labels)
+    if labels and not state:  # standardised on the training frames (a resumed V keeps its own)
+        rows = cache.labels[np.sort(train_idx)]
+        vae.label_mean.copy_(torch.from_numpy(rows.mean(0)))
+        spread = rows.std(0)
+        vae.label_std.copy_(torch.from_numpy(np.where(spread > 1e-6, spread, 1).astype(np.float32)))
     vae.to(device=device, memory_format=numerics.memory_format)
     optimizer = torch.optim.Adam(
         vae.parameters(), lr=args.lr

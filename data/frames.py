@@ -3,10 +3,11 @@
 Decompressing ``.npz`` files is the slow part of reading rollouts, so it is done once: the frames of
 all files (each rollout's ``observations`` followed by its ``final_observation``, T + 1 frames) are
 written in sorted file order to ``<cache_dir>/frames-<key>.u8``, a raw (N, 64, 64, 3) uint8 array,
-with ``frames-<key>.json`` beside it (per-file offsets and lengths, env and preprocessing). ``<key>`` hashes
-the list of files with their sizes and modification times, so adding, removing or rewriting a
-rollout builds a new cache (and deletes the old one). Both files are written atomically and the
-index last, so a killed build leaves no cache that looks complete.
+with ``frames-<key>.json`` beside it (per-file offsets and lengths, env and preprocessing) and, when
+every file carries state labels (data/rollouts.py), ``labels-<key>.f32``: their (N, K) float32 rows, one
+per frame in the same order. ``<key>`` hashes the list of files with their sizes and modification times,
+so adding, removing or rewriting a rollout builds a new cache (and deletes the old one). Every file is
+written atomically and the index last, so a killed build leaves no cache that looks complete.
 
 Batches are fancy-indexed straight out of the memmap (no per-frame Python, no PIL): one numpy
 gather and one torch conversion per batch.
@@ -55,10 +56,11 @@ def cache_key(files: list[Path], rootdir: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _read_frames(path: Path) -> tuple[np.ndarray, tuple[str, str]]:
-    """(T + 1, 64, 64, 3) uint8 frames of one validated rollout file, and its (env, preprocessing)."""
+def _read_frames(path: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[str, str]]:
+    """(T + 1, 64, 64, 3) uint8 frames of one validated rollout file, its (T + 1, K) labels (None: it
+    has none) and its (env, preprocessing)."""
     rollout = load_rollout(path, FRAME_SHAPE)
-    return rollout.frames, (rollout.env, rollout.preprocessing)
+    return rollout.frames, rollout.labels, (rollout.env, rollout.preprocessing)
 
 
 @dataclass
@@ -66,7 +68,9 @@ class FrameCache:
     """The frames of a rollout directory; ``frames`` is a read-only (N, 64, 64, 3) uint8 memmap.
 
     ``files[i]`` (relative to ``rootdir``) owns frames ``offsets[i] : offsets[i] + lengths[i]``; the
-    last of them is the rollout's ``final_observation``.
+    last of them is the rollout's ``final_observation``. ``labels`` is a read-only (N, K) float32 memmap
+    of the state labels of the same frames when every file has them, else None (``unlabelled`` files had
+    none).
     """
 
     rootdir: Path
@@ -78,6 +82,8 @@ class FrameCache:
     preprocessing: str
     skipped: list[str]
     path: Path
+    labels: np.ndarray | None = None
+    unlabelled: int = 0
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])
@@ -105,6 +111,7 @@ class FrameCache:
         check_not_in_use(rootdir, f"rollout directory {rootdir}")  # not while rollouts are being written
         key = cache_key(files, rootdir)
         data_path, index_path = cache_dir / f"frames-{key}.u8", cache_dir / f"frames-{key}.json"
+        labels_path = cache_dir / f"labels-{key}.f32"
 
         def build(damaged: bool = False) -> None:
             # One build at a time per cache directory: a second V training on the dataset waits, then
@@ -112,7 +119,8 @@ class FrameCache:
             try:
                 with waiting_for(cache_dir / ".build.lock"):
                     if damaged or not (index_path.is_file() and data_path.is_file()):
-                        _build(rootdir, files, data_path, index_path, skip_bad_files, workers, verbose)
+                        paths = data_path, index_path, labels_path
+                        _build(rootdir, files, *paths, skip_bad_files, workers, verbose)
             except OSError as err:
                 raise UserError(
                     f"cannot write the frame cache in {cache_dir} ({err.strerror}); "
@@ -135,6 +143,13 @@ class FrameCache:
         if data_path.stat().st_size != n * FRAME_BYTES:
             raise UserError(f"frame cache {data_path} has the wrong size; delete it and rerun")
         frames = np.memmap(data_path, dtype=np.uint8, mode="r", shape=(n, *FRAME_SHAPE))
+        k, labels = int(index.get("label_size", 0)), None  # caches built before labels existed: none
+        if k:
+            if not labels_path.is_file() or labels_path.stat().st_size != n * k * 4:
+                raise UserError(
+                    f"frame cache {labels_path} is missing or has the wrong size; delete it and rerun"
+                )
+            labels = np.memmap(labels_path, dtype=np.float32, mode="r", shape=(n, k))
         return cls(
             rootdir=rootdir,
             frames=frames,
@@ -145,6 +160,8 @@ class FrameCache:
             preprocessing=index["preprocessing"],
             skipped=index["skipped"],
             path=data_path,
+            labels=labels,
+            unlabelled=int(index.get("unlabelled", 0)),
         )
 
     def _key(self, file: str | Path) -> str:
@@ -181,18 +198,23 @@ class FrameCache:
         rng: np.random.Generator | None = None,
         max_batches: int | None = None,
         drop_last: bool = False,
-    ) -> Iterator[torch.Tensor]:
-        """uint8 (B, 64, 64, 3) CPU tensors of ``frames[indices]``, shuffled by ``rng`` when given.
+        with_labels: bool = False,
+    ) -> Iterator[torch.Tensor] | Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """uint8 (B, 64, 64, 3) CPU tensors of ``frames[indices]``, shuffled by ``rng`` when given; with
+        ``with_labels``, (frames, labels) pairs: the (B, K) float32 labels of the same frames.
 
         Within a batch the indices are sorted, so reads from the memmap go forward through the file.
         """
+        if with_labels and self.labels is None:
+            raise ValueError(f"the rollouts of {self.rootdir} carry no labels")
         order = rng.permutation(indices) if rng is not None else np.asarray(indices)
         n_batches = len(order) // batch_size if drop_last else -(-len(order) // batch_size)
         if max_batches is not None:
             n_batches = min(n_batches, max_batches)
         for b in range(n_batches):
             idx = np.sort(order[b * batch_size : (b + 1) * batch_size])
-            yield torch.from_numpy(self.frames[idx])
+            frames = torch.from_numpy(self.frames[idx])
+            yield (frames, torch.from_numpy(self.labels[idx])) if with_labels else frames
 
 
 def _build(
@@ -200,12 +222,13 @@ def _build(
     files: list[Path],
     data_path: Path,
     index_path: Path,
+    labels_path: Path,
     skip_bad_files: bool,
     workers: int,
     verbose: bool,
 ) -> None:
     cache_dir = data_path.parent
-    offsets, lengths, kept, skipped = [], [], [], []
+    offsets, lengths, kept, skipped, labels = [], [], [], [], []
     kind: tuple[str, str] | None = None  # (env, preprocessing) of the first good file
     first_file: Path | None = None
 
@@ -234,7 +257,7 @@ def _build(
                 path, fut = pending.popleft()
                 bar.update(1)
                 try:
-                    frames, this = fut.result()
+                    frames, these_labels, this = fut.result()
                 except UserError as err:
                     reject(path, str(err))
                     continue
@@ -250,6 +273,7 @@ def _build(
                     )
                     continue
                 f.write(np.ascontiguousarray(frames).data)
+                labels.append(these_labels)
                 offsets.append(n)
                 lengths.append(len(frames))
                 kept.append(str(path.relative_to(rootdir)))
@@ -257,8 +281,9 @@ def _build(
             bar.close()
 
     cache_dir.mkdir(parents=True, exist_ok=True)
-    for stale in cache_dir.glob(".frames-*.tmp"):  # left by a killed build
-        stale.unlink(missing_ok=True)
+    for pattern in (".frames-*.tmp", ".labels-*.tmp"):  # left by a killed build
+        for stale in cache_dir.glob(pattern):
+            stale.unlink(missing_ok=True)
     try:
         atomic_write(data_path, write)
     except OSError as err:
@@ -269,6 +294,10 @@ def _build(
     if not kept:
         data_path.unlink(missing_ok=True)
         raise UserError(f"{rootdir}: no usable rollout file (all {len(files)} skipped)")
+    unlabelled = sum(x is None for x in labels)
+    label_size = 0 if unlabelled else labels[0].shape[1]  # one env per dataset: one K
+    if label_size:  # before the index, which is written last
+        atomic_write(labels_path, lambda f: f.write(np.ascontiguousarray(np.concatenate(labels)).data))
     index = {
         "version": CACHE_VERSION,
         "frame_shape": list(FRAME_SHAPE),
@@ -279,11 +308,14 @@ def _build(
         "env": kind[0],
         "preprocessing": kind[1],
         "skipped": skipped,
+        "label_size": label_size,
+        "unlabelled": unlabelled,
     }
     atomic_write(index_path, lambda f: f.write(json.dumps(index).encode()))
-    for old in cache_dir.glob("frames-*"):  # caches of earlier versions of the directory
-        if old not in (data_path, index_path):
-            old.unlink(missing_ok=True)
+    for pattern in ("frames-*", "labels-*"):  # caches of earlier versions of the directory
+        for old in cache_dir.glob(pattern):
+            if old not in (data_path, index_path, labels_path):
+                old.unlink(missing_ok=True)
     if verbose:
         size = index["n_frames"] * FRAME_BYTES / 2**20
         print(

@@ -6,7 +6,8 @@ Usage:
 
 Every file records its env (``--env``, a spec of envs/) and preprocessing; later stages read them from
 the files and checkpoints, never from a flag. The random policies, renderers, preprocessings and the
-episode cap are the env's (see its spec).
+episode cap are the env's (see its spec). A game whose spec has state labels (SocNavGym) records them
+beside every frame: the targets of V's state head (trainvae.py --label-weight), never C's inputs.
 
 Rollout i's track and actions derive from (--seed, i) alone, so the same seed gives the same files
 whatever --threads is. Files appear atomically; rerunning into the same --rootdir skips finished
@@ -148,10 +149,15 @@ def generate_rollout(index: int, job: Job) -> tuple[int, int]:
             act = lambda t: actions[t]  # noqa: E731
         obs, _ = env.reset(seed=track_seed)
         frames, actions_taken, rewards, terminals = [env_spec.preprocess(obs, job.preprocessing)], [], [], []
+        label = env_spec.labels or (
+            lambda env: None
+        )  # what the state says at each frame, where the game says
+        labels = [label(env)]
         truncated = False
         for t in range(job.max_steps):
             action = act(t)
             obs, reward, terminated, truncated, _ = env.step(env_spec.to_env_action(action))
+            labels.append(label(env))
             actions_taken.append(action)
             rewards.append(reward)
             terminals.append(terminated)
@@ -171,6 +177,7 @@ def generate_rollout(index: int, job: Job) -> tuple[int, int]:
             track_seed=track_seed,
             policy=job.policy,
             env=env_spec.name,
+            labels=np.stack(labels) if env_spec.labels else None,
         )
         save_rollout(Path(job.rootdir) / rollout_name(index), rollout)
         return index, len(rollout)

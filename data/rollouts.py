@@ -17,6 +17,9 @@ key                    shape, dtype        meaning
 ``seed``, ``index``    () int64            the run's ``--seed`` and this rollout's index
 ``track_seed``         () int64            the seed passed to ``env.reset``
 ``policy``, ``env``    () str              the policy that acted, the env's spec name (see envs/)
+``labels`` (optional)  (T + 1, K) float32  what the simulator's state said at each frame, o_0 .. o_T
+                                           (the env spec's ``labels``; SocNavGym's): V's state head's
+                                           targets (``trainvae.py --label-weight``), never C's inputs
 =====================  ==================  ============================================================
 
 Files written before envs had specs record ``env`` as the Gymnasium id ``CarRacing-v3``: they load as
@@ -42,6 +45,7 @@ from utils.cli import UserError
 FORMAT_VERSION = 1
 DEFAULT_TEST_FRACTION = 0.1  # share of rollouts held out, the same split for V and M
 ARRAY_KEYS = ("observations", "actions", "rewards", "terminals", "final_observation")
+LABELS_KEY = "labels"  # optional: files of games without labels, and older files, have none
 META_KEYS = ("truncated", "preprocessing", "seed", "index", "track_seed", "policy", "env", "format")
 
 
@@ -66,6 +70,7 @@ class Rollout:
     track_seed: int = 0
     policy: str = ""
     env: str = DEFAULT_ENV
+    labels: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])
@@ -85,6 +90,8 @@ def save_rollout(path: str | os.PathLike, rollout: Rollout) -> None:
     """Write ``rollout`` as a compressed ``.npz`` atomically (a killed run leaves no partial file)."""
     arrays = {k: getattr(rollout, k) for k in ARRAY_KEYS}
     meta = {k: np.asarray(getattr(rollout, k)) for k in META_KEYS if k != "format"}
+    if rollout.labels is not None:
+        arrays[LABELS_KEY] = np.asarray(rollout.labels, np.float32)
     atomic_write(path, lambda f: np.savez_compressed(f, format=np.int64(FORMAT_VERSION), **arrays, **meta))
 
 
@@ -100,6 +107,7 @@ def load_rollout(path: str | os.PathLike, frame_shape: tuple[int, int, int] = (6
                     f"regenerate it with data/generation_script.py"
                 )
             d = {k: npz[k] for k in ARRAY_KEYS + META_KEYS}
+            labels = npz[LABELS_KEY] if LABELS_KEY in npz.files else None
     except UserError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
@@ -127,8 +135,14 @@ def load_rollout(path: str | os.PathLike, frame_shape: tuple[int, int, int] = (6
             )
     if t < 1:
         raise UserError(f"{path}: empty rollout; delete it and rerun data/generation_script.py")
-    for key in ("actions", "rewards"):
-        if not np.isfinite(d[key]).all():
+    k = len(get_env_spec(env).label_names)
+    if labels is not None and (labels.dtype != np.float32 or labels.shape != (t + 1, k) or not k):
+        raise UserError(
+            f"{path}: 'labels' is {labels.dtype}{list(labels.shape)}, expected float32{[t + 1, k]} (one row "
+            f"per frame, one column per label {env} records); regenerate it with data/generation_script.py"
+        )
+    for key, values in (("actions", d["actions"]), ("rewards", d["rewards"]), ("labels", labels)):
+        if values is not None and not np.isfinite(values).all():
             raise UserError(
                 f"{path}: '{key}' holds NaN or infinite values; delete it and rerun data/generation_script.py"
             )
@@ -145,6 +159,7 @@ def load_rollout(path: str | os.PathLike, frame_shape: tuple[int, int, int] = (6
         track_seed=int(d["track_seed"]),
         policy=str(d["policy"]),
         env=env,
+        labels=labels,
     )
 
 

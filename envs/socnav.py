@@ -524,6 +524,43 @@ def potential_field(env: gym.Env) -> np.ndarray:
     return _towards(sim, force * sim.MAX_ADVANCE_ROBOT)
 
 
+# What the simulator's state says of the robot's surroundings, per frame: the targets of the probe
+# (scripts/probe_socnav.py) and of V's state head (trainvae.py --label-weight). Training only: the agent
+# acts from pixels.
+STATE_LABELS = (
+    "goal ahead / distance",
+    "goal left / distance",
+    "goal distance",
+    "nearest person distance",
+    "furniture ahead / distance",
+    "furniture left / distance",
+    "furniture gap",
+)
+LABEL_CAP = 4.0  # metres: distances beyond half the robot's 8 m view count as 4
+
+
+def state_labels(env: gym.Env) -> np.ndarray:
+    """(len(STATE_LABELS),) float32, in their order: the goal's direction from the robot (ahead and to
+    its left, over the distance) and its distance, the nearest person's distance, and the nearest
+    furniture or wall: its direction (as the goal's) and the gap between it and the robot's edge
+    (distances capped at LABEL_CAP; no furniture: direction 0 and the cap)."""
+    game = env.unwrapped
+    sim, robot = game.sim, game.sim.robot
+    ahead, left = game.goal_from_robot()
+    distance = max(float(np.hypot(ahead, left)), 1e-6)
+    people = sim.static_humans + sim.dynamic_humans
+    near = min((float(np.hypot(p.x - robot.x, p.y - robot.y)) for p in people), default=LABEL_CAP)
+    labels = [ahead / distance, left / distance, min(distance, LABEL_CAP), min(near, LABEL_CAP)]
+    towards = nearest_still(sim)  # in the world's frame
+    if towards is None:
+        labels += [0.0, 0.0, LABEL_CAP]
+    else:
+        apart = max(float(np.hypot(*towards)), 1e-6)  # from the robot's centre
+        f_ahead, f_left = from_robot(robot, *towards)
+        labels += [f_ahead / apart, f_left / apart, min(apart - robot.radius, LABEL_CAP)]
+    return np.asarray(labels, np.float32)
+
+
 # goal-mix: the share of its episodes that head for the goal, and the scale of the brownian noise added
 GOAL_MIX_SHARE = 0.5
 GOAL_MIX_NOISE = 0.5
@@ -607,4 +644,6 @@ SPEC = EnvSpec(
         "stand-still": stand_still,
     },
     state_policies={"goal-mix": goal_mix},
+    labels=state_labels,
+    label_names=STATE_LABELS,
 )

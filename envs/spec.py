@@ -106,6 +106,11 @@ class EnvSpec:
             (B, 1, H, W) bool, or float weights in [0, 1], torch; a pixel's squared error counts
             1 + (``--salient-weight`` - 1) x its mark in V's loss.
             Empty: the game marks none.
+        labels: what the simulator's state says at the env's current frame, ``f(env)`` -> (K,) float32
+            in the order of ``label_names``: recorded beside every frame of a rollout, and V's state head
+            is trained on them (``trainvae.py --label-weight``); training only, never an agent's input.
+            None: the game records none.
+        label_names: the K labels' names.
     """
 
     name: str
@@ -133,6 +138,8 @@ class EnvSpec:
     references: Mapping[str, Callable[[gym.Env], np.ndarray]] = field(default_factory=dict)
     state_policies: Mapping[str, StatePolicy] = field(default_factory=dict)
     salient: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] = field(default_factory=dict)
+    labels: Callable[[gym.Env], np.ndarray] | None = None
+    label_names: tuple[str, ...] = ()
 
     @property
     def default_preprocessing(self) -> str:

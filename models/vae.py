@@ -4,6 +4,11 @@ Encoder: conv 32, 64, 128, 256 (kernel 4, stride 2, ReLU) -> 2x2x256 = 1024 -> m
 Decoder: dense latent -> 1024 (linear), seen as 1024x1x1, deconv 128, 64, 32, 3 (kernels 5, 5, 6, 6,
 stride 2, ReLU; sigmoid out). 4,348,547 parameters at latent 32.
 
+With ``labels`` K > 0, V also has a state head: a linear map from mu to K labels of the simulator's
+state, standardised by the training frames' mean and spread (kept as buffers), trained beside the loss
+(``trainvae.py --label-weight``) so that z holds what the labels say. Training only: acting, M and C
+never run it.
+
 Later stages rebuild V from its checkpoint (experiment/logdir.py); the latent size comes from the
 checkpoint's ``model_config``, never from a flag.
 """
@@ -19,11 +24,12 @@ from torch import nn
 
 
 class VAE(nn.Module):
-    """Convolutional VAE; ``latent`` is the size of z (32 in the paper)."""
+    """Convolutional VAE; ``latent`` is the size of z (32 in the paper), ``labels`` the size of the state
+    head (0: none)."""
 
-    def __init__(self, latent: int = 32):
+    def __init__(self, latent: int = 32, labels: int = 0):
         super().__init__()
-        self.latent = latent
+        self.latent, self.labels = latent, labels
         self.enc1 = nn.Conv2d(3, 32, 4, stride=2)
         self.enc2 = nn.Conv2d(32, 64, 4, stride=2)
         self.enc3 = nn.Conv2d(64, 128, 4, stride=2)
@@ -35,11 +41,15 @@ class VAE(nn.Module):
         self.dec2 = nn.ConvTranspose2d(128, 64, 5, stride=2)
         self.dec3 = nn.ConvTranspose2d(64, 32, 6, stride=2)
         self.dec4 = nn.ConvTranspose2d(32, 3, 6, stride=2)
+        if labels:
+            self.fc_label = nn.Linear(latent, labels)
+            self.register_buffer("label_mean", torch.zeros(labels))
+            self.register_buffer("label_std", torch.ones(labels))
 
     @property
     def config(self) -> dict[str, Any]:
         """The constructor arguments, stored in checkpoints as ``model_config``."""
-        return {"latent": self.latent}
+        return {"latent": self.latent, **({"labels": self.labels} if self.labels else {})}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> VAE:
@@ -66,6 +76,11 @@ class VAE(nn.Module):
         h = F.relu(self.dec2(h))
         h = F.relu(self.dec3(h))
         return torch.sigmoid(self.dec4(h).float())
+
+    def label_error(self, mu: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(B,) the state head's squared error on ``labels`` (B, K), standardised, summed over the K."""
+        target = (labels.float() - self.label_mean) / self.label_std
+        return (self.fc_label(mu.float()) - target).pow(2).sum(1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, 3, 64, 64) -> recon (B, 3, 64, 64), mu (B, latent), logsigma (B, latent); z is sampled."""

@@ -24,7 +24,8 @@ on the command line overrides the recipe's value. A new recipe, or a new game's,
     episodes (success, collision and timeout rates, and what each collision hit).
 
 --rounds 2 is iterative training in one command: round 0 in <logdir>/round0, then rollouts
-driven by round 0's agent, and V, M and C retrained on both sets of rollouts in <logdir>.
+driven by round 0's agent, and V, M and C retrained on both sets of rollouts in <logdir> (--round-v keep:
+round 0's V is kept, and M and C are retrained through it).
 
 --pipelines N runs the whole pipeline N times, pipeline k in <logdir>/pipeline<k> with seed --seed + k
 (its own rollouts, V, M and C), then drives every pipeline's C on the same tracks, which none of them
@@ -65,6 +66,7 @@ from utils.cli import (  # noqa: E402
     UserError,
     add_workers_flag,
     make_parser,
+    nonnegative_float,
     nonnegative_int,
     positive_float,
     positive_int,
@@ -81,14 +83,16 @@ PRETRAINED_DOOM = ROOT / "pretrained" / "doom-takecover"
 
 # Every knob a recipe sets: each is a flag below (--rollouts, --vae-epochs, ...) that overrides it.
 KNOBS = (
-    "env", "rounds", "pipelines", "round_noise", "policy", "rollouts", "max_steps", "vae_epochs", "vae_batch",
-    "vae_lr", "vae_salient_weight", "vae_salient", "mdrnn_epochs", "mdrnn_batch", "seq_len", "generations",
-    "pop_size", "sigma", "n_samples", "train_max_steps", "negative_cutoff", "eval_every", "eval_episodes",
-    "confirm_episodes", "searches", "train_renderer", "dream", "temperature", "dream_steps", "weight_penalty",
-    "z_mode", "imitate", "dagger", "teacher", "units", "episode_steps",
-    "test_episodes", "test_renderer", "random_baseline", "pretrained_episodes", "doom_episodes",
+    "env", "rounds", "pipelines", "round_noise", "round_v", "policy", "rollouts", "max_steps", "vae_epochs",
+    "vae_batch", "vae_lr", "vae_salient_weight", "vae_salient", "vae_label_weight", "mdrnn_epochs",
+    "mdrnn_batch", "seq_len", "generations", "pop_size", "sigma", "n_samples", "train_max_steps",
+    "negative_cutoff", "eval_every", "eval_episodes", "confirm_episodes", "searches", "train_renderer",
+    "dream", "temperature", "dream_steps", "weight_penalty", "z_mode", "imitate", "dagger", "teacher",
+    "units", "episode_steps", "test_episodes", "test_renderer", "random_baseline", "pretrained_episodes",
+    "doom_episodes",
 )  # fmt: skip
 RECIPES = ROOT / "recipes"
+ROUND_V = ("retrain", "keep")  # what round 1 of --rounds 2 does with V
 
 # (name, command) of a stage: a script's argv, or a function run in this process.
 Stage = tuple[str, list[str] | Callable[[], None]]
@@ -138,6 +142,12 @@ def build_parser():
         help="std of the noise added to round 0's actions when its agent drives round 1's rollouts",
     )
     add(
+        "--round-v",
+        choices=ROUND_V,
+        help="round 1's V: retrain (on both rounds' rollouts), or keep round 0's (M is trained on both "
+        "rounds' rollouts through it: about half of round 1's time)",
+    )
+    add(
         "--pipelines",
         type=positive_int,
         help="independent whole pipelines (rollouts, V, M and C; seeds --seed + k), the one whose C drives "
@@ -161,6 +171,12 @@ def build_parser():
     add(
         "--vae-salient",
         help="the game's mask --vae-salient-weight weights (trainvae.py --salient); empty: the game's first",
+    )
+    add(
+        "--vae-label-weight",
+        type=nonnegative_float,
+        help="what V's state head's error on the rollouts' state labels counts in its loss (trainvae.py "
+        "--label-weight; SocNavGym's); 0: no head",
     )
     add("--mdrnn-epochs", type=positive_int, help="MDN-RNN epochs")
     add("--mdrnn-batch", type=positive_int, help="MDN-RNN sequences per batch")
@@ -265,8 +281,11 @@ def round_stages(args, pipeline: Path, seed: int, r: int, suffix: str) -> list[S
     """Rollouts, V, M and C of round ``r`` of the pipeline in ``pipeline``. One round: rollouts of the random
     policy in <pipeline>/rollouts, V, M and C in <pipeline>. Two rounds (iterative training): round 0 is
     that in <pipeline>/round0 from <pipeline>/rollouts/round0; round 1 adds rollouts driven by round 0's
-    agent (<pipeline>/rollouts/round1, new tracks) and trains V, M and C again on both sets, in <pipeline>."""
+    agent (<pipeline>/rollouts/round1, new tracks) and trains V, M and C again on both sets, in <pipeline>;
+    with --round-v keep, round 1 copies round 0's V instead of training one, and M reads both sets through
+    it."""
     last = r == args.rounds - 1
+    keep_v = r > 0 and args.round_v == "keep"
     experiment = pipeline if last else pipeline / f"round{r}"
     new_data = pipeline / "rollouts" if args.rounds == 1 else pipeline / "rollouts" / f"round{r}"
     policy = (
@@ -296,6 +315,19 @@ def round_stages(args, pipeline: Path, seed: int, r: int, suffix: str) -> list[S
             **(dream if args.dream else {}),
         ),
     )  # fmt: skip
+    train_v = (
+        f"train V (VAE){suffix}",
+        argv(
+            "trainvae.py", logdir=experiment, dataset=pipeline / "rollouts" if last else new_data,
+            epochs=args.vae_epochs, batch_size=args.vae_batch, lr=args.vae_lr, workers=args.threads,
+            salient_weight=args.vae_salient_weight, salient=args.vae_salient or None,
+            label_weight=args.vae_label_weight or None, seed=seed,
+        ),
+    )  # fmt: skip
+    copy_v = (
+        f"keep round {r - 1}'s V{suffix}",
+        lambda: copy_stage(pipeline / f"round{r - 1}", experiment, "vae"),
+    )
     return [
         (
             f"generate rollouts{suffix}",
@@ -304,20 +336,12 @@ def round_stages(args, pipeline: Path, seed: int, r: int, suffix: str) -> list[S
                 threads=args.threads, max_steps=args.max_steps, seed=seed + r,
             ),
         ),
-        (
-            f"train V (VAE){suffix}",
-            argv(
-                "trainvae.py", logdir=experiment, dataset=pipeline / "rollouts" if last else new_data,
-                epochs=args.vae_epochs, batch_size=args.vae_batch, lr=args.vae_lr, workers=args.threads,
-                salient_weight=args.vae_salient_weight, salient=args.vae_salient or None,
-                seed=seed,
-            ),
-        ),
+        copy_v if keep_v else train_v,
         (
             f"train M (MDN-RNN){suffix}",
             argv(
-                "trainmdrnn.py", logdir=experiment, epochs=args.mdrnn_epochs, batch_size=args.mdrnn_batch,
-                seq_len=args.seq_len, seed=seed,
+                "trainmdrnn.py", logdir=experiment, dataset=pipeline / "rollouts" if keep_v else None,
+                epochs=args.mdrnn_epochs, batch_size=args.mdrnn_batch, seq_len=args.seq_len, seed=seed,
             ),
         ),
         *([imitation] if args.imitate else []),
@@ -446,14 +470,20 @@ def pick_pipeline(args) -> dict:
         atomic_write(path, lambda f: f.write(text))
     winner = args.logdir / pick["pipelines"][pick["winner"]]["logdir"]
     for stage in STAGES:
-        target = Logdir(args.logdir).stage(stage)
-        if not target.exists():
-            partial = target.with_name(f".{stage}.copying")
-            shutil.rmtree(partial, ignore_errors=True)
-            shutil.copytree(Logdir(winner).stage(stage), partial)
-            os.replace(partial, target)
+        copy_stage(winner, args.logdir, stage)
     print(f"kept pipeline {pick['winner']} ({winner}): its V, M and C copied into {args.logdir}")
     return pick
+
+
+def copy_stage(source: Path, logdir: Path, stage: str) -> None:
+    """``source``'s stage directory copied into ``logdir`` unless it has one already (renamed into place
+    whole, so a killed copy is redone)."""
+    target = Logdir(logdir).stage(stage)
+    if not target.exists():
+        partial = target.with_name(f".{stage}.copying")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(Logdir(source).stage(stage), partial)
+        os.replace(partial, target)
 
 
 def main(args) -> list[tuple[str, float]]:

@@ -54,24 +54,15 @@ from tqdm import tqdm  # noqa: E402
 
 from driving.agent import Agent  # noqa: E402
 from envs import get_env_spec  # noqa: E402
-from envs.socnav import from_robot, nearest_still  # noqa: E402
+from envs.socnav import STATE_LABELS, state_labels  # noqa: E402
 from experiment.logdir import load_agent_spec, save_controller  # noqa: E402
 from models.vae import frames_to_tensor  # noqa: E402
 from utils.checkpoint import atomic_write  # noqa: E402
 from utils.cli import UserError, make_parser, nonnegative_float, nonnegative_int, positive_int, run  # noqa: E402
 from utils.seeding import PROBE_EPISODES, episode_seed  # noqa: E402
 
-TARGETS = (
-    "goal ahead / distance",
-    "goal left / distance",
-    "goal distance",
-    "nearest person distance",
-    "furniture ahead / distance",
-    "furniture left / distance",
-    "furniture gap",
-)
+TARGETS = STATE_LABELS  # what the probe reads from z and h: envs/socnav.py's state labels
 READS = ("z", "h", "z, h")
-CAP = 4.0  # metres: distances beyond half the robot's 8 m view count as 4
 FOLDS = 3  # episode k is predicted by the fit on the episodes of the other two folds (k mod 3)
 RIDGE = 1.0  # the ridge penalty, on inputs of order 1 (z the encoder mean, h in (-1, 1))
 # go-to-goal's actions are +-1 at full speed; C's squash (tanh) reaches them only at infinity
@@ -167,17 +158,6 @@ class Probe:
         self.max_steps = max_steps
         self.teacher = self.env_spec.references[teacher]
 
-    def state(self) -> list[float]:
-        game = self.env.unwrapped
-        ahead, left = game.goal_from_robot()
-        distance = max(float(np.hypot(ahead, left)), 1e-6)
-        sim, robot = game.sim, game.sim.robot
-        near = min(
-            (np.hypot(p.x - robot.x, p.y - robot.y) for p in sim.static_humans + sim.dynamic_humans),
-            default=CAP,
-        )
-        return [ahead / distance, left / distance, min(distance, CAP), min(float(near), CAP), *furniture(sim)]
-
     @torch.no_grad()
     def episode(self, seed: int, act) -> tuple[list, str, float]:
         """One episode from ``seed``, ``act(inputs, t)`` choosing each action: its steps as (inputs,
@@ -188,7 +168,7 @@ class Probe:
         for t in range(self.max_steps):
             mu, _ = self.agent.vae.encode(frames_to_tensor(self.agent.preprocess(obs[None])))
             inputs = np.concatenate([mu[0].numpy(), h[0].numpy()])
-            steps.append((inputs, self.state(), self.teacher(self.env)))
+            steps.append((inputs, state_labels(self.env), self.teacher(self.env)))
             action = np.asarray(act(inputs, t), np.float32)
             h, c = self.agent.mdrnn.recurrent_step(torch.as_tensor(action[None]), mu, (h, c))
             obs, reward, terminated, truncated, info = self.env.step(action)
@@ -197,17 +177,6 @@ class Probe:
                 break
         end = info["outcome"] or "timeout"
         return steps, f"{end} ({info['outcome_detail']})" if info.get("outcome_detail") else end, total
-
-
-def furniture(sim) -> list[float]:
-    """The nearest furniture or wall from the robot: its direction (ahead and to the left, over the
-    distance to its nearest point) and the gap between it and the robot's edge (capped at CAP)."""
-    towards = nearest_still(sim)  # in the world's frame
-    if towards is None:
-        return [0.0, 0.0, CAP]
-    distance = max(float(np.hypot(*towards)), 1e-6)
-    ahead, left = from_robot(sim.robot, *towards)
-    return [ahead / distance, left / distance, min(distance - sim.robot.radius, CAP)]
 
 
 def ridge(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -322,7 +291,7 @@ def main(args) -> dict:
         states += [s[1] for s in steps]
         actions += [s[2] for s in steps]
         folds += [index % FOLDS] * len(steps)
-    x, y, folds = np.asarray(inputs), np.asarray(states), np.asarray(folds)
+    x, y, folds = np.asarray(inputs), np.asarray(states, np.float64), np.asarray(folds)
     columns = {"z": slice(0, latent), "h": slice(latent, None), "z, h": slice(None)}
     result = {"logdir": str(args.logdir), "env": probe.agent.spec.env, "episodes": args.episodes}
     result.update(teacher=args.teacher, units=args.units, frames=len(x))

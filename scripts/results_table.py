@@ -137,6 +137,15 @@ ROWS = (
         per_run=True,
         machine=AVX2,
     ),
+    Ours(
+        "Doom take-cover",
+        "the recipe now (two rounds, the second keeping round 0's V; its stages run one by one), "
+        "`--seed 0` and `--seed 1`",
+        "`--seed 8`, 100 episodes",
+        tuple(f"docs/doom/iter2-keepv/seed{s}/test_returns_seed8.json" for s in (0, 1)),
+        per_run=True,
+        machine=XEON,
+    ),
     Published(
         "Doom take-cover", "the paper (tau 1.15)", "1092 +- 556", "100 episodes", "Ha & Schmidhuber 2018"
     ),

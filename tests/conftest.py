@@ -36,15 +36,29 @@ def write_synthetic_rollouts(
     preprocessing: str = "crop84",
     seed: int = 0,
     start: int = 0,
+    labels: int = 0,
     **record,
 ) -> list[Path]:
     """``n`` rollouts of ``steps`` smooth random 64x64 frames (8x8 blocks), written with save_rollout;
-    ``record``: more fields of their :class:`Rollout` (``env``)."""
+    ``labels`` K > 0: frames mostly of one colour each, with state labels: each frame's K = the means of
+    its three channels and of the grey of its four quadrants, over 255, then as many more normal draws as
+    K asks (linear in the pixels, so V's state head can read all but the draws); ``record``: more fields
+    of their :class:`Rollout` (``env``)."""
     rng = np.random.default_rng(seed)
     paths = []
     for i in range(start, start + n):
         coarse = rng.integers(0, 256, size=(steps + 1, 8, 8, 3), dtype=np.uint8)
+        state = None
+        if labels:  # mostly one colour a frame, which varies (block means barely do): labels to learn
+            colour = rng.integers(0, 256, size=(steps + 1, 1, 1, 3))
+            coarse = (0.75 * colour + 0.25 * coarse).astype(np.uint8)
         frames = coarse.repeat(8, axis=1).repeat(8, axis=2)
+        if labels:
+            grey = frames.mean(-1) / 255
+            state = [frames.mean((1, 2)) / 255, *(grey[:, r:r + 32, c:c + 32].mean((1, 2))[:, None]
+                                                  for r in (0, 32) for c in (0, 32))]  # fmt: skip
+            state = np.concatenate(state, axis=1)[:, :labels]
+            state = np.c_[state, rng.normal(size=(steps + 1, labels - state.shape[1]))].astype(np.float32)
         rollout = Rollout(
             observations=frames[:-1],
             actions=rng.uniform(-1, 1, size=(steps, 3)).astype(np.float32),
@@ -55,6 +69,7 @@ def write_synthetic_rollouts(
             preprocessing=preprocessing,
             seed=seed,
             index=i,
+            labels=state,
             **record,
         )
         path = rootdir / rollout_name(i)

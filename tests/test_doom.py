@@ -291,7 +291,8 @@ def test_tau_sweep_scores_on_pick_episodes_and_resumes_an_interrupted_search(doo
 
 
 def test_doom_recipe_runs_every_stage_at_its_smallest(tmp_path):
-    """scripts/demo.py --preset doom with size overrides only: C trained in the dream, tested in the game."""
+    """scripts/demo.py --preset doom with size overrides only: two rounds, the second keeping round 0's V
+    and training M on both rounds' rollouts through it; C trained in the dream, tested in the game."""
     logdir = tmp_path / "doom"
     sizes = [
         "--rollouts",
@@ -327,6 +328,11 @@ def test_doom_recipe_runs_every_stage_at_its_smallest(tmp_path):
     assert ctrl_args["dream"] and ctrl_args["temperature"] == 1.15 and ctrl_args["weight_penalty"] == 0.01
     assert summary["test"]["env"] == ENV and summary["test"]["episodes"] == 2
     assert (logdir / "ctrl" / "dream_gen_002.gif").is_file() and (logdir / "drive.gif").is_file()
+    assert (summary["knobs"]["rounds"], summary["knobs"]["round_v"]) == (2, "keep")
+    assert (logdir / "vae" / "best.tar").read_bytes() == (logdir / "round0" / "vae" / "best.tar").read_bytes()
+    assert [p.parent.name for p in list_rollouts(logdir / "rollouts")] == ["round0"] * 3 + ["round1"] * 3
+    mdrnn_args = json.loads((logdir / "mdrnn" / "args.json").read_text())
+    assert Path(mdrnn_args["dataset"]) == logdir / "rollouts"  # both rounds', through round 0's V
 
 
 PRETRAINED = ROOT / "pretrained" / "doom-takecover"

@@ -80,8 +80,12 @@ def test_a_second_build_waits_for_the_first_and_keeps_its_temporary(rollouts):
 
 
 def cache_paths(rootdir):
+    """The cache's frames, index and labels files."""
     key = data.frames.cache_key(list_rollouts(rootdir), rootdir)
-    return rootdir / ".cache" / f"frames-{key}.u8", rootdir / ".cache" / f"frames-{key}.json"
+    return tuple(
+        rootdir / ".cache" / f"{kind}-{key}.{ext}"
+        for kind, ext in (("frames", "u8"), ("frames", "json"), ("labels", "f32"))
+    )
 
 
 def test_rollouts_still_being_generated_are_not_read(rollouts):
@@ -147,6 +151,41 @@ def test_a_linked_rollout_set_is_read_through_its_link(rollouts, tmp_path):
     assert names == [f"round{k}/{p.name}" for k in (0, 1) for p in list_rollouts(rollouts)]
     cache = FrameCache.open(dataset, verbose=False)
     np.testing.assert_array_equal(np.asarray(cache.frames), np.concatenate([source_frames(rollouts)] * 2))
+
+
+def test_state_labels_are_read_and_cached_beside_their_frames(tmp_path):
+    """A rollout's state labels (one row per frame) load with it and sit in the cache in the frames' order;
+    batches pair each frame with its own row; a dataset with one unlabelled file has none in its cache;
+    labels of the wrong shape, or in a game that records none, are named in one line."""
+    rootdir = tmp_path / "labelled"
+    paths = write_synthetic_rollouts(rootdir, n=4, steps=6, preprocessing="full", env="socnav-ego", labels=7)
+    rollout = load_rollout(paths[1])
+    assert rollout.labels.shape == (7, 7) and rollout.labels.dtype == np.float32
+    np.testing.assert_allclose(rollout.labels[:, 0], rollout.frames[..., 0].mean((1, 2)) / 255, rtol=1e-6)
+    cache = FrameCache.open(rootdir, verbose=False)
+    assert cache.labels.shape == (len(cache), 7) and cache.unlabelled == 0
+    for path in paths:
+        np.testing.assert_array_equal(cache.labels[cache.frame_indices([path])], load_rollout(path).labels)
+    seen = 0
+    for frames, labels in cache.batches(np.arange(len(cache)), 5, np.random.default_rng(0), with_labels=True):
+        np.testing.assert_allclose(labels[:, 0], frames[..., 0].double().mean((1, 2)) / 255, rtol=1e-5)
+        seen += len(frames)
+    assert seen == len(cache)
+    write_synthetic_rollouts(rootdir, n=1, steps=6, preprocessing="full", env="socnav-ego", start=4)
+    cache = FrameCache.open(rootdir, verbose=False)  # rebuilt: one file has no labels
+    assert cache.labels is None and cache.unlabelled == 1 and not list(cache.path.parent.glob("labels-*"))
+    with pytest.raises(ValueError, match="carry no labels"):
+        next(cache.batches(np.arange(3), 2, with_labels=True))
+    bad = rootdir / "rollout_000009.npz"
+    save_rollout(bad, Rollout(**{**rollout.__dict__, "labels": rollout.labels[:, :5]}))
+    with pytest.raises(
+        UserError, match=f"{bad.name}: 'labels' is float32\\[7, 5\\], expected float32\\[7, 7\\]"
+    ):
+        load_rollout(bad)
+    car = write_synthetic_rollouts(tmp_path / "car", n=1, steps=6, labels=7)[0]
+    with pytest.raises(UserError, match=f"{car.name}: 'labels'.*one column per label carracing records"):
+        load_rollout(car)
+    assert load_rollout(write_synthetic_rollouts(tmp_path / "plain", n=1)[0]).labels is None
 
 
 def test_empty_directory(tmp_path):

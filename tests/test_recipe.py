@@ -565,3 +565,40 @@ def test_from_best_and_other_tracks_are_refused_with_one_line(recipe_run, tmp_pa
     continue_export(again, recipe_run, "--generations", "3")
     with pytest.raises(UserError, match="search of this logdir's own; --from-best starts one only on"):
         continue_export(again, recipe_run, "--from-best", "--generations", "4")
+
+
+def test_round_v_keep_copies_round_0s_v_and_m_reads_both_rounds(pipeline_logdir, tmp_path, capsys):
+    """--round-v keep: round 1 trains no V but copies round 0's into the logdir (whole: a killed copy is
+    redone, a rerun keeps what is there), and M, run for real, reads both rounds' rollouts through it."""
+    logdir = tmp_path / "run"
+    args = demo.resolve(
+        demo.build_parser().parse_args(
+            ["--preset", "budget", "--logdir", str(logdir), "--rounds", "2", "--round-v", "keep"]
+        )
+    )
+    args.pipelines = 1
+    plan = demo.stages(args)
+    first = ["generate rollouts", "train V (VAE)", "train M (MDN-RNN)", "train C (CMA-ES)"]
+    rest = ["generate rollouts", "keep round 0's V", "train M (MDN-RNN)", "train C (CMA-ES)"]
+    names = [f"{n} (round 0)" for n in first] + [f"{n} (round 1)" for n in rest] + ["test C"]
+    assert [name for name, _ in plan] == names
+    mdrnn0, mdrnn1 = (SCRIPTS[plan[k][1][0]].build_parser().parse_args(plan[k][1][1:]) for k in (2, 6))
+    assert (mdrnn0.logdir, mdrnn0.dataset) == (logdir / "round0", None)  # V's own rollouts
+    assert (mdrnn1.logdir, mdrnn1.dataset) == (logdir, logdir / "rollouts")  # both rounds'
+    copy_logdir(pipeline_logdir, logdir / "round0")
+    source = load_data_record(pipeline_logdir).rootdir
+    for r in (0, 1):
+        shutil.copytree(source, logdir / "rollouts" / f"round{r}", ignore=shutil.ignore_patterns(".*"))
+    (logdir / ".vae.copying").mkdir(parents=True)  # left by a killed copy
+    (logdir / ".vae.copying" / "junk").write_text("half a copy")
+    plan[5][1]()
+    assert not (logdir / ".vae.copying").exists()
+    for name in ("best.tar", "checkpoint.tar"):
+        assert (logdir / "vae" / name).read_bytes() == (logdir / "round0" / "vae" / name).read_bytes()
+    (logdir / "vae" / "kept").write_text("")
+    plan[5][1]()  # a rerun keeps the copy
+    assert (logdir / "vae" / "kept").exists()
+    argv = plan[6][1][1:] + ["--epochs", "1", "--max-batches", "2", "--device", "cpu", "--nosamples"]
+    trainmdrnn.main(trainmdrnn.build_parser().parse_args(argv))
+    n = len(list_rollouts(source))
+    assert f"latents: {2 * n} carracing rollouts" in capsys.readouterr().out

@@ -413,20 +413,31 @@ def test_cs_fit_is_long_and_undecayed_enough_for_a_sharp_push():
     assert (args.fit_epochs, args.fit_decay) == (probe_socnav.FIT_EPOCHS, probe_socnav.FIT_DECAY)
 
 
-def test_the_probe_reads_the_nearest_furniture_from_the_robot():
-    """The probe's furniture targets: the nearest point of furniture or a wall, in the robot's frame
-    (ahead, left) over its distance, and the gap from the robot's edge; nothing there reads as far."""
+def test_state_labels_read_the_goal_people_and_nearest_furniture_from_the_robot():
+    """The state labels (the probe's targets, V's state head's): the goal's direction over its distance
+    and the distance, the nearest person's distance, and the nearest point of furniture or a wall in the
+    robot's frame (ahead, left) over its distance with the gap from the robot's edge; distances capped
+    at LABEL_CAP, and no furniture reads as far."""
     pytest.importorskip("shapely")
     plant = types.SimpleNamespace(x=2.0, y=0.0, radius=0.5)
     robot = types.SimpleNamespace(x=0.0, y=0.0, orientation=np.pi / 2, radius=0.25)  # heading +y
-    sim = types.SimpleNamespace(robot=robot, plants=[plant], tables=[], laptops=[], walls=[])
+    person = types.SimpleNamespace(x=0.0, y=-3.0)
+    sim = types.SimpleNamespace(robot=robot, plants=[plant], tables=[], laptops=[], walls=[],
+                                static_humans=[person], dynamic_humans=[])  # fmt: skip
+    # the goal 6 m ahead and 8 m to the left: 10 m away, beyond the cap
+    env = types.SimpleNamespace(unwrapped=types.SimpleNamespace(sim=sim, goal_from_robot=lambda: (6.0, 8.0)))
     np.testing.assert_allclose(socnav.nearest_still(sim), [1.5, 0.0], atol=1e-3)
     # the plant is 1.5 m along +x, the robot's right: (ahead, left) = (0, -1), 1.25 m from its edge
-    np.testing.assert_allclose(probe_socnav.furniture(sim), [0.0, -1.0, 1.25], atol=1e-3)
-    plant.x = 9.0
-    assert probe_socnav.furniture(sim)[2] == probe_socnav.CAP
+    want = [0.6, 0.8, socnav.LABEL_CAP, 3.0, 0.0, -1.0, 1.25]
+    labels = socnav.state_labels(env)
+    assert labels.dtype == np.float32 and labels.shape == (len(socnav.STATE_LABELS),)
+    np.testing.assert_allclose(labels, want, atol=1e-3)
+    plant.x, person.y = 9.0, -5.0
+    assert socnav.state_labels(env)[3] == socnav.state_labels(env)[6] == socnav.LABEL_CAP
     sim.plants = []
-    assert socnav.nearest_still(sim) is None and probe_socnav.furniture(sim) == [0.0, 0.0, probe_socnav.CAP]
+    assert socnav.nearest_still(sim) is None
+    np.testing.assert_allclose(socnav.state_labels(env)[4:], [0.0, 0.0, socnav.LABEL_CAP])
+    assert socnav.SPEC.labels is socnav.state_labels and socnav.SPEC.label_names == socnav.STATE_LABELS
 
 
 def red_centre(frame: np.ndarray) -> np.ndarray:
@@ -592,6 +603,25 @@ def test_goal_mix_rollouts_head_for_the_goal_in_their_share_of_episodes(tmp_path
     assert {load_rollout(f).policy for f in tmp_path.glob("*.npz")} == {"goal-mix"}
     with pytest.raises(UserError, match="--policy no: socnav-ego has brownian, goal-mix or controller"):
         generation_script.main(parser.parse_args([*flags, "--rootdir", str(tmp_path), "--policy", "no"]))
+
+
+def test_rollouts_record_the_state_labels_of_every_frame(tmp_path):
+    """generation_script.py writes SocNavGym's state labels beside every frame (the first one after reset,
+    then one after each action, the final frame's included): replaying a rollout's actions from its seed
+    reads the same labels, row for row."""
+    flags = ["--env", "socnav-ego", "--rollouts", "2", "--threads", "1", "--max-steps", "12"]
+    generation_script.main(generation_script.build_parser().parse_args([*flags, "--rootdir", str(tmp_path)]))
+    env = make_env("socnav-ego", max_episode_steps=12)
+    for path in list_rollouts(tmp_path):
+        rollout = load_rollout(path)
+        assert rollout.labels.shape == (len(rollout) + 1, len(socnav.STATE_LABELS))
+        env.reset(seed=rollout.track_seed)
+        replayed = [socnav.state_labels(env)]
+        for action in rollout.actions:
+            env.step(action)
+            replayed.append(socnav.state_labels(env))
+        np.testing.assert_array_equal(rollout.labels, np.stack(replayed))
+        assert len(np.unique(rollout.labels, axis=0)) > 1  # the state changes as the robot moves
 
 
 def empty_room(env, people: list[tuple[float, float, float, float]]):

@@ -252,3 +252,35 @@ def test_salient_weight_counts_the_pixels_the_game_marks(vae_rollouts, tmp_path,
                             "--salient", "coloured"))  # fmt: skip
     with pytest.raises(UserError, match="--salient-weight 2.0: carracing marks no pixels salient"):
         trainvae.main(flags(vae_rollouts, tmp_path / "car", "--epochs", "1", "--salient-weight", "2"))
+
+
+def test_the_state_head_reads_the_labels_and_stays_out_of_acting(tmp_path):
+    """--label-weight W: V's state head, a linear map from mu to the rollouts' state labels standardised on
+    the training frames, adds W x its squared error to the loss; on labels that are linear in the pixels
+    its held-out error per label falls far below the 1 of knowing nothing. The head and its label
+    statistics are in the checkpoint, not in what an agent acts with; a resumed V keeps its weight; rollouts
+    without labels, or a game that records none, refuse the flag in one line."""
+    rollouts = tmp_path / "socnav"
+    write_synthetic_rollouts(rollouts, n=6, steps=30, preprocessing="full", env="socnav-ego", labels=7)
+    extra = ("--epochs", "6", "--nosamples", "--latent", "8", "--max-batches", "12", "--label-weight", "50")
+    history = trainvae.main(flags(rollouts, tmp_path / "head", *extra))
+    label = [h["test_label"] for h in history]
+    assert label[-1] < 0.35 and label[-1] < 0.5 * label[0], label
+    vae, checkpoint = load_vae(tmp_path / "head")
+    assert checkpoint["model_config"] == {"latent": 8, "labels": 7}
+    frames = torch.cat([torch.from_numpy(np.load(p)["labels"]) for p in sorted(rollouts.glob("*.npz"))])
+    assert vae.label_mean.shape == (7,) and (vae.label_std > 0).all()
+    # standardised on the training frames: near the mean and spread of all of them
+    torch.testing.assert_close(vae.label_mean, frames.mean(0), atol=0.05, rtol=0)
+    assert not any(k.startswith(("fc_label", "label_")) for k in vae.acting_state_dict())
+    with pytest.raises(UserError, match="trained with --label-weight 50.0, not --label-weight 5.0"):
+        trainvae.main(flags(rollouts, tmp_path / "head", *extra[:-1], "5"))
+    plain = tmp_path / "plain"
+    write_synthetic_rollouts(plain, n=3, steps=5, preprocessing="full", env="socnav-ego")
+    with pytest.raises(
+        UserError, match="--label-weight 1.0: .*3 of its rollouts carry none .*generation_script"
+    ):
+        trainvae.main(flags(plain, tmp_path / "p", "--label-weight", "1"))
+    write_synthetic_rollouts(tmp_path / "car", n=3)
+    with pytest.raises(UserError, match="--label-weight 1.0: .*carracing records none: leave it at 0"):
+        trainvae.main(flags(tmp_path / "car", tmp_path / "c", "--label-weight", "1"))

@@ -1,8 +1,8 @@
 #!/bin/bash
 # Doom lever (docs/doom.md; its rule was fixed before any result): iterative round 1 keeping round 0's V;
 # round 0 = runs/doom-s2x-seed<s> (docs/doom/searches2). Round 1's rollouts are shared with the full-V round
-# (docs/doom/iter2). Resumable: rerun the same command. Used for seeds 1 and 0: bash commands.sh 1
-cd "$(dirname "$0")/../../../.."; s=$1; R0=runs/doom-s2x-seed$s; F=runs/doom-r2-seed$s; P=runs/doom-r2k-seed$s; PY=.venv/bin/python
+# (docs/doom/iter2). Resumable: rerun the same command. Used for seeds 1 and 0: bash commands.sh 1, bash commands.sh 0
+cd "$(dirname "$0")/../../.."; s=$1; R0=runs/doom-s2x-seed$s; F=runs/doom-r2-seed$s; P=runs/doom-r2k-seed$s; PY=.venv/bin/python
 mkdir -p $F/round0 $P/rollouts
 for d in vae mdrnn ctrl; do [ -e $F/round0/$d ] || ln -s $R0/$d $F/round0/$d; done
 echo "=== round 1 rollouts $(date)"
