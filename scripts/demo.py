@@ -409,7 +409,9 @@ def stages(args) -> list[Stage]:
 def check_pipelines(args) -> None:
     """One line when --pipelines does not match what --logdir holds, or cannot run."""
     if args.pipelines > 1 and args.rounds > 1:
-        raise UserError(f"--rounds 2 and --pipelines {args.pipelines} do not combine: add --pipelines 1")
+        raise UserError(
+            f"--rounds 2 and --pipelines {args.pipelines} do not combine: add --pipelines 1 or --rounds 1"
+        )
     pick = args.logdir / PICK_RESULTS
     held = (
         load_json(pick, "restore it, or delete it and rerun to redo the pick")["pipelines"]
