@@ -149,9 +149,8 @@ def generate_rollout(index: int, job: Job) -> tuple[int, int]:
             act = lambda t: actions[t]  # noqa: E731
         obs, _ = env.reset(seed=track_seed)
         frames, actions_taken, rewards, terminals = [env_spec.preprocess(obs, job.preprocessing)], [], [], []
-        label = env_spec.labels or (
-            lambda env: None
-        )  # what the state says at each frame, where the game says
+        # what the simulator's state says at each frame, for games whose spec says (None for the rest)
+        label = env_spec.labels or (lambda env: None)
         labels = [label(env)]
         truncated = False
         for t in range(job.max_steps):
